@@ -1,0 +1,2 @@
+"""Training and export: synthetic boards, the demo detector, and export targets that write
+new model versions into a Triton model repository (one small module per target)."""

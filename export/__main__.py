@@ -1,0 +1,85 @@
+"""``python -m export``: train the demo detector and export models into the repository.
+
+  python -m export dataset --out build/data --train 800 --val 160
+  python -m export train --epochs 40 --weights-out models/pcb_yolov8n.pt
+  python -m export yolo --weights models/pcb_yolov8n.pt --target onnx --repository model_repository
+  python -m export yolo --weights W --target tensorrt --fp16 --max-batch 32 --repository R
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="python -m export", description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = p.add_subparsers(dest="cmd", required=True)
+
+    d = sub.add_parser("dataset", help="render a synthetic YOLO data set")
+    d.add_argument("--out", type=Path, default=Path("build/train/data"))
+    d.add_argument("--train", type=int, default=800)
+    d.add_argument("--val", type=int, default=160)
+    d.add_argument("--seed", type=int, default=0)
+
+    t = sub.add_parser("train", help="train the nano demo detector on synthetic boards (CPU)")
+    t.add_argument("--out", type=Path, default=Path("build/train"))
+    t.add_argument("--train", type=int, default=800)
+    t.add_argument("--val", type=int, default=160)
+    t.add_argument("--epochs", type=int, default=40)
+    t.add_argument("--imgsz", type=int, default=320)
+    t.add_argument("--batch", type=int, default=16)
+    t.add_argument("--seed", type=int, default=0)
+    t.add_argument("--weights-out", type=Path, default=None)
+
+    y = sub.add_parser("yolo", help="export a YOLO .pt as a new pcb_detector version")
+    y.add_argument("--weights", type=Path, required=True)
+    y.add_argument("--target", choices=["onnx", "tensorrt"], required=True)
+    y.add_argument("--fp16", action="store_true", help="TensorRT: build an FP16 plan")
+    y.add_argument("--max-batch", type=int, default=16)
+    y.add_argument("--imgsz", type=int, default=320)
+    y.add_argument("--repository", type=Path, default=Path("model_repository"))
+    y.add_argument("--version", type=int, default=None, help="default: next free number")
+    y.add_argument("--serve-only-new", action="store_true",
+                   help="make the new version the only served one at once (default: keep "
+                        "serving the current one until `python -m serving.admin promote`)")
+    y.add_argument("--dry-run", action="store_true",
+                   help="TensorRT: export and check the ONNX, print the build steps, build nothing")
+
+    args = p.parse_args(argv)
+    if args.cmd == "dataset":
+        from export.dataset import write_dataset
+
+        print(write_dataset(args.out, args.train, args.val, seed=args.seed))
+    elif args.cmd == "train":
+        from export.train import TrainConfig, train
+
+        report = train(TrainConfig(out=args.out, n_train=args.train, n_val=args.val, epochs=args.epochs,
+                                   imgsz=args.imgsz, batch=args.batch, seed=args.seed,
+                                   weights_out=args.weights_out))
+        print(json.dumps(report, indent=2))
+    elif args.cmd == "yolo":
+        if args.target == "onnx":
+            from export import onnx_target
+
+            if args.fp16:
+                p.error("--fp16 applies to --target tensorrt (the CPU layout runs FP32 onnxruntime)")
+            version, path = onnx_target.add_version(args.repository, args.weights, args.imgsz,
+                                                    args.max_batch, args.version, args.serve_only_new)
+            print(f"pcb_detector version {version}: {path}")
+        else:
+            from export import tensorrt_target
+
+            version, path, steps = tensorrt_target.add_version(
+                args.repository, args.weights, args.imgsz, args.max_batch, args.fp16,
+                args.version, dry_run=args.dry_run, serve_only_new=args.serve_only_new)
+            for s in steps:
+                print(("[dry-run] " if args.dry_run else "") + s)
+            print(f"pcb_detector version {version}: {path}" + (" (not built)" if args.dry_run else ""))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

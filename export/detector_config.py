@@ -1,0 +1,65 @@
+"""``config.pbtxt`` of the detector, for either layout.
+
+CPU layout: a python-backend model running the ONNX file with onnxruntime (the PyPI
+Triton server has only the python backend). GPU layout: ``tensorrt_plan``. Both have the
+same tensors (``images`` in; ``output0`` and ``version`` out), dynamic batching with
+preferred sizes and a bounded queue delay, a bounded queue that rejects when full (the
+gateway answers 503 + Retry-After instead of letting boards go late), and instance groups.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from tritonclient.grpc import model_config_pb2 as mc
+
+from export.repository import DETECTOR
+
+HEADER = """# Written by `python -m export yolo`. The detector: letterboxed images in, raw YOLO output
+# (xywh + class scores per anchor) and the exported version number out.
+"""
+
+
+@dataclass(frozen=True)
+class DetectorShape:
+    imgsz: int
+    num_outputs: int  # 4 + number of classes
+    num_anchors: int
+
+
+def detector_config(
+    shape: DetectorShape,
+    target: str,
+    max_batch: int = 16,
+    versions: list[int] | None = None,
+    queue_delay_us: int = 2000,
+    max_queue_size: int = 128,
+    instances: int = 1,
+    intra_op_threads: int = 2,
+) -> mc.ModelConfig:
+    cfg = mc.ModelConfig(name=DETECTOR, max_batch_size=max_batch)
+    if target == "onnx":
+        cfg.backend = "python"
+        cfg.parameters["intra_op_threads"].string_value = str(intra_op_threads)
+        kind = mc.ModelInstanceGroup.KIND_CPU
+    elif target == "tensorrt":
+        cfg.platform = "tensorrt_plan"
+        kind = mc.ModelInstanceGroup.KIND_GPU
+    else:
+        raise ValueError(f"unknown target {target!r}")
+    cfg.input.add(name="images", data_type=mc.TYPE_FP32, dims=[3, shape.imgsz, shape.imgsz])
+    cfg.output.add(name="output0", data_type=mc.TYPE_FP32, dims=[shape.num_outputs, shape.num_anchors])
+    cfg.output.add(name="version", data_type=mc.TYPE_INT32, dims=[1])
+
+    db = cfg.dynamic_batching
+    sizes = [s for s in (4, 8, 16, 32) if s <= max_batch] or [max_batch]
+    db.preferred_batch_size.extend(sizes)
+    db.max_queue_delay_microseconds = queue_delay_us
+    db.default_queue_policy.max_queue_size = max_queue_size
+    db.default_queue_policy.timeout_action = mc.ModelQueuePolicy.REJECT
+    db.default_queue_policy.allow_timeout_override = True
+
+    cfg.instance_group.add(count=instances, kind=kind)
+    if versions:
+        cfg.version_policy.specific.versions.extend(sorted(versions))
+    return cfg

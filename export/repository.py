@@ -1,0 +1,44 @@
+"""Versions of a model in a Triton model repository on disk."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+from google.protobuf import text_format
+from tritonclient.grpc import model_config_pb2
+
+DETECTOR = "pcb_detector"  # the one name every component uses for the detector
+
+
+def versions(model_dir: Path) -> list[int]:
+    if not model_dir.is_dir():
+        return []
+    return sorted(int(p.name) for p in model_dir.iterdir() if p.is_dir() and re.fullmatch(r"\d+", p.name))
+
+
+def next_version(model_dir: Path) -> int:
+    v = versions(model_dir)
+    return (v[-1] + 1) if v else 1
+
+
+def read_config(model_dir: Path) -> model_config_pb2.ModelConfig:
+    cfg = model_config_pb2.ModelConfig()
+    text_format.Parse((model_dir / "config.pbtxt").read_text(), cfg)
+    return cfg
+
+
+def write_config(model_dir: Path, cfg: model_config_pb2.ModelConfig, header: str = "") -> None:
+    model_dir.mkdir(parents=True, exist_ok=True)
+    (model_dir / "config.pbtxt").write_text(header + text_format.MessageToString(cfg))
+
+
+def served_versions(cfg: model_config_pb2.ModelConfig, on_disk: list[int]) -> list[int]:
+    """Which on-disk versions Triton serves under the config's version policy."""
+    policy = cfg.version_policy.WhichOneof("policy_choice")
+    if policy == "specific":
+        return sorted(v for v in cfg.version_policy.specific.versions if v in on_disk)
+    if policy == "all":
+        return sorted(on_disk)
+    n = cfg.version_policy.latest.num_versions or 1
+    return sorted(on_disk)[-n:]

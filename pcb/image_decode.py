@@ -1,0 +1,89 @@
+"""Encoded image bytes -> BGR array, with the checks a public endpoint needs.
+
+Dimensions are read from the JPEG/PNG header *before* decoding so an image bomb (a tiny file
+that decodes to gigapixels) is refused without allocating it. Every refusal is an
+``ImageError`` with a stable ``code`` that the gateway and the Triton models pass on as is.
+"""
+
+from __future__ import annotations
+
+import struct
+
+import cv2
+import numpy as np
+
+MAX_PIXELS = 40_000_000  # 40 MP: far above any line camera, far below a bomb
+
+
+class ImageError(ValueError):
+    def __init__(self, code: str, message: str):
+        super().__init__(f"{code}: {message}")
+        self.code = code
+        self.message = message
+
+
+def _png_size(b: bytes) -> tuple[int, int] | None:
+    if len(b) >= 24 and b[:8] == b"\x89PNG\r\n\x1a\n" and b[12:16] == b"IHDR":
+        w, h = struct.unpack(">II", b[16:24])
+        return w, h
+    return None
+
+
+_SOF = {0xC0, 0xC1, 0xC2, 0xC3, 0xC5, 0xC6, 0xC7, 0xC9, 0xCA, 0xCB, 0xCD, 0xCE, 0xCF}
+
+
+def _jpeg_size(b: bytes) -> tuple[int, int] | None:
+    if len(b) < 4 or b[:2] != b"\xff\xd8":
+        return None
+    i = 2
+    while i + 9 < len(b):
+        if b[i] != 0xFF:
+            i += 1
+            continue
+        marker = b[i + 1]
+        if marker in (0xD8, 0x01) or 0xD0 <= marker <= 0xD7 or marker == 0xFF:
+            i += 1 if marker == 0xFF else 2
+            continue
+        seg_len = struct.unpack(">H", b[i + 2 : i + 4])[0]
+        if marker in _SOF:
+            h, w = struct.unpack(">HH", b[i + 5 : i + 9])
+            return w, h
+        i += 2 + seg_len
+    return None
+
+
+def image_size(data: bytes) -> tuple[int, int] | None:
+    """(width, height) from a PNG or JPEG header, or None if neither."""
+    return _png_size(data) or _jpeg_size(data)
+
+
+def decode_image(data: bytes | np.ndarray, max_pixels: int = MAX_PIXELS) -> np.ndarray:
+    """Decode JPEG/PNG bytes to an HxWx3 BGR uint8 array (grey and alpha are dropped the way
+    ``cv2.imread`` does, which is what ultralytics does with files)."""
+    buf = np.frombuffer(data, np.uint8) if isinstance(data, (bytes, bytearray, memoryview)) else data
+    raw = buf[:65536].tobytes()
+    if buf.size == 0:
+        raise ImageError("empty_image", "the image is empty")
+    size = image_size(raw)
+    if size is None:
+        raise ImageError("unsupported_image", "not a JPEG or PNG image")
+    w, h = size
+    if w == 0 or h == 0:
+        raise ImageError("invalid_image", f"image header says {w}x{h}")
+    if w * h > max_pixels:
+        raise ImageError("image_too_large", f"{w}x{h} pixels is over the limit of {max_pixels}")
+    img = cv2.imdecode(buf, cv2.IMREAD_COLOR)
+    if img is None:
+        raise ImageError("invalid_image", "the image could not be decoded (corrupt or truncated)")
+    if _truncated_jpeg(raw, buf):
+        raise ImageError("invalid_image", "the JPEG is truncated (no end-of-image marker)")
+    return img
+
+
+def _truncated_jpeg(head: bytes, buf: np.ndarray) -> bool:
+    # libjpeg fills a truncated scan with grey and only warns; a half-grey board would be
+    # inspected as if it were real, so a JPEG without its EOI marker is refused.
+    if head[:2] != b"\xff\xd8":
+        return False
+    tail = buf[-4096:].tobytes()  # cameras may append a little after EOI
+    return b"\xff\xd9" not in tail

@@ -1,0 +1,1 @@
+"""Raspberry Pi edge client (issue 5)."""

@@ -1,0 +1,36 @@
+"""The detector on the CPU: an ONNX file run by onnxruntime over a whole dynamic batch.
+
+Used by the python-backend ``pcb_detector`` model (CPU layout), by the in-process
+benchmark baseline and by the parity tests. Requests that Triton's dynamic batcher hands
+over together are concatenated into one ``session.run`` call: that is where batching pays.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import onnxruntime as ort
+
+
+class OrtDetector:
+    def __init__(self, path: str | Path, threads: int = 0):
+        opts = ort.SessionOptions()
+        opts.intra_op_num_threads = threads  # 0 = onnxruntime picks (one per core)
+        opts.inter_op_num_threads = 1
+        opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        self.session = ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
+        self.input_name = self.session.get_inputs()[0].name
+        self.output_names = [o.name for o in self.session.get_outputs()]
+
+    def run(self, images: np.ndarray) -> dict[str, np.ndarray]:
+        """(B, 3, S, S) float32 -> {output name: (B, ...)}."""
+        outs = self.session.run(self.output_names, {self.input_name: images})
+        return dict(zip(self.output_names, outs))
+
+    def run_split(self, batches: list[np.ndarray]) -> list[dict[str, np.ndarray]]:
+        """Run several requests' inputs as one batch and split the outputs back."""
+        sizes = [b.shape[0] for b in batches]
+        merged = self.run(batches[0] if len(batches) == 1 else np.concatenate(batches))
+        bounds = np.cumsum([0] + sizes)
+        return [{k: v[bounds[i]:bounds[i + 1]] for k, v in merged.items()} for i in range(len(sizes))]
