@@ -66,6 +66,8 @@ def decode_image(data: bytes | np.ndarray, max_pixels: int = MAX_PIXELS) -> np.n
         raise ImageError("empty_image", "the image is empty")
     size = image_size(raw)
     if size is None:
+        if raw[:2] == b"\xff\xd8" or raw[:8] == b"\x89PNG\r\n\x1a\n":
+            raise ImageError("invalid_image", "the image header is corrupt or truncated")
         raise ImageError("unsupported_image", "not a JPEG or PNG image")
     w, h = size
     if w == 0 or h == 0:

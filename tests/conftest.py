@@ -1,0 +1,60 @@
+"""Shared fixtures: a model repository with the demo detector exported into it, and a real
+CPU Triton server on free ports (stopped by the fixture, also when a test fails)."""
+
+from __future__ import annotations
+
+import os
+import shutil
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+
+from serving.cpu_server import TritonServer, free_port
+
+ROOT = Path(__file__).resolve().parent.parent
+WEIGHTS = Path(os.environ.get("PCB_WEIGHTS", ROOT / "models" / "pcb_yolov8n.pt"))
+
+os.environ.setdefault("YOLO_OFFLINE", "1")  # never reach for the hub in tests
+
+
+def make_repository(dest: Path, weights: Path = WEIGHTS) -> Path:
+    """A copy of model_repository/ (pipeline models) with ``weights`` exported as version 1."""
+    from export import onnx_target
+
+    shutil.copytree(ROOT / "model_repository", dest,
+                    ignore=shutil.ignore_patterns("__pycache__"))
+    det = dest / "pcb_detector"
+    if det.exists():
+        shutil.rmtree(det)
+    onnx_target.add_version(dest, weights, imgsz=320, max_batch=16)
+    return dest
+
+
+def start_triton(repository: Path, log: Path) -> TritonServer:
+    srv = TritonServer(repository=repository,
+                       ports={"http": free_port(), "grpc": free_port(), "metrics": free_port()},
+                       log_file=log)
+    return srv.start(timeout=180)
+
+
+@pytest.fixture(scope="session")
+def repository(tmp_path_factory) -> Path:
+    return make_repository(tmp_path_factory.mktemp("repo") / "model_repository")
+
+
+@pytest.fixture(scope="session")
+def triton(repository, tmp_path_factory):
+    srv = start_triton(repository, tmp_path_factory.mktemp("triton") / "triton.log")
+    try:
+        yield srv
+    finally:
+        srv.stop()
+
+
+def encode(img: np.ndarray, ext: str = ".jpg", **params) -> bytes:
+    flags = [cv2.IMWRITE_JPEG_QUALITY, params.get("quality", 90)] if ext == ".jpg" else []
+    ok, buf = cv2.imencode(ext, img, flags)
+    assert ok
+    return buf.tobytes()
