@@ -1,0 +1,97 @@
+"""Hot-swap under traffic: a client loop keeps inspecting while a new detector version is
+exported, loaded, promoted and the old one unloaded. Zero failed requests; the responses
+switch to the new version and stay there."""
+
+from __future__ import annotations
+
+import threading
+import time
+
+import pytest
+import tritonclient.http as http
+
+from export import onnx_target
+from pcb.synthetic import render_board
+from serving.admin import AdminError, ModelAdmin
+from tests.conftest import WEIGHTS, encode, make_repository, start_triton
+from tests.triton_helpers import inspect
+
+
+@pytest.fixture(scope="module")
+def own_triton(tmp_path_factory):
+    """Its own repository and server: this test rewrites the detector's versions."""
+    repo = make_repository(tmp_path_factory.mktemp("swap") / "model_repository")
+    srv = start_triton(repo, tmp_path_factory.mktemp("swap_log") / "triton.log")
+    try:
+        yield srv, repo
+    finally:
+        srv.stop()
+
+
+class Traffic(threading.Thread):
+    def __init__(self, url: str, images: list[bytes]):
+        super().__init__(daemon=True)
+        self.client = http.InferenceServerClient(url)  # one client per thread (gevent inside)
+        self.images, self.stop = images, threading.Event()
+        self.versions: list[int] = []
+        self.errors: list[str] = []
+
+    def run(self) -> None:
+        i = 0
+        while not self.stop.is_set():
+            try:
+                self.versions.append(inspect(self.client, self.images[i % len(self.images)])["version"])
+            except Exception as e:  # noqa: BLE001 - every failure counts
+                self.errors.append(repr(e))
+            i += 1
+
+
+def test_promote_new_version_under_traffic(own_triton):
+    srv, repo = own_triton
+    admin = ModelAdmin(srv.http_url, repo)
+    images = [encode(render_board(500 + i).image) for i in range(8)]
+    loops = [Traffic(srv.http_url, images) for _ in range(3)]
+    for t in loops:
+        t.start()
+    try:
+        time.sleep(1.0)
+        version, _ = onnx_target.add_version(repo, WEIGHTS, imgsz=320, max_batch=16)
+        assert version == 2
+        assert admin.served("pcb_detector") == [1]  # exporting alone changes nothing served
+        assert admin.load("pcb_detector", 2) == [1, 2]
+        time.sleep(1.0)
+        assert admin.promote("pcb_detector", 2) == [2]
+        time.sleep(1.5)
+    finally:
+        for t in loops:
+            t.stop.set()
+        for t in loops:
+            t.join(30)
+
+    errors = [e for t in loops for e in t.errors]
+    assert errors == [], errors[:5]
+    for t in loops:
+        assert t.versions[0] == 1
+        assert t.versions[-1] == 2
+        first_new = t.versions.index(2)
+        assert set(t.versions[first_new:]) == {2}, "went back to version 1 after the switch"
+        assert len(t.versions) > 10
+    rows = {r["model"]: r for r in admin.describe()}
+    assert rows["pcb_detector"]["ready"] == [2]
+    assert rows["pcb_detector"]["on_disk"] == [1, 2]
+    # and the policy on disk says so, for the next restart
+    assert admin.served("pcb_detector") == [2]
+
+
+def test_rollback_and_refusals(own_triton):
+    srv, repo = own_triton
+    admin = ModelAdmin(srv.http_url, repo)
+    assert admin.rollback("pcb_detector") == [1]
+    c = http.InferenceServerClient(srv.http_url)
+    assert inspect(c, encode(render_board(1).image))["version"] == 1
+    with pytest.raises(AdminError, match="no version"):
+        admin.promote("pcb_detector", 99)
+    with pytest.raises(AdminError, match="no version"):
+        admin.rollback("pcb_detector")
+    with pytest.raises(AdminError, match="serve no version"):
+        admin.unload("pcb_detector", 1)
