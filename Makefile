@@ -1,0 +1,65 @@
+# Two commands on a fresh machine: `make demo` and `make test`. Everything else is here too.
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed-$(shell cat pyproject.toml constraints.txt | md5sum | cut -c1-8)
+WEIGHTS := models/pcb_yolov8n.pt
+REPO := model_repository
+DETECTOR_V1 := $(REPO)/pcb_detector/1/model.onnx
+export YOLO_OFFLINE := 1
+
+.PHONY: help venv repository triton demo test test-fast bench bench-triton train export-tensorrt-dry-run lint clean
+
+help:
+	@echo "make demo           CPU Triton + a simulated dual-camera inspection line"
+	@echo "make test           the whole test suite against real servers"
+	@echo "make triton         run the CPU Triton server on $(REPO) (foreground)"
+	@echo "make bench          all benchmarks -> docs/benchmarks.md"
+	@echo "make train          retrain the demo detector on synthetic boards (~1 h on 2 cores)"
+
+# One environment: serving, export and test tools. numpy < 2 everywhere (constraints.txt)
+# because the python backend of the PyPI Triton server runs in it.
+venv: $(STAMP)
+$(STAMP): pyproject.toml constraints.txt
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -c constraints.txt -e ".[server,export,dev]"
+	rm -f $(VENV)/.installed-*
+	touch $@
+
+# The committed demo detector, exported as version 1 of pcb_detector (CPU layout).
+repository: $(DETECTOR_V1)
+$(DETECTOR_V1): $(WEIGHTS) | $(STAMP)
+	rm -rf $(REPO)/pcb_detector
+	$(PY) -m export yolo --weights $(WEIGHTS) --target onnx --repository $(REPO)
+
+triton: repository
+	$(PY) -m serving.cpu_server --repository $(REPO)
+
+demo: repository
+	$(PY) -m serving.demo_line --repository $(REPO)
+
+test: venv
+	$(PY) -m pytest -q -rA --durations=15
+
+test-fast: venv
+	$(PY) -m pytest -q -m "not slow"
+
+bench: bench-triton
+
+bench-triton: repository
+	$(PY) -m bench.perf_triton
+
+train: venv
+	$(PY) -m export train --epochs 40 --weights-out $(WEIGHTS)
+
+export-tensorrt-dry-run: venv
+	$(PY) -m export yolo --weights $(WEIGHTS) --target tensorrt --fp16 --max-batch 32 \
+		--repository build/model_repository_gpu --dry-run
+
+lint: venv
+	$(VENV)/bin/ruff check .
+
+clean:
+	rm -rf build $(REPO)/pcb_detector

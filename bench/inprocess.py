@@ -1,0 +1,35 @@
+"""The ceiling Triton's overhead is measured against: the same pipeline (decode ->
+letterbox -> onnxruntime -> NMS) in one Python process, same model and images, at the
+best batch size."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import numpy as np
+
+from pcb.image_decode import decode_image
+from pcb.letterbox import letterbox
+from pcb.postprocess import postprocess
+from serving.ort_detector import OrtDetector
+
+
+def pipeline_throughput(onnx: Path, images: list[bytes], batch: int, seconds: float = 4.0,
+                        threads: int = 0) -> float:
+    """Images per second through the whole pipeline at ``batch`` images per ORT call."""
+    det = OrtDetector(onnx, threads)
+
+    def run_batch(start: int) -> None:
+        chunk = [images[(start + k) % len(images)] for k in range(batch)]
+        prepped = [letterbox(decode_image(d), 320) for d in chunk]
+        out = det.run(np.stack([p[0] for p in prepped]))["output0"]
+        for raw, (_, t) in zip(out, prepped):
+            postprocess(raw, t)
+
+    run_batch(0)  # warm-up
+    n, t0 = 0, time.perf_counter()
+    while time.perf_counter() - t0 < seconds:
+        run_batch(n)
+        n += batch
+    return n / (time.perf_counter() - t0)
