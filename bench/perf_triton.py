@@ -17,8 +17,16 @@ from pathlib import Path
 
 import tritonclient.http as http
 
-from bench.common import (OUT, ROOT, bench_images, bench_repository, git_rev, machine,
-                          perf_analyzer_env, write_section)
+from bench.common import (
+    OUT,
+    ROOT,
+    bench_images,
+    bench_repository,
+    git_rev,
+    machine,
+    perf_analyzer_env,
+    write_section,
+)
 from bench.inprocess import pipeline_throughput
 from serving.cpu_server import TritonServer, free_port
 

@@ -49,7 +49,7 @@ def run_line(url: str, boards: int, seed: int = 2024, fps: float = 5.0) -> list[
         ms = (time.perf_counter() - t0) * 1000
         latencies.append(ms)
 
-        def side(s: str) -> str:
+        def side(s: str, r=r) -> str:
             names = [n.decode() for n in r.as_numpy(f"{s}_CLASS_NAMES")[0]]
             return ",".join(sorted(set(names))) or "-"
 

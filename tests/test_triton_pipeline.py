@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 
-import numpy as np
 import pytest
 import tritonclient.http as http
 from google.protobuf import text_format

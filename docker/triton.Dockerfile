@@ -1,0 +1,8 @@
+# Triton for the GPU layout: the official container plus what the python pre/post-processing
+# models import (numpy < 2, OpenCV headless, PyYAML) and the project's `pcb` package.
+ARG TRITON_VERSION=24.10
+FROM nvcr.io/nvidia/tritonserver:${TRITON_VERSION}-py3
+RUN pip install --no-cache-dir "numpy>=1.26,<2" "opencv-python-headless>=4.9,<4.12" "pyyaml>=6"
+COPY pcb /opt/pcb-platform/pcb
+COPY serving /opt/pcb-platform/serving
+ENV PYTHONPATH=/opt/pcb-platform

@@ -1,0 +1,79 @@
+"""Export targets: ONNX versions written into a repository, the version stamp, and the
+TensorRT path checked as far as a machine without a GPU allows (dry run + config)."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+import sys
+
+import numpy as np
+from google.protobuf import text_format
+from tritonclient.grpc import model_config_pb2 as mc
+
+from export import onnx_target
+from export.detector_config import DetectorShape, detector_config
+from export.repository import read_config, versions
+from serving.gpu_repository import assemble
+from serving.ort_detector import OrtDetector
+from tests.conftest import ROOT, WEIGHTS
+
+
+def test_new_versions_keep_the_served_one_until_promoted(tmp_path):
+    repo = tmp_path / "repo"
+    shutil.copytree(ROOT / "model_repository" / "pcb_preprocess", repo / "pcb_preprocess")
+    v1, p1 = onnx_target.add_version(repo, WEIGHTS, 320, 16)
+    v2, p2 = onnx_target.add_version(repo, WEIGHTS, 320, 16)
+    assert (v1, v2) == (1, 2)
+    assert versions(repo / "pcb_detector") == [1, 2]
+    cfg = read_config(repo / "pcb_detector")
+    assert list(cfg.version_policy.specific.versions) == [1]
+    assert cfg.backend == "python" and cfg.dynamic_batching.max_queue_delay_microseconds > 0
+    assert (repo / "pcb_detector" / "2" / "model.py").exists()
+    out = OrtDetector(p2).run(np.zeros((3, 3, 320, 320), np.float32))
+    assert out["version"].tolist() == [[2], [2], [2]]
+    assert out["output0"].shape == (3, 16, 2100)
+    assert not list((repo / "pcb_detector").glob(".*partial"))
+
+
+def test_export_refuses_a_size_the_preprocessor_does_not_make(tmp_path):
+    repo = tmp_path / "repo"
+    shutil.copytree(ROOT / "model_repository" / "pcb_preprocess", repo / "pcb_preprocess")
+    try:
+        onnx_target.add_version(repo, WEIGHTS, 416, 16)
+    except SystemExit as e:
+        assert "imgsz 416" in str(e)
+    else:
+        raise AssertionError("export at 416 px into a 320 px pipeline was accepted")
+
+
+def test_tensorrt_config_is_a_valid_plan_config():
+    cfg = detector_config(DetectorShape(320, 16, 2100), "tensorrt", max_batch=32, versions=[3])
+    again = mc.ModelConfig()
+    text_format.Parse(text_format.MessageToString(cfg), again)
+    assert again.platform == "tensorrt_plan" and not again.backend
+    assert again.instance_group[0].kind == mc.ModelInstanceGroup.KIND_GPU
+    assert list(again.dynamic_batching.preferred_batch_size) == [4, 8, 16, 32]
+    assert again.dynamic_batching.default_queue_policy.max_queue_size > 0
+    assert [o.name for o in again.output] == ["output0", "version"]
+
+
+def test_tensorrt_export_dry_run(tmp_path):
+    """The real command, up to the TensorRT build (no GPU here): ONNX exported and stamped,
+    build steps printed, nothing left half-written in the repository."""
+    repo = tmp_path / "gpu_repo"
+    assert "pcb_inspect" in assemble(repo)
+    p = subprocess.run([sys.executable, "-m", "export", "yolo", "--weights", str(WEIGHTS), "--target", "tensorrt",
+                        "--fp16", "--max-batch", "32", "--repository", str(repo), "--dry-run"],
+                       capture_output=True, text=True, cwd=ROOT, timeout=300)
+    assert p.returncode == 0, p.stderr[-2000:]
+    assert "[dry-run] precision: FP16" in p.stdout
+    assert "min (1,(3, 320, 320)) opt (8,(3, 320, 320)) max (32,(3, 320, 320))" in p.stdout
+    assert versions(repo / "pcb_detector") == []
+    assert not list((repo / "pcb_detector").glob(".*"))
+
+
+def test_fp16_is_refused_for_the_cpu_layout():
+    p = subprocess.run([sys.executable, "-m", "export", "yolo", "--weights", str(WEIGHTS), "--target", "onnx",
+                        "--fp16"], capture_output=True, text=True, cwd=ROOT, timeout=120)
+    assert p.returncode == 2 and "--fp16 applies to --target tensorrt" in p.stderr
