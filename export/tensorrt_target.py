@@ -97,4 +97,10 @@ def add_version(repository: Path, weights: Path, imgsz: int, max_batch: int, fp1
     policy = [version] if (serve_only_new or not served) else served
     write_config(model_dir, detector_config(onnx_shape(vdir / "model.onnx"), "tensorrt", max_batch, policy),
                  HEADER)
+    # FP16 can cost a detector some accuracy: say how much, on the spot
+    from export.plan_check import compare
+
+    report = compare(vdir / "model.plan", vdir / "model.onnx", imgsz)
+    steps.append(f"plan vs FP32 ONNX: {report['matched_in_plan']}/{report['fp32_boxes']} boxes matched, "
+                 f"max score diff {report['max_score_diff']:.4f}")
     return version, vdir / "model.plan", steps
