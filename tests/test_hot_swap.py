@@ -4,6 +4,8 @@ switch to the new version and stay there."""
 
 from __future__ import annotations
 
+import subprocess
+import sys
 import threading
 import time
 
@@ -81,6 +83,17 @@ def test_promote_new_version_under_traffic(own_triton):
     assert rows["pcb_detector"]["on_disk"] == [1, 2]
     # and the policy on disk says so, for the next restart
     assert admin.served("pcb_detector") == [2]
+
+
+def test_admin_cli_lists_and_refuses(own_triton):
+    srv, repo = own_triton
+    run = [sys.executable, "-m", "serving.admin", "--url", srv.http_url, "--repository", str(repo)]
+    out = subprocess.run(run + ["list"], capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0, out.stderr
+    row = next(line for line in out.stdout.splitlines() if line.startswith("pcb_detector"))
+    assert "[1, 2]" in row and "[2]" in row
+    bad = subprocess.run(run + ["promote", "pcb_detector", "42"], capture_output=True, text=True, timeout=60)
+    assert bad.returncode == 2 and "no version [42] on disk" in bad.stderr
 
 
 def test_rollback_and_refusals(own_triton):
