@@ -1,0 +1,28 @@
+"""Gateway settings: every knob an environment variable with a sane default (embedded
+defaults: SQLite file, in-process pairing, Triton on localhost)."""
+
+from __future__ import annotations
+
+from functools import lru_cache
+
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from pcb.image_decode import MAX_PIXELS
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="", env_file=".env", extra="ignore")
+
+    triton_url: str = "127.0.0.1:8001"  # gRPC
+    triton_timeout_s: float = 5.0
+    database_url: str = "sqlite:///build/gateway.db"
+    redis_url: str | None = None
+    max_upload_bytes: int = 10 * 1024 * 1024
+    max_pixels: int = MAX_PIXELS
+    pairing_window_ms: int = 1500
+    admin_token: str | None = None
+
+
+@lru_cache(maxsize=1)
+def get_settings() -> Settings:
+    return Settings()

@@ -1,0 +1,130 @@
+"""The gateway's one shared Triton client: tritonclient's gRPC *aio* client (the sync
+clients are not safe on an event loop), one channel reused by every request.
+
+Calls the ``pcb_inspect`` / ``pcb_dual_inspect`` ensembles with the encoded image bytes
+and turns the answers into plain dataclasses; Triton's errors become gateway errors:
+a bad image -> 422 with the pre-processor's code, a full queue or a dead server -> 503
+with Retry-After.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+
+import numpy as np
+import tritonclient.grpc.aio as grpcclient
+from tritonclient.utils import InferenceServerException
+
+from gateway.core.errors import InvalidImage, ServiceUnavailable
+from pcb import taxonomy
+
+SINGLE_MODEL = "pcb_inspect"
+DUAL_MODEL = "pcb_dual_inspect"
+
+
+@dataclass(frozen=True)
+class Detection:
+    x1: float
+    y1: float
+    x2: float
+    y2: float
+    confidence: float
+    class_id: int
+    class_name: str
+
+
+@dataclass(frozen=True)
+class SideResult:
+    detections: list[Detection]
+    verdict_code: int
+    confidence: float
+    detector_version: int
+
+
+@dataclass(frozen=True)
+class DualResult:
+    left: SideResult
+    right: SideResult
+    board_verdict_code: int
+    board_confidence: float
+    gpio_pin: int
+    gpio_duration_ms: int
+    detector_version: int
+    inference_ms: float
+
+
+def _image(name: str, data: bytes) -> grpcclient.InferInput:
+    arr = np.frombuffer(data, np.uint8)[None]
+    inp = grpcclient.InferInput(name, list(arr.shape), "UINT8")
+    inp.set_data_from_numpy(arr)
+    return inp
+
+
+def _side(r, prefix: str = "") -> SideResult:
+    tax = taxonomy.load()
+    det = r.as_numpy(f"{prefix}DETECTIONS")[0]
+    return SideResult(
+        detections=[Detection(float(d[0]), float(d[1]), float(d[2]), float(d[3]), float(d[4]), int(d[5]),
+                              tax.classes[int(d[5])].name) for d in det],
+        verdict_code=int(r.as_numpy(f"{prefix}VERDICT")[0, 0]),
+        confidence=float(r.as_numpy(f"{prefix}CONFIDENCE")[0, 0]),
+        detector_version=int(r.as_numpy(f"{prefix}DETECTOR_VERSION")[0, 0]),
+    )
+
+
+def translate(e: InferenceServerException) -> Exception:
+    """Triton's error -> the gateway's."""
+    msg = e.message() or str(e)
+    status = str(e.status() or "")
+    if "INVALID_ARG" in status or status == "400":
+        # the pre-processor's message starts with its stable code ("invalid_image: ...")
+        tail = msg.rsplit("', ", 1)[-1] if "', " in msg else msg
+        code, _, text = tail.partition(": ")
+        if code in {"invalid_image", "unsupported_image", "image_too_large", "empty_image"}:
+            return InvalidImage(text or tail, code)
+        return InvalidImage(tail)
+    if "queue" in msg.lower() and ("max" in msg.lower() or "exceed" in msg.lower()):
+        return ServiceUnavailable("the inference queue is full", "inference_overloaded", 1)
+    return ServiceUnavailable(f"inference service unavailable: {msg[:200]}", "inference_unavailable", 2)
+
+
+class TritonService:
+    def __init__(self, url: str, timeout_s: float = 5.0):
+        self.url = url
+        self.timeout_s = timeout_s
+        self.client = grpcclient.InferenceServerClient(url)
+
+    async def close(self) -> None:
+        await self.client.close()
+
+    async def ready(self) -> bool:
+        try:
+            return bool(await self.client.is_server_ready(client_timeout=1.0))
+        except InferenceServerException:
+            return False
+
+    async def _infer(self, model: str, inputs: list) -> tuple[object, float]:
+        t0 = time.perf_counter()
+        try:
+            r = await self.client.infer(model, inputs, client_timeout=self.timeout_s)
+        except InferenceServerException as e:
+            raise translate(e) from None
+        return r, (time.perf_counter() - t0) * 1000
+
+    async def inspect(self, image: bytes) -> tuple[SideResult, float]:
+        r, ms = await self._infer(SINGLE_MODEL, [_image("IMAGE", image)])
+        return _side(r), ms
+
+    async def inspect_dual(self, left: bytes, right: bytes) -> DualResult:
+        r, ms = await self._infer(DUAL_MODEL, [_image("LEFT_IMAGE", left), _image("RIGHT_IMAGE", right)])
+        left_r, right_r = _side(r, "LEFT_"), _side(r, "RIGHT_")
+        return DualResult(
+            left=left_r, right=right_r,
+            board_verdict_code=int(r.as_numpy("BOARD_VERDICT")[0, 0]),
+            board_confidence=float(r.as_numpy("BOARD_CONFIDENCE")[0, 0]),
+            gpio_pin=int(r.as_numpy("GPIO_PIN")[0, 0]),
+            gpio_duration_ms=int(r.as_numpy("GPIO_DURATION_MS")[0, 0]),
+            detector_version=left_r.detector_version,
+            inference_ms=ms,
+        )
