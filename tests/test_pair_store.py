@@ -1,0 +1,69 @@
+"""Pairing state: in-process and on the machine's real Redis (own key prefix, cleaned up)."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+import uuid
+
+import pytest
+
+from gateway.services.pair_store import MemoryPairStore, RedisPairStore
+
+REDIS_URL = "redis://127.0.0.1:6379/0"
+
+
+@pytest.fixture(params=["memory", "redis"])
+async def make_store(request):
+    prefix = f"test-{uuid.uuid4().hex[:8]}:"
+    made = []
+
+    def factory():
+        s = MemoryPairStore() if request.param == "memory" else RedisPairStore(REDIS_URL, prefix=prefix)
+        made.append(s)
+        return s
+
+    # one memory store is shared by "two workers" (same process); Redis stores are separate
+    # clients, like two gateway worker processes
+    shared = factory() if request.param == "memory" else None
+    yield (lambda: shared) if shared else factory
+    if request.param == "redis":
+        keys = await made[0].redis.keys(f"{prefix}*")
+        if keys:
+            await made[0].redis.delete(*keys)
+    for s in made:
+        await s.close()
+
+
+async def test_waiter_gets_the_other_side_when_it_arrives(make_store):
+    a, b = make_store(), make_store()
+
+    async def late_right():
+        await asyncio.sleep(0.2)
+        await b.put("B1", "right", {"verdict": 2})
+
+    t0 = time.monotonic()
+    task = asyncio.create_task(late_right())
+    got = await a.wait_for("B1", "right", timeout_s=3)
+    await task
+    assert got == {"verdict": 2}
+    assert time.monotonic() - t0 < 2
+
+
+async def test_already_there_is_returned_at_once(make_store):
+    a, b = make_store(), make_store()
+    await b.put("B2", "right", {"verdict": 0})
+    assert await a.wait_for("B2", "right", timeout_s=0.01) == {"verdict": 0}
+
+
+async def test_timeout_is_bounded_and_returns_none(make_store):
+    a = make_store()
+    t0 = time.monotonic()
+    assert await a.wait_for("B3", "right", timeout_s=0.3) is None
+    assert 0.25 < time.monotonic() - t0 < 1.5
+
+
+async def test_claim_once_across_workers(make_store):
+    a, b = make_store(), make_store()
+    results = await asyncio.gather(*[s.claim_once("gpio:B4") for s in (a, b, a, b)])
+    assert sorted(results) == [False, False, False, True]
