@@ -1,0 +1,90 @@
+"""Tables (SQLAlchemy 2). The seed's ``inspections`` / ``system_logs`` / ``system_config``,
+plus what the gateway needs: ``devices`` and ``idempotency_keys``.
+
+Verdicts are stored as their name (``normal``, ``solder_defect``, ...) and code; the Korean
+display label comes from the taxonomy, never from the database.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+from sqlalchemy import JSON, Boolean, DateTime, Float, Index, Integer, String, Text, UniqueConstraint
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC).replace(tzinfo=None)
+
+
+class Base(DeclarativeBase):
+    pass
+
+
+class Inspection(Base):
+    __tablename__ = "inspections"
+
+    id: Mapped[str] = mapped_column(String(36), primary_key=True)  # uuid, made by the gateway
+    board_id: Mapped[str] = mapped_column(String(64), index=True)
+    device_id: Mapped[str] = mapped_column(String(64), index=True)
+    camera_side: Mapped[str] = mapped_column(String(8))  # left / right / both (one dual request)
+    verdict: Mapped[str] = mapped_column(String(32), index=True)
+    verdict_code: Mapped[int] = mapped_column(Integer)
+    confidence: Mapped[float] = mapped_column(Float)
+    side_verdicts: Mapped[dict | None] = mapped_column(JSON, nullable=True)  # per-side code + confidence
+    boxes: Mapped[list | None] = mapped_column(JSON, nullable=True)
+    image_path: Mapped[str | None] = mapped_column(String(512), nullable=True)
+    gpio_pin: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    gpio_duration_ms: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    partial: Mapped[bool] = mapped_column(Boolean, default=False)
+    model_version: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    latency_ms: Mapped[float | None] = mapped_column(Float, nullable=True)
+    captured_at: Mapped[datetime | None] = mapped_column(DateTime, nullable=True)
+    created_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow, index=True)
+
+    __table_args__ = (Index("ix_inspections_created_verdict", "created_at", "verdict"),)
+
+
+class SystemLog(Base):
+    __tablename__ = "system_logs"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    level: Mapped[str] = mapped_column(String(16))
+    source: Mapped[str] = mapped_column(String(64))
+    message: Mapped[str] = mapped_column(Text)
+    details: Mapped[dict | None] = mapped_column(JSON, nullable=True)
+    created_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow, index=True)
+
+
+class SystemConfig(Base):
+    __tablename__ = "system_config"
+
+    key: Mapped[str] = mapped_column(String(128), primary_key=True)
+    value: Mapped[str] = mapped_column(Text)
+    updated_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow, onupdate=utcnow)
+
+
+class Device(Base):
+    __tablename__ = "devices"
+
+    id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    name: Mapped[str] = mapped_column(String(128), default="")
+    side: Mapped[str] = mapped_column(String(8))  # left / right
+    drives_gpio: Mapped[bool] = mapped_column(Boolean, default=False)
+    api_key_hash: Mapped[str] = mapped_column(String(128))  # sha256 of a random key
+    enabled: Mapped[bool] = mapped_column(Boolean, default=True)
+    last_seen_at: Mapped[datetime | None] = mapped_column(DateTime, nullable=True)
+    created_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow)
+
+
+class IdempotencyKey(Base):
+    __tablename__ = "idempotency_keys"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    device_id: Mapped[str] = mapped_column(String(64))
+    key: Mapped[str] = mapped_column(String(128))
+    inspection_id: Mapped[str] = mapped_column(String(36))
+    response: Mapped[dict] = mapped_column(JSON)
+    created_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow, index=True)
+
+    __table_args__ = (UniqueConstraint("device_id", "key", name="uq_idempotency_device_key"),)

@@ -1,0 +1,35 @@
+"""Engine and sessions. Sync SQLAlchemy (pymysql / sqlite3) used from a thread pool by the
+async gateway, so no database call blocks the event loop."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from sqlalchemy import create_engine, event
+from sqlalchemy.engine import Engine
+from sqlalchemy.orm import sessionmaker
+
+
+def make_engine(url: str) -> Engine:
+    if url.startswith("sqlite"):
+        path = url.split("///", 1)[-1]
+        if path and path != ":memory:":
+            Path(path).parent.mkdir(parents=True, exist_ok=True)
+        engine = create_engine(url, connect_args={"check_same_thread": False, "timeout": 30})
+
+        @event.listens_for(engine, "connect")
+        def _sqlite_pragmas(conn, _):
+            cur = conn.cursor()
+            cur.execute("PRAGMA journal_mode=WAL")
+            cur.execute("PRAGMA synchronous=NORMAL")
+            cur.close()
+
+        return engine
+    # MySQL/MariaDB through pymysql: short timeouts so an outage is noticed quickly and the
+    # outbox keeps the rows; pre-ping drops connections that died with the server
+    return create_engine(url, pool_pre_ping=True, pool_recycle=1800,
+                         connect_args={"connect_timeout": 3, "read_timeout": 10, "write_timeout": 10})
+
+
+def make_sessionmaker(engine: Engine) -> sessionmaker:
+    return sessionmaker(engine, expire_on_commit=False)

@@ -1,0 +1,128 @@
+"""The durable local outbox between an answered inspection and the database.
+
+The verdict never waits on MySQL: the gateway writes the inspection into a local SQLite
+file (WAL, ``synchronous=FULL``: on disk when ``put`` returns) *before* it answers, then a
+drainer moves rows to the database in batches and deletes them only after the database
+transaction committed. Database writes are idempotent (primary key = inspection id), so a
+crash between commit and delete re-sends a row without storing it twice. The file survives
+a database outage and a gateway restart; any worker can drain it.
+
+The same file keeps the idempotency keys (device, Idempotency-Key) -> first response, so a
+retried submission is answered from here even while the database is down.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS pending (
+    id TEXT PRIMARY KEY,
+    kind TEXT NOT NULL,
+    payload TEXT NOT NULL,
+    attempts INTEGER NOT NULL DEFAULT 0,
+    last_error TEXT,
+    created_at REAL NOT NULL
+);
+CREATE TABLE IF NOT EXISTS idempotency (
+    device_id TEXT NOT NULL,
+    key TEXT NOT NULL,
+    response TEXT NOT NULL,
+    created_at REAL NOT NULL,
+    PRIMARY KEY (device_id, key)
+);
+"""
+
+
+@dataclass(frozen=True)
+class PendingRow:
+    id: str
+    kind: str
+    payload: dict
+    attempts: int
+
+
+class Outbox:
+    def __init__(self, path: str | Path):
+        self.path = Path(path)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._local = threading.local()
+        with self._conn() as c:
+            c.executescript(SCHEMA)
+
+    def _conn(self) -> sqlite3.Connection:
+        c = getattr(self._local, "conn", None)
+        if c is None:
+            c = sqlite3.connect(self.path, timeout=30, isolation_level=None)
+            c.execute("PRAGMA journal_mode=WAL")
+            c.execute("PRAGMA synchronous=FULL")
+            self._local.conn = c
+        return c
+
+    # ---- write side (request path) -----------------------------------------------------
+    def put(self, row_id: str, kind: str, payload: dict,
+            idempotency: tuple[str, str, dict] | None = None) -> dict | None:
+        """Store one row (and its idempotency record) in one local transaction. If the
+        idempotency key was already used, store nothing and return the first response."""
+        c = self._conn()
+        c.execute("BEGIN IMMEDIATE")
+        try:
+            if idempotency:
+                device_id, key, response = idempotency
+                old = c.execute("SELECT response FROM idempotency WHERE device_id=? AND key=?",
+                                (device_id, key)).fetchone()
+                if old:
+                    c.execute("ROLLBACK")
+                    return json.loads(old[0])
+                c.execute("INSERT INTO idempotency VALUES (?,?,?,?)",
+                          (device_id, key, json.dumps(response), time.time()))
+            c.execute("INSERT OR IGNORE INTO pending (id, kind, payload, created_at) VALUES (?,?,?,?)",
+                      (row_id, kind, json.dumps(payload), time.time()))
+            c.execute("COMMIT")
+        except BaseException:
+            c.execute("ROLLBACK")
+            raise
+        return None
+
+    def seen(self, device_id: str, key: str) -> dict | None:
+        row = self._conn().execute("SELECT response FROM idempotency WHERE device_id=? AND key=?",
+                                   (device_id, key)).fetchone()
+        return json.loads(row[0]) if row else None
+
+    # ---- drain side ----------------------------------------------------------------------
+    def depth(self) -> int:
+        return int(self._conn().execute("SELECT COUNT(*) FROM pending").fetchone()[0])
+
+    def peek(self, limit: int = 100) -> list[PendingRow]:
+        rows = self._conn().execute(
+            "SELECT id, kind, payload, attempts FROM pending ORDER BY created_at, id LIMIT ?", (limit,)).fetchall()
+        return [PendingRow(r[0], r[1], json.loads(r[2]), r[3]) for r in rows]
+
+    def drain_once(self, write: Callable[[list[PendingRow]], None], limit: int = 100) -> int:
+        """Hand the oldest rows to ``write`` (one database transaction); delete them only if
+        it returned. Returns how many were moved; raises what ``write`` raised."""
+        rows = self.peek(limit)
+        if not rows:
+            return 0
+        try:
+            write(rows)
+        except Exception as e:
+            c = self._conn()
+            c.executemany("UPDATE pending SET attempts = attempts + 1, last_error = ? WHERE id = ?",
+                          [(repr(e)[:500], r.id) for r in rows])
+            raise
+        c = self._conn()
+        c.execute("BEGIN IMMEDIATE")
+        c.executemany("DELETE FROM pending WHERE id = ?", [(r.id,) for r in rows])
+        c.execute("COMMIT")
+        return len(rows)
+
+    def prune_idempotency(self, older_than_s: float) -> int:
+        cur = self._conn().execute("DELETE FROM idempotency WHERE created_at < ?", (time.time() - older_than_s,))
+        return cur.rowcount
