@@ -9,6 +9,7 @@ import uuid
 import pymysql
 import pytest
 from sqlalchemy import func, select
+from sqlalchemy.exc import DBAPIError
 
 from gateway.db.migrate import upgrade
 from gateway.db.models import Inspection
@@ -92,7 +93,7 @@ def test_mariadb_outage_and_restart_lose_nothing(tmp_path, mariadb_url):
         proxy.cut()  # the database goes away; inspections keep coming
         for i in range(3, 10):
             _put(box, i)
-        with pytest.raises(Exception):
+        with pytest.raises(DBAPIError):
             box.drain_once(DbWriter(sessions))
         assert box.depth() == 7
         assert box.peek(1)[0].attempts == 1
