@@ -27,6 +27,7 @@ TRACE = np.array([70, 165, 70], np.float32)  # copper under mask: lighter green
 COPPER = np.array([60, 135, 200], np.float32)  # exposed copper / gold pad
 SOLDER = np.array([200, 200, 205], np.float32)  # bright tin
 BODY = np.array([35, 35, 38], np.float32)  # component body
+LAMINATE = np.array([60, 95, 110], np.float32)  # bare FR4 where copper was etched or torn away
 
 
 @dataclass
@@ -130,13 +131,17 @@ class _Painter:
         px, py = int(ax + t * (bx - ax)), int(ay + t * (by - ay))
         hw = width // 2
         if defect == "open_circuit":
-            g = int(r.integers(9, 18))
+            # a break across the trace: bare laminate between two ragged copper ends
+            g = int(r.integers(10, 20))
+            lam = _col(LAMINATE, r, 8)
             if horizontal:
-                cv2.rectangle(self.img, (px - g // 2, py - hw - 2), (px + g // 2, py + hw + 2), self.mask_col, -1)
-                self.add(defect, px - g // 2 - 4, py - hw - 2, px + g // 2 + 4, py + hw + 2)
+                pts = np.int32([(px - g // 2 + int(r.integers(-3, 4)), py - hw - 2), (px + g // 2 + int(r.integers(-3, 4)), py - hw - 2),
+                                (px + g // 2 + int(r.integers(-3, 4)), py + hw + 2), (px - g // 2 + int(r.integers(-3, 4)), py + hw + 2)])
             else:
-                cv2.rectangle(self.img, (px - hw - 2, py - g // 2), (px + hw + 2, py + g // 2), self.mask_col, -1)
-                self.add(defect, px - hw - 2, py - g // 2 - 4, px + hw + 2, py + g // 2 + 4)
+                pts = np.int32([(px - hw - 2, py - g // 2 + int(r.integers(-3, 4))), (px + hw + 2, py - g // 2 + int(r.integers(-3, 4))),
+                                (px + hw + 2, py + g // 2 + int(r.integers(-3, 4))), (px - hw - 2, py + g // 2 + int(r.integers(-3, 4)))])
+            cv2.fillPoly(self.img, [pts], lam, cv2.LINE_AA)
+            self.add(defect, pts[:, 0].min() - 3, pts[:, 1].min() - 3, pts[:, 0].max() + 3, pts[:, 1].max() + 3)
         elif defect == "short":
             k2 = k + 1 if k + 1 < n else k - 1
             (cx, cy), _ = lines[k2]
@@ -150,8 +155,10 @@ class _Painter:
                 cv2.line(self.img, (px, py), q, _col(COPPER, r, 10), thick, cv2.LINE_AA)
                 self.add(defect, min(px, cx), min(py, q[1]) - 5, max(px, cx), max(py, q[1]) + 5)
         elif defect == "mouse_bite":
+            # a row of semicircular bites out of the trace edge, laminate showing through
             m = int(r.integers(2, 4))
-            rad = int(r.integers(4, 7))
+            rad = int(r.integers(5, 8))
+            lam = _col(LAMINATE, r, 8)
             side = 1 if r.random() < 0.5 else -1
             pts = []
             for j in range(m):
@@ -160,14 +167,15 @@ class _Painter:
                     c = (int(px + off), py + side * hw)
                 else:
                     c = (px + side * hw, int(py + off))
-                cv2.circle(self.img, c, rad, self.mask_col, -1, cv2.LINE_AA)
+                cv2.circle(self.img, c, rad, lam, -1, cv2.LINE_AA)
                 pts.append(c)
             xs, ys = [p[0] for p in pts], [p[1] for p in pts]
             self.add(defect, min(xs) - rad, min(ys) - rad, max(xs) + rad, max(ys) + rad)
         elif defect == "spur":
-            ln = int(r.integers(12, 22))
+            # a sharp copper sliver sticking out of the trace edge (exposed, so brighter)
+            ln = int(r.integers(16, 28))
             side = 1 if r.random() < 0.5 else -1
-            b = int(r.integers(3, 6))
+            b = int(r.integers(4, 7))
             if horizontal:
                 base = py + side * hw
                 tip = (px + int(r.integers(-5, 6)), base + side * ln)
@@ -176,7 +184,7 @@ class _Painter:
                 base = px + side * hw
                 tip = (base + side * ln, py + int(r.integers(-5, 6)))
                 tri = np.int32([(base, py - b), (base, py + b), tip])
-            cv2.fillPoly(self.img, [tri], self.trace_col, cv2.LINE_AA)
+            cv2.fillPoly(self.img, [tri], _col(COPPER, r, 10), cv2.LINE_AA)
             self.add(defect, tri[:, 0].min(), tri[:, 1].min(), tri[:, 0].max(), tri[:, 1].max())
 
     def chip(self, x, y, w, h, defect: str | None) -> None:
@@ -291,15 +299,17 @@ class _Painter:
         r = self.rng
         x1, y1, x2, y2 = p
         if defect == "pin_hole":
-            m = int(r.integers(1, 3))
+            # a cluster of tiny voids through the copper: dark, ringless (a via has a ring)
+            m = int(r.integers(3, 6))
+            cx0 = int(r.integers(x1 + 6, max(x1 + 7, x2 - 6)))
+            cy0 = int(r.integers(y1 + 6, max(y1 + 7, y2 - 6)))
             pts = []
             for _ in range(m):
-                rad = int(r.integers(3, 5))
-                c = (int(r.integers(x1 + rad + 1, max(x1 + rad + 2, x2 - rad))),
-                     int(r.integers(y1 + rad + 1, max(y1 + rad + 2, y2 - rad))))
-                cv2.circle(self.img, c, rad + 2, (150, 170, 190), -1, cv2.LINE_AA)
-                cv2.circle(self.img, c, rad, (15, 15, 15), -1, cv2.LINE_AA)
-                pts.append((c, rad + 2))
+                rad = int(r.integers(2, 4))
+                c = (int(np.clip(cx0 + r.integers(-7, 8), x1 + rad, x2 - rad)),
+                     int(np.clip(cy0 + r.integers(-7, 8), y1 + rad, y2 - rad)))
+                cv2.circle(self.img, c, rad, (20, 25, 30), -1, cv2.LINE_AA)
+                pts.append((c, rad))
             self.add(defect, min(c[0] - q for c, q in pts), min(c[1] - q for c, q in pts),
                      max(c[0] + q for c, q in pts), max(c[1] + q for c, q in pts))
         else:  # damaged_pad: torn, scorched, lifted corner

@@ -23,7 +23,7 @@ def _inspection(i: int, board: str = "B") -> tuple[str, dict]:
     iid = str(uuid.uuid4())
     return iid, {"id": iid, "board_id": f"{board}{i}", "device_id": "pi-1", "camera_side": "left",
                  "verdict": "normal", "verdict_code": 0, "confidence": 1.0, "boxes": [],
-                 "gpio_pin": 23, "gpio_duration_ms": 300, "partial": False, "model_version": 1,
+                 "gpio_pin": 23, "gpio_duration_ms": 300, "model_version": 1,
                  "latency_ms": 12.5, "created_at": "2026-11-23T10:00:00"}
 
 

@@ -27,16 +27,20 @@ class Inspection(Base):
     id: Mapped[str] = mapped_column(String(36), primary_key=True)  # uuid, made by the gateway
     board_id: Mapped[str] = mapped_column(String(64), index=True)
     device_id: Mapped[str] = mapped_column(String(64), index=True)
-    camera_side: Mapped[str] = mapped_column(String(8))  # left / right / both (one dual request)
-    verdict: Mapped[str] = mapped_column(String(32), index=True)
+    # one row per posted image side (left / right), or "both" for one dual request
+    camera_side: Mapped[str] = mapped_column(String(8))
+    verdict: Mapped[str] = mapped_column(String(32), index=True)  # this row's side(s)
     verdict_code: Mapped[int] = mapped_column(Integer)
     confidence: Mapped[float] = mapped_column(Float)
-    side_verdicts: Mapped[dict | None] = mapped_column(JSON, nullable=True)  # per-side code + confidence
-    boxes: Mapped[list | None] = mapped_column(JSON, nullable=True)
+    # the board's fused verdict as known when this row was answered; the row that carries
+    # the GPIO decision (gpio_pin set) is the board's decision: statistics count those
+    board_verdict: Mapped[str | None] = mapped_column(String(32), nullable=True, index=True)
+    board_verdict_code: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    pairing: Mapped[str] = mapped_column(String(16), default="single")  # paired/partial/late/dual/single
+    boxes: Mapped[dict | list | None] = mapped_column(JSON, nullable=True)
     image_path: Mapped[str | None] = mapped_column(String(512), nullable=True)
     gpio_pin: Mapped[int | None] = mapped_column(Integer, nullable=True)
     gpio_duration_ms: Mapped[int | None] = mapped_column(Integer, nullable=True)
-    partial: Mapped[bool] = mapped_column(Boolean, default=False)
     model_version: Mapped[int | None] = mapped_column(Integer, nullable=True)
     latency_ms: Mapped[float | None] = mapped_column(Float, nullable=True)
     captured_at: Mapped[datetime | None] = mapped_column(DateTime, nullable=True)

@@ -2,7 +2,7 @@
 
 Revision ID: 0001
 Revises: (none)
-Create Date: 2026-11-23 13:33:28.468157
+Create Date: 2026-11-23 13:34:50.174259
 """
 import sqlalchemy as sa
 from alembic import op
@@ -47,12 +47,13 @@ def upgrade() -> None:
     sa.Column('verdict', sa.String(length=32), nullable=False),
     sa.Column('verdict_code', sa.Integer(), nullable=False),
     sa.Column('confidence', sa.Float(), nullable=False),
-    sa.Column('side_verdicts', sa.JSON(), nullable=True),
+    sa.Column('board_verdict', sa.String(length=32), nullable=True),
+    sa.Column('board_verdict_code', sa.Integer(), nullable=True),
+    sa.Column('pairing', sa.String(length=16), nullable=False),
     sa.Column('boxes', sa.JSON(), nullable=True),
     sa.Column('image_path', sa.String(length=512), nullable=True),
     sa.Column('gpio_pin', sa.Integer(), nullable=True),
     sa.Column('gpio_duration_ms', sa.Integer(), nullable=True),
-    sa.Column('partial', sa.Boolean(), nullable=False),
     sa.Column('model_version', sa.Integer(), nullable=True),
     sa.Column('latency_ms', sa.Float(), nullable=True),
     sa.Column('captured_at', sa.DateTime(), nullable=True),
@@ -61,6 +62,7 @@ def upgrade() -> None:
     )
     with op.batch_alter_table('inspections', schema=None) as batch_op:
         batch_op.create_index(batch_op.f('ix_inspections_board_id'), ['board_id'], unique=False)
+        batch_op.create_index(batch_op.f('ix_inspections_board_verdict'), ['board_verdict'], unique=False)
         batch_op.create_index(batch_op.f('ix_inspections_created_at'), ['created_at'], unique=False)
         batch_op.create_index('ix_inspections_created_verdict', ['created_at', 'verdict'], unique=False)
         batch_op.create_index(batch_op.f('ix_inspections_device_id'), ['device_id'], unique=False)
@@ -99,6 +101,7 @@ def downgrade() -> None:
         batch_op.drop_index(batch_op.f('ix_inspections_device_id'))
         batch_op.drop_index('ix_inspections_created_verdict')
         batch_op.drop_index(batch_op.f('ix_inspections_created_at'))
+        batch_op.drop_index(batch_op.f('ix_inspections_board_verdict'))
         batch_op.drop_index(batch_op.f('ix_inspections_board_id'))
 
     op.drop_table('inspections')

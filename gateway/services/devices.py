@@ -1,0 +1,99 @@
+"""Edge devices and their API keys.
+
+Keys are random 32-byte tokens shown once; only their SHA-256 is stored, and a presented
+key is compared hash-to-hash with ``hmac.compare_digest`` (constant time). The registry is
+held in memory and refreshed from the database, so devices keep authenticating during a
+database outage; last-seen times (heartbeats) are kept in memory and flushed in batches.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import secrets
+import time
+from dataclasses import dataclass, replace
+from datetime import UTC, datetime
+
+from sqlalchemy import select, update
+from sqlalchemy.orm import sessionmaker
+
+from gateway.core.errors import Unauthorized
+from gateway.db.models import Device
+
+
+def hash_key(key: str) -> str:
+    return hashlib.sha256(key.encode()).hexdigest()
+
+
+@dataclass(frozen=True)
+class DeviceInfo:
+    id: str
+    side: str
+    drives_gpio: bool
+    api_key_hash: str
+    enabled: bool = True
+    name: str = ""
+
+
+class DeviceRegistry:
+    def __init__(self, sessions: sessionmaker):
+        self.sessions = sessions
+        self._devices: dict[str, DeviceInfo] = {}
+        self.last_seen: dict[str, float] = {}  # device id -> unix time
+        self._flushed: dict[str, float] = {}
+        self.loaded_at = 0.0
+
+    def refresh(self) -> None:
+        with self.sessions() as s:
+            rows = s.scalars(select(Device)).all()
+        self._devices = {d.id: DeviceInfo(d.id, d.side, d.drives_gpio, d.api_key_hash, d.enabled, d.name)
+                         for d in rows}
+        for d in rows:
+            if d.last_seen_at and d.id not in self.last_seen:
+                self.last_seen[d.id] = d.last_seen_at.replace(tzinfo=UTC).timestamp()
+        self.loaded_at = time.time()
+
+    def get(self, device_id: str) -> DeviceInfo | None:
+        return self._devices.get(device_id)
+
+    def all(self) -> list[DeviceInfo]:
+        return sorted(self._devices.values(), key=lambda d: d.id)
+
+    def authenticate(self, device_id: str | None, api_key: str | None) -> DeviceInfo:
+        dev = self._devices.get(device_id or "")
+        presented = hash_key(api_key or "")
+        # compare even for unknown devices, so timing does not tell which ids exist
+        expected = dev.api_key_hash if dev else hash_key(secrets.token_hex(16))
+        if not (hmac.compare_digest(presented, expected) and dev and dev.enabled and api_key):
+            raise Unauthorized("unknown device or wrong API key", "unknown_device")
+        self.last_seen[dev.id] = time.time()
+        return dev
+
+    def create(self, device_id: str, side: str, drives_gpio: bool, name: str = "") -> tuple[DeviceInfo, str]:
+        if side not in ("left", "right"):
+            raise ValueError("side must be left or right")
+        key = secrets.token_urlsafe(32)
+        with self.sessions.begin() as s:
+            s.merge(Device(id=device_id, side=side, drives_gpio=drives_gpio, api_key_hash=hash_key(key),
+                           name=name, enabled=True))
+        info = DeviceInfo(device_id, side, drives_gpio, hash_key(key), True, name)
+        self._devices[device_id] = info
+        return info, key
+
+    def disable(self, device_id: str) -> None:
+        with self.sessions.begin() as s:
+            s.execute(update(Device).where(Device.id == device_id).values(enabled=False))
+        if device_id in self._devices:
+            self._devices[device_id] = replace(self._devices[device_id], enabled=False)
+
+    def flush_last_seen(self) -> int:
+        changed = {d: t for d, t in self.last_seen.items() if self._flushed.get(d) != t}
+        if not changed:
+            return 0
+        with self.sessions.begin() as s:
+            for d, t in changed.items():
+                s.execute(update(Device).where(Device.id == d).values(
+                    last_seen_at=datetime.fromtimestamp(t, UTC).replace(tzinfo=None)))
+        self._flushed.update(changed)
+        return len(changed)
