@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from contextlib import asynccontextmanager
 
@@ -13,19 +14,55 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from gateway.api import inspect
 from gateway.core.config import get_settings
 from gateway.core.errors import ApiError
+from gateway.db.migrate import upgrade
+from gateway.db.session import make_engine, make_sessionmaker
+from gateway.services.db_writer import DbWriter
+from gateway.services.devices import DeviceRegistry
+from gateway.services.drainer import Drainer
+from gateway.services.inspection import InspectionService
+from gateway.services.outbox import Outbox
+from gateway.services.pair_store import MemoryPairStore, RedisPairStore
 from gateway.services.triton import TritonService
 
 log = logging.getLogger("gateway")
+
+
+async def _db_start(settings, app: FastAPI, attempts: int = 30) -> None:
+    """Pre-start: wait for the database (retries), bring it to the newest schema."""
+    engine = make_engine(settings.database_url)
+    app.state.engine = engine
+    app.state.sessions = make_sessionmaker(engine)
+    for i in range(attempts):
+        try:
+            await asyncio.to_thread(upgrade, settings.database_url)
+            return
+        except Exception as e:  # noqa: BLE001 - any connection error: wait and retry
+            if i == attempts - 1:
+                raise
+            log.warning("database not ready (%r), retrying", e)
+            await asyncio.sleep(1)
 
 
 @asynccontextmanager
 async def lifespan(app: FastAPI):
     settings = get_settings()
     app.state.triton = TritonService(settings.triton_url, settings.triton_timeout_s)
+    await _db_start(settings, app)
+    app.state.devices = DeviceRegistry(app.state.sessions)
+    await asyncio.to_thread(app.state.devices.refresh)
+    app.state.outbox = Outbox(settings.outbox_path)
+    app.state.pairs = RedisPairStore(settings.redis_url) if settings.redis_url else MemoryPairStore()
+    app.state.inspections = InspectionService(app.state.triton, app.state.pairs, app.state.outbox,
+                                              settings.pairing_window_ms)
+    app.state.drainer = Drainer(app.state.outbox, DbWriter(app.state.sessions))
+    app.state.drainer.start()
     try:
         yield
     finally:
+        await app.state.drainer.stop()
+        await app.state.pairs.close()
         await app.state.triton.close()
+        app.state.engine.dispose()
 
 
 def create_app() -> FastAPI:

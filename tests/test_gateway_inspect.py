@@ -1,4 +1,4 @@
-"""Gateway inspection routes against the real Triton server (foundation of issue 4)."""
+"""Gateway inspection routes against the real Triton server (SQLite, in-process pairing)."""
 
 from __future__ import annotations
 
@@ -11,21 +11,33 @@ from tests.conftest import encode
 
 
 @pytest.fixture(scope="module")
-def api(triton, monkeypatch_module):
-    monkeypatch_module.setenv("TRITON_URL", triton.grpc_url)
+def gateway_env(triton, tmp_path_factory):
+    d = tmp_path_factory.mktemp("gw")
+    mp = pytest.MonkeyPatch()
+    mp.setenv("TRITON_URL", triton.grpc_url)
+    mp.setenv("DATABASE_URL", f"sqlite:///{d / 'gateway.db'}")
+    mp.setenv("OUTBOX_PATH", str(d / "outbox.db"))
+    mp.setenv("PAIRING_WINDOW_MS", "500")
+    mp.delenv("REDIS_URL", raising=False)
     get_settings.cache_clear()
-    from gateway.main import create_app
-
-    with TestClient(create_app()) as c:
-        yield c
+    yield
+    mp.undo()
     get_settings.cache_clear()
 
 
 @pytest.fixture(scope="module")
-def monkeypatch_module():
-    mp = pytest.MonkeyPatch()
-    yield mp
-    mp.undo()
+def api(gateway_env):
+    from gateway.main import create_app
+
+    with TestClient(create_app()) as c:
+        devices = c.app.state.devices
+        _, c.left_key = devices.create("pi-left", "left", True)
+        _, c.right_key = devices.create("pi-right", "right", False)
+        yield c
+
+
+def _auth(api, who="left"):
+    return {"X-Device-Id": f"pi-{who}", "X-API-Key": api.left_key if who == "left" else api.right_key}
 
 
 def _jpeg(seed=1, **kw):
@@ -37,24 +49,47 @@ def test_health(api):
     assert r.status_code == 200 and r.json()["triton"] is True
 
 
-def test_inspect_one_side(api):
-    r = api.post("/v1/inspect", files={"image": ("b.jpg", _jpeg(5, force=["short"]), "image/jpeg")},
-                 data={"device_id": "pi-1", "side": "left", "board_id": "B1"})
+def test_paired_sides(api):
+    r = api.post("/v1/inspect", headers=_auth(api, "right"),
+                 files={"image": ("b.jpg", _jpeg(5, force=["short"]), "image/jpeg")}, data={"board_id": "B1"})
     assert r.status_code == 200, r.text
-    body = r.json()
-    assert body["verdict"]["code"] in {"normal", "component_defect", "solder_defect", "discard"}
+    assert r.json()["gpio"] is None
+    left = api.post("/v1/inspect", headers=_auth(api), files={"image": ("b.jpg", _jpeg(6), "image/jpeg")},
+                    data={"board_id": "B1", "side": "left"})
+    body = left.json()
+    assert body["board"]["pairing"] == "paired" and body["gpio"]["pin"] in (17, 22, 23, 27)
     assert body["model"] == {"name": "pcb_detector", "version": 1}
-    assert set(body["timings_ms"]) == {"read", "inference", "total"}
 
 
 def test_inspect_dual(api):
-    r = api.post("/v1/inspect/dual",
+    r = api.post("/v1/inspect/dual", headers=_auth(api),
                  files={"left": ("l.jpg", _jpeg(6), "image/jpeg"), "right": ("r.jpg", _jpeg(7), "image/jpeg")},
-                 data={"device_id": "pi-1", "board_id": "B2"})
+                 data={"board_id": "B2"})
     assert r.status_code == 200, r.text
     body = r.json()
     pins = {"normal": 23, "component_defect": 17, "solder_defect": 27, "discard": 22}
     assert body["gpio"]["pin"] == pins[body["verdict"]["code"]]
+
+
+def test_unknown_device_and_wrong_key_are_401(api):
+    files = {"image": ("b.jpg", _jpeg(), "image/jpeg")}
+    for headers in ({"X-Device-Id": "pi-x", "X-API-Key": "nope"}, {"X-Device-Id": "pi-left", "X-API-Key": "wrong"},
+                    {}):
+        r = api.post("/v1/inspect", headers=headers, files=files, data={"board_id": "B9"})
+        assert r.status_code == 401 and r.json()["code"] == "unknown_device"
+
+
+def test_wrong_side_is_refused(api):
+    r = api.post("/v1/inspect", headers=_auth(api, "right"), files={"image": ("b.jpg", _jpeg(), "image/jpeg")},
+                 data={"board_id": "B8", "side": "left"})
+    assert r.status_code == 400 and r.json()["code"] == "wrong_side"
+
+
+def test_idempotent_retry(api):
+    h = {**_auth(api, "right"), "Idempotency-Key": "retry-1"}
+    a = api.post("/v1/inspect", headers=h, files={"image": ("b.jpg", _jpeg(11), "image/jpeg")}, data={"board_id": "B3"})
+    b = api.post("/v1/inspect", headers=h, files={"image": ("b.jpg", _jpeg(11), "image/jpeg")}, data={"board_id": "B3"})
+    assert a.status_code == b.status_code == 200 and a.json() == b.json()
 
 
 @pytest.mark.parametrize("payload,ctype,status,code", [
@@ -63,19 +98,36 @@ def test_inspect_dual(api):
     (b"GIF89a....", "image/gif", 415, "unsupported_media_type"),
 ])
 def test_bad_uploads_get_json_errors(api, payload, ctype, status, code):
-    r = api.post("/v1/inspect", files={"image": ("x", payload, ctype)},
-                 data={"device_id": "pi-1", "side": "left", "board_id": "B3"})
+    r = api.post("/v1/inspect", headers=_auth(api, "right"), files={"image": ("x", payload, ctype)},
+                 data={"board_id": "B4"})
     assert r.status_code == status and r.json()["code"] == code
 
 
 def test_truncated_jpeg_is_refused_by_the_pipeline(api):
     data = _jpeg(8)
-    r = api.post("/v1/inspect", files={"image": ("t.jpg", data[: len(data) // 2], "image/jpeg")},
-                 data={"device_id": "pi-1", "side": "left", "board_id": "B4"})
+    r = api.post("/v1/inspect", headers=_auth(api, "right"),
+                 files={"image": ("t.jpg", data[: len(data) // 2], "image/jpeg")}, data={"board_id": "B5"})
     assert r.status_code == 422 and r.json()["code"] == "invalid_image"
 
 
 def test_missing_fields(api):
-    r = api.post("/v1/inspect", files={"image": ("b.jpg", _jpeg(), "image/jpeg")}, data={"side": "top"})
+    r = api.post("/v1/inspect", headers=_auth(api, "right"), files={"image": ("b.jpg", _jpeg(), "image/jpeg")},
+                 data={"side": "top"})
     assert r.status_code == 422 and r.json()["code"] == "invalid_request"
-    assert "device_id" in r.json()["fields"] and "side" in r.json()["fields"]
+    assert "board_id" in r.json()["fields"] and "side" in r.json()["fields"]
+
+
+def test_rows_reach_the_database(api):
+    import time
+
+    from sqlalchemy import func, select
+
+    from gateway.db.models import Inspection
+
+    deadline = time.monotonic() + 10
+    while api.app.state.outbox.depth() and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert api.app.state.outbox.depth() == 0
+    with api.app.state.sessions() as s:
+        n = s.scalar(select(func.count()).select_from(Inspection))
+    assert n >= 4  # B1 x2, B2, B3 once (the retry wrote nothing)

@@ -21,6 +21,7 @@ class Settings(BaseSettings):
     max_pixels: int = MAX_PIXELS
     pairing_window_ms: int = 1500
     admin_token: str | None = None
+    outbox_path: str = "build/outbox.db"  # local, durable; one per gateway machine
 
 
 @lru_cache(maxsize=1)

@@ -1,0 +1,27 @@
+"""Dependencies shared by the routes (one place, ``Annotated[..., Depends(...)]``)."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import Depends, Header, Request
+
+from gateway.services.devices import DeviceInfo
+from gateway.services.inspection import InspectionService
+
+
+def inspection_service(request: Request) -> InspectionService:
+    return request.app.state.inspections
+
+
+def current_device(
+    request: Request,
+    x_device_id: Annotated[str | None, Header()] = None,
+    x_api_key: Annotated[str | None, Header()] = None,
+) -> DeviceInfo:
+    return request.app.state.devices.authenticate(x_device_id, x_api_key)
+
+
+Inspections = Annotated[InspectionService, Depends(inspection_service)]
+Device = Annotated[DeviceInfo, Depends(current_device)]
+IdempotencyKey = Annotated[str | None, Header(alias="Idempotency-Key", max_length=128)]

@@ -1,0 +1,58 @@
+"""Background task: moves outbox rows to the database, backing off while it is down."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+
+from gateway.services.db_writer import DbWriter
+from gateway.services.outbox import Outbox
+
+log = logging.getLogger("gateway.drainer")
+
+
+class Drainer:
+    def __init__(self, outbox: Outbox, writer: DbWriter, idle_s: float = 0.2, max_backoff_s: float = 5.0):
+        self.outbox, self.writer = outbox, writer
+        self.idle_s, self.max_backoff_s = idle_s, max_backoff_s
+        self.failures = 0  # consecutive; exported as a metric
+        self.written = 0
+        self.db_ok = True
+        self._wake = asyncio.Event()
+        self._task: asyncio.Task | None = None
+
+    def poke(self) -> None:
+        self._wake.set()
+
+    async def run(self) -> None:
+        backoff = self.idle_s
+        while True:
+            try:
+                moved = await asyncio.to_thread(self.outbox.drain_once, self.writer, 200)
+                self.written += moved
+                self.failures, self.db_ok, backoff = 0, True, self.idle_s
+                if moved:
+                    continue  # more may be waiting
+            except Exception as e:  # noqa: BLE001 - any DB failure: keep rows, retry later
+                self.failures += 1
+                self.db_ok = False
+                backoff = min(self.max_backoff_s, max(self.idle_s, backoff * 2))
+                if self.failures in (1, 10) or self.failures % 100 == 0:
+                    log.warning("database write failed (%d in a row), rows stay in the outbox: %r",
+                                self.failures, e)
+            self._wake.clear()
+            try:
+                await asyncio.wait_for(self._wake.wait(), backoff)
+            except TimeoutError:
+                pass
+
+    def start(self) -> None:
+        self._task = asyncio.create_task(self.run(), name="outbox-drainer")
+
+    async def stop(self) -> None:
+        if self._task:
+            self._task.cancel()
+            try:
+                await self._task
+            except asyncio.CancelledError:
+                pass
