@@ -11,7 +11,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from gateway.api import inspect
+from gateway.api import inspect, seed_compat
 from gateway.core.config import get_settings
 from gateway.core.errors import ApiError
 from gateway.db.migrate import upgrade
@@ -68,6 +68,7 @@ async def lifespan(app: FastAPI):
 def create_app() -> FastAPI:
     app = FastAPI(title="PCB inspection gateway", version="0.1.0", lifespan=lifespan)
     app.include_router(inspect.router)
+    app.include_router(seed_compat.router)
 
     @app.exception_handler(ApiError)
     async def api_error(_: Request, e: ApiError) -> JSONResponse:

@@ -131,3 +131,29 @@ def test_rows_reach_the_database(api):
     with api.app.state.sessions() as s:
         n = s.scalar(select(func.count()).select_from(Inspection))
     assert n >= 4  # B1 x2, B2, B3 once (the retry wrote nothing)
+
+
+def _b64(data: bytes) -> str:
+    import base64
+
+    return base64.b64encode(data).decode()
+
+
+def test_seed_predict_shapes(api):
+    r = api.post("/predict", json={"frame": _b64(_jpeg(20)), "camera_id": "right", "timestamp": 1.5})
+    assert r.status_code == 200, r.text
+    body = r.json()
+    assert body["status"] == "ok" and body["camera_id"] == "right" and body["timestamp"] == 1.5
+    assert body["defect_type"] in {"정상", "부품불량", "납땜불량", "폐기"}
+    assert isinstance(body["boxes"], list) and "inference_time_ms" in body
+    d = api.post("/predict_dual", json={"frame_left": _b64(_jpeg(21)), "frame_right": _b64(_jpeg(22))}).json()
+    labels = {"정상": 23, "부품불량": 17, "납땜불량": 27, "폐기": 22}
+    assert d["gpio_signal"]["pin"] == labels[d["final_defect_type"]]
+    assert set(d["left_result"]) == {"defect_type", "confidence", "boxes"}
+
+
+def test_seed_predict_bad_input(api):
+    assert api.post("/predict", json={"frame": "%%%not-base64"}).json()["code"] == "invalid_base64"
+    assert api.post("/predict", json={"camera_id": "left"}).json()["code"] == "invalid_request"
+    r = api.post("/predict", json={"frame": _b64(b"not an image at all")})
+    assert r.status_code in (415, 422) and "code" in r.json()

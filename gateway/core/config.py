@@ -22,6 +22,9 @@ class Settings(BaseSettings):
     pairing_window_ms: int = 1500
     admin_token: str | None = None
     outbox_path: str = "build/outbox.db"  # local, durable; one per gateway machine
+    seed_compat: bool = True  # the seed's /predict and /predict_dual (no credentials)
+    seed_left_device: str = "seed-left"
+    seed_right_device: str = "seed-right"
 
 
 @lru_cache(maxsize=1)

@@ -33,6 +33,7 @@ class Submission:
     board_id: str
     idempotency_key: str | None = None
     captured_at: float | None = None  # unix seconds, from the edge
+    paired: bool = True  # False: a lone frame (seed /predict), no waiting for another side
 
 
 def _now_iso() -> str:
@@ -80,7 +81,9 @@ class InspectionService:
                                                   "inspection_id": iid})
         other_side = OTHER[side]
         gpio = None
-        if sub.device.drives_gpio:
+        if not sub.paired:
+            other, pairing = None, "single"
+        elif sub.device.drives_gpio:
             other = await self.pairs.wait_for(sub.board_id, other_side, self.window_s)
             pairing = "paired" if other else "partial"
         else:
@@ -91,7 +94,8 @@ class InspectionService:
         sides = {side: mine, other_side: other_v}
         board = fuse(sides["left"], sides["right"])
         if sub.device.drives_gpio:
-            await self.pairs.put(sub.board_id, "decision", {"code": board.code, "partial": other is None})
+            if sub.paired:
+                await self.pairs.put(sub.board_id, "decision", {"code": board.code, "partial": other is None})
             if await self.pairs.claim_once(f"gpio:{sub.board_id}"):
                 gpio = {"pin": board.gpio_pin, "duration_ms": board.gpio_duration_ms}
         total_ms = (time.perf_counter() - t0) * 1000

@@ -1,0 +1,107 @@
+"""The seed's (001) Flask API shapes, so its Pi scripts keep working unchanged:
+``POST /predict`` ({"frame": base64 JPEG, "camera_id": "left"|"right", "timestamp"}) and
+``POST /predict_dual`` ({"frame_left", "frame_right"}). Verdicts come back as the seed's
+Korean labels (``defect_type``) and the GPIO signal as ``{"pin", "duration_ms"}``.
+
+The seed scripts send no credentials: these routes act as the devices named by
+``SEED_LEFT_DEVICE`` / ``SEED_RIGHT_DEVICE`` (left drives GPIO), and can be switched off
+with ``SEED_COMPAT=false``. Each call is a lone frame: no pairing, as in the seed.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import time
+import uuid
+
+from fastapi import APIRouter
+from pydantic import BaseModel, Field
+
+from gateway.api.deps import Inspections
+from gateway.core.config import get_settings
+from gateway.core.errors import ApiError, InvalidImage, NotFound, PayloadTooLarge
+from gateway.services.devices import DeviceInfo
+from gateway.services.inspection import Submission
+from pcb import taxonomy
+from pcb.image_decode import image_size
+
+router = APIRouter(tags=["seed compatibility"])
+
+
+class PredictIn(BaseModel):
+    frame: str = Field(min_length=1)
+    camera_id: str = Field(default="left", pattern="^(left|right)$")
+    timestamp: float | str | None = None
+
+
+class PredictDualIn(BaseModel):
+    frame_left: str = Field(min_length=1)
+    frame_right: str = Field(min_length=1)
+    timestamp: float | str | None = None
+
+
+def _enabled() -> None:
+    if not get_settings().seed_compat:
+        raise NotFound("seed compatibility routes are switched off (SEED_COMPAT=false)")
+
+
+def _decode_b64(s: str, field: str) -> bytes:
+    limit = get_settings().max_upload_bytes
+    if len(s) > limit * 4 // 3 + 4:
+        raise PayloadTooLarge(f"{field}: larger than {limit} bytes")
+    try:
+        data = base64.b64decode(s, validate=True)
+    except (binascii.Error, ValueError):
+        raise InvalidImage(f"{field}: not valid base64", "invalid_base64") from None
+    size = image_size(data[:65536])
+    if size and size[0] * size[1] > get_settings().max_pixels:
+        raise InvalidImage(f"{field}: {size[0]}x{size[1]} pixels is over the limit", "image_too_large")
+    return data
+
+
+def _device(side: str) -> DeviceInfo:
+    s = get_settings()
+    return DeviceInfo(s.seed_left_device if side == "left" else s.seed_right_device, side, side == "left", "")
+
+
+def _label(code: str) -> str:
+    return taxonomy.load().verdict(code).label
+
+
+def _boxes(dets: list[dict]) -> list[dict]:
+    return [{"x1": d["box"][0], "y1": d["box"][1], "x2": d["box"][2], "y2": d["box"][3],
+             "confidence": d["confidence"], "class": d["class"]} for d in dets]
+
+
+@router.post("/predict")
+async def predict(body: PredictIn, inspections: Inspections) -> dict:
+    _enabled()
+    data = _decode_b64(body.frame, "frame")
+    t0 = time.perf_counter()
+    board = f"seed-{uuid.uuid4().hex[:12]}"
+    r = await inspections.inspect_side(Submission(_device(body.camera_id), board, paired=False),
+                                       body.camera_id, data)
+    return {"status": "ok", "camera_id": body.camera_id, "timestamp": body.timestamp,
+            "defect_type": _label(r["verdict"]["code"]), "confidence": r["confidence"],
+            "boxes": _boxes(r["detections"]), "inference_time_ms": round((time.perf_counter() - t0) * 1000, 2),
+            "inspection_id": r["inspection_id"]}
+
+
+@router.post("/predict_dual")
+async def predict_dual(body: PredictDualIn, inspections: Inspections) -> dict:
+    _enabled()
+    left, right = _decode_b64(body.frame_left, "frame_left"), _decode_b64(body.frame_right, "frame_right")
+    board = f"seed-{uuid.uuid4().hex[:12]}"
+    r = await inspections.inspect_dual(Submission(_device("left"), board, paired=False), left, right)
+    if r["gpio"] is None:
+        raise ApiError("this board already had its GPIO decision", "duplicate_board")
+
+    def side(x: dict) -> dict:
+        return {"defect_type": _label(x["verdict"]["code"]), "confidence": x["confidence"],
+                "boxes": _boxes(x["detections"])}
+
+    return {"status": "ok", "final_defect_type": _label(r["verdict"]["code"]), "gpio_signal": r["gpio"],
+            "left_result": side(r["left"]), "right_result": side(r["right"]),
+            "note": "GPIO control is performed by Raspberry Pi 1 (left) only",
+            "inspection_id": r["inspection_id"]}
