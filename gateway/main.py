@@ -11,7 +11,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from gateway.api import inspect, seed_compat
+from gateway.api import inspect, operator, seed_compat
 from gateway.core.config import get_settings
 from gateway.core.errors import ApiError
 from gateway.db.migrate import upgrade
@@ -19,6 +19,7 @@ from gateway.db.session import make_engine, make_sessionmaker
 from gateway.services.db_writer import DbWriter
 from gateway.services.devices import DeviceRegistry
 from gateway.services.drainer import Drainer
+from gateway.services.image_store import ImageStore
 from gateway.services.inspection import InspectionService
 from gateway.services.outbox import Outbox
 from gateway.services.pair_store import MemoryPairStore, RedisPairStore
@@ -52,8 +53,10 @@ async def lifespan(app: FastAPI):
     await asyncio.to_thread(app.state.devices.refresh)
     app.state.outbox = Outbox(settings.outbox_path)
     app.state.pairs = RedisPairStore(settings.redis_url) if settings.redis_url else MemoryPairStore()
+    app.state.images = ImageStore(settings.image_dir, settings.image_policy, settings.image_max_age_days,
+                                  settings.image_max_bytes)
     app.state.inspections = InspectionService(app.state.triton, app.state.pairs, app.state.outbox,
-                                              settings.pairing_window_ms)
+                                              settings.pairing_window_ms, app.state.images)
     app.state.drainer = Drainer(app.state.outbox, DbWriter(app.state.sessions))
     app.state.drainer.start()
     try:
@@ -69,6 +72,7 @@ def create_app() -> FastAPI:
     app = FastAPI(title="PCB inspection gateway", version="0.1.0", lifespan=lifespan)
     app.include_router(inspect.router)
     app.include_router(seed_compat.router)
+    app.include_router(operator.router)
 
     @app.exception_handler(ApiError)
     async def api_error(_: Request, e: ApiError) -> JSONResponse:

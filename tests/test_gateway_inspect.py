@@ -157,3 +157,33 @@ def test_seed_predict_bad_input(api):
     assert api.post("/predict", json={"camera_id": "left"}).json()["code"] == "invalid_request"
     r = api.post("/predict", json={"frame": _b64(b"not an image at all")})
     assert r.status_code in (415, 422) and "code" in r.json()
+
+
+def test_operator_history_statistics_and_images(api):
+    # a board that surely has a defect on the left, so its image is kept (policy: defects)
+    r = api.post("/v1/inspect/dual", headers=_auth(api),
+                 files={"left": ("l.jpg", _jpeg(31, force=["missing_component", "short"]), "image/jpeg"),
+                        "right": ("r.jpg", _jpeg(32), "image/jpeg")}, data={"board_id": "B-img"})
+    iid = r.json()["inspection_id"]
+    page = api.get("/api/inspections", params={"page": 1, "page_size": 5}).json()
+    assert page["total"] >= 1 and len(page["items"]) <= 5
+    assert api.get("/api/inspections", params={"verdict": "bogus"}).status_code == 422
+    stats = api.get("/api/statistics").json()
+    assert set(stats) >= {"total_inspections", "normal_count", "component_defect_count", "solder_defect_count",
+                          "discard_count", "defect_rate"}
+    assert stats["total_inspections"] == (stats["normal_count"] + stats["component_defect_count"]
+                                          + stats["solder_defect_count"] + stats["discard_count"])
+    if r.json()["left"]["verdict"]["code"] != "normal":
+        import time
+
+        deadline = time.monotonic() + 10
+        while api.app.state.outbox.depth() and time.monotonic() < deadline:
+            time.sleep(0.1)
+        img = api.get(f"/api/defect-images/{iid}", params={"side": "left"})
+        assert img.status_code == 200 and img.headers["content-type"] == "image/jpeg"
+        raw = api.get(f"/api/defect-images/{iid}", params={"side": "left", "annotated": False})
+        assert raw.content[:2] == b"\xff\xd8" and raw.content != img.content
+    assert api.get("/api/defect-images/nope").json()["code"] == "image_not_found"
+    status = api.get("/api/system-status").json()
+    assert status["database"] is True and status["triton"] is True
+    assert {d["device_id"]: d["online"] for d in status["devices"]}["pi-left"] is True

@@ -22,6 +22,10 @@ class Settings(BaseSettings):
     pairing_window_ms: int = 1500
     admin_token: str | None = None
     outbox_path: str = "build/outbox.db"  # local, durable; one per gateway machine
+    image_dir: str = "build/images"
+    image_policy: str = "defects"  # all / defects / none
+    image_max_age_days: float = 30
+    image_max_bytes: int = 5 << 30
     seed_compat: bool = True  # the seed's /predict and /predict_dual (no credentials)
     seed_left_device: str = "seed-left"
     seed_right_device: str = "seed-right"

@@ -20,6 +20,7 @@ from datetime import UTC, datetime
 
 from gateway.core.errors import ServiceUnavailable
 from gateway.services.devices import DeviceInfo
+from gateway.services.image_store import ImageStore
 from gateway.services.outbox import Outbox
 from gateway.services.pair_store import OTHER, PairStore
 from gateway.services.triton import DualResult, SideResult, TritonService
@@ -51,9 +52,23 @@ def _detections(s: SideResult) -> list[dict]:
 
 
 class InspectionService:
-    def __init__(self, triton: TritonService, pairs: PairStore, outbox: Outbox, pairing_window_ms: int):
+    def __init__(self, triton: TritonService, pairs: PairStore, outbox: Outbox, pairing_window_ms: int,
+                 images: ImageStore | None = None):
         self.triton, self.pairs, self.outbox = triton, pairs, outbox
         self.window_s = pairing_window_ms / 1000
+        self.images = images
+
+    async def _save_images(self, iid: str, sides: dict[str, tuple[int, bytes]]) -> str | None:
+        """Keep the sides the policy wants; returns the stored path stem (or None)."""
+        if self.images is None:
+            return None
+        wanted = {s: data for s, (code, data) in sides.items() if self.images.wants(code)}
+        if not wanted:
+            return None
+        stem = self.images.stem(iid)
+        for side, data in wanted.items():
+            await asyncio.to_thread(self.images.save, stem, side, data)
+        return stem
 
     async def replay(self, sub: Submission) -> dict | None:
         if not sub.idempotency_key:
@@ -98,6 +113,7 @@ class InspectionService:
                 await self.pairs.put(sub.board_id, "decision", {"code": board.code, "partial": other is None})
             if await self.pairs.claim_once(f"gpio:{sub.board_id}"):
                 gpio = {"pin": board.gpio_pin, "duration_ms": board.gpio_duration_ms}
+        image_path = await self._save_images(iid, {side: (mine.code, image)})
         total_ms = (time.perf_counter() - t0) * 1000
         response = {
             "inspection_id": iid, "board_id": sub.board_id, "device_id": sub.device.id, "side": side,
@@ -117,6 +133,7 @@ class InspectionService:
             "board_verdict_code": board.code if pairing != "pending" or gpio else None,
             "pairing": pairing, "boxes": response["detections"],
             "gpio_pin": gpio["pin"] if gpio else None, "gpio_duration_ms": gpio["duration_ms"] if gpio else None,
+            "image_path": image_path,
             "model_version": result.detector_version, "latency_ms": round(total_ms, 2),
             "captured_at": datetime.fromtimestamp(sub.captured_at, UTC).replace(tzinfo=None).isoformat()
             if sub.captured_at else None,
@@ -134,6 +151,8 @@ class InspectionService:
         if sub.device.drives_gpio and await self.pairs.claim_once(f"gpio:{sub.board_id}"):
             gpio = {"pin": r.gpio_pin, "duration_ms": r.gpio_duration_ms}
         iid = str(uuid.uuid4())
+        image_path = await self._save_images(iid, {"left": (r.left.verdict_code, left),
+                                                   "right": (r.right.verdict_code, right)})
         total_ms = (time.perf_counter() - t0) * 1000
         response = {
             "inspection_id": iid, "board_id": sub.board_id, "device_id": sub.device.id,
@@ -153,6 +172,7 @@ class InspectionService:
             "board_verdict": name, "board_verdict_code": r.board_verdict_code, "pairing": "dual",
             "boxes": {"left": response["left"]["detections"], "right": response["right"]["detections"]},
             "gpio_pin": gpio["pin"] if gpio else None, "gpio_duration_ms": gpio["duration_ms"] if gpio else None,
+            "image_path": image_path,
             "model_version": r.detector_version, "latency_ms": round(total_ms, 2),
             "captured_at": datetime.fromtimestamp(sub.captured_at, UTC).replace(tzinfo=None).isoformat()
             if sub.captured_at else None,

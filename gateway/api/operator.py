@@ -1,0 +1,184 @@
+"""Operator REST (the seed's WinForms API): history, statistics, defect images, system
+status and configuration. Database reads run in the thread pool; a dead database is a 503."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from datetime import date, datetime, timedelta
+from typing import Annotated
+
+import psutil
+from fastapi import APIRouter, Query, Request
+from fastapi.responses import Response
+from sqlalchemy import case, func, select
+from sqlalchemy.exc import DBAPIError, OperationalError
+
+from gateway.core.errors import NotFound, ServiceUnavailable
+from gateway.db.models import Inspection, SystemConfig
+from pcb import taxonomy
+
+router = APIRouter(prefix="/api", tags=["operator"])
+
+ONLINE_AFTER_S = 30  # a device is online if it was heard from this recently
+
+
+async def _db(request: Request, fn):
+    try:
+        return await asyncio.to_thread(fn, request.app.state.sessions)
+    except (OperationalError, DBAPIError) as e:
+        raise ServiceUnavailable("the database is unavailable", "database_unavailable", 5) from e
+
+
+def _row(i: Inspection) -> dict:
+    tax = taxonomy.load()
+    return {
+        "id": i.id, "board_id": i.board_id, "device_id": i.device_id, "camera_side": i.camera_side,
+        "verdict": i.verdict, "verdict_label": tax.verdict(i.verdict).label, "confidence": i.confidence,
+        "board_verdict": i.board_verdict, "pairing": i.pairing, "boxes": i.boxes,
+        "gpio_pin": i.gpio_pin, "gpio_duration_ms": i.gpio_duration_ms, "has_image": bool(i.image_path),
+        "model_version": i.model_version, "latency_ms": i.latency_ms,
+        "created_at": i.created_at.isoformat() + "Z",
+    }
+
+
+def _day_range(start: date | None, end: date | None) -> tuple[datetime, datetime]:
+    today = datetime.utcnow().date()
+    start, end = start or today, end or today
+    return datetime.combine(start, datetime.min.time()), datetime.combine(end + timedelta(days=1), datetime.min.time())
+
+
+@router.get("/inspections")
+async def inspections(
+    request: Request,
+    page: Annotated[int, Query(ge=1)] = 1,
+    page_size: Annotated[int, Query(ge=1, le=500)] = 50,
+    verdict: Annotated[str | None, Query(pattern="^(normal|component_defect|solder_defect|discard)$")] = None,
+    device_id: Annotated[str | None, Query(max_length=64)] = None,
+    date_from: date | None = None,
+    date_to: date | None = None,
+) -> dict:
+    def q(sessions):
+        stmt = select(Inspection)
+        if verdict:
+            stmt = stmt.where(Inspection.verdict == verdict)
+        if device_id:
+            stmt = stmt.where(Inspection.device_id == device_id)
+        if date_from or date_to:
+            lo, hi = _day_range(date_from or date(1970, 1, 1), date_to or datetime.utcnow().date())
+            stmt = stmt.where(Inspection.created_at >= lo, Inspection.created_at < hi)
+        with sessions() as s:
+            total = s.scalar(select(func.count()).select_from(stmt.subquery()))
+            rows = s.scalars(stmt.order_by(Inspection.created_at.desc(), Inspection.id)
+                             .offset((page - 1) * page_size).limit(page_size)).all()
+        return {"items": [_row(r) for r in rows], "page": page, "page_size": page_size, "total": total}
+
+    return await _db(request, q)
+
+
+@router.get("/statistics")
+async def statistics(request: Request, start_date: date | None = None, end_date: date | None = None) -> dict:
+    """Board decisions (the rows that carry the GPIO command) between two dates, with the
+    seed's field names."""
+    lo, hi = _day_range(start_date, end_date)
+
+    def q(sessions):
+        v = Inspection.board_verdict
+        stmt = select(
+            func.count(),
+            func.sum(case((v == "normal", 1), else_=0)),
+            func.sum(case((v == "component_defect", 1), else_=0)),
+            func.sum(case((v == "solder_defect", 1), else_=0)),
+            func.sum(case((v == "discard", 1), else_=0)),
+            func.avg(Inspection.latency_ms),
+        ).where(Inspection.gpio_pin.is_not(None), Inspection.created_at >= lo, Inspection.created_at < hi)
+        with sessions() as s:
+            return s.execute(stmt).one()
+
+    total, normal, comp, solder, discard, latency = await _db(request, q)
+    total = int(total or 0)
+    defects = int(comp or 0) + int(solder or 0) + int(discard or 0)
+    return {"start_date": lo.date().isoformat(), "end_date": (hi - timedelta(days=1)).date().isoformat(),
+            "total_inspections": total, "normal_count": int(normal or 0), "component_defect_count": int(comp or 0),
+            "solder_defect_count": int(solder or 0), "discard_count": int(discard or 0),
+            "defect_rate": round(100.0 * defects / total, 2) if total else 0.0,
+            "avg_latency_ms": round(float(latency), 2) if latency is not None else None}
+
+
+@router.get("/defect-images/{inspection_id}", response_class=Response,
+            responses={200: {"content": {"image/jpeg": {}}}})
+async def defect_image(request: Request, inspection_id: str,
+                       side: Annotated[str | None, Query(pattern="^(left|right)$")] = None,
+                       annotated: bool = True) -> Response:
+    row = await _db(request, lambda sessions: _get(sessions, inspection_id))
+    if row is None or not row.image_path:
+        raise NotFound(f"no image for inspection {inspection_id}", "image_not_found")
+    side = side or (row.camera_side if row.camera_side in ("left", "right") else "left")
+    store = request.app.state.images
+    if not store.path(row.image_path, side).exists():
+        raise NotFound(f"no {side} image for inspection {inspection_id}", "image_not_found")
+    boxes = row.boxes.get(side, []) if isinstance(row.boxes, dict) else (row.boxes or [])
+    if annotated:
+        data = await asyncio.to_thread(store.annotated, row.image_path, side, boxes)
+    else:
+        data = await asyncio.to_thread(store.path(row.image_path, side).read_bytes)
+    return Response(data, media_type="image/jpeg")
+
+
+def _get(sessions, inspection_id: str) -> Inspection | None:
+    with sessions() as s:
+        return s.get(Inspection, inspection_id)
+
+
+def _gpu() -> list[dict] | None:
+    try:
+        import pynvml
+
+        pynvml.nvmlInit()
+    except Exception:  # noqa: BLE001 - no NVML, no GPU: report none
+        return None
+    out = []
+    for i in range(pynvml.nvmlDeviceGetCount()):
+        h = pynvml.nvmlDeviceGetHandleByIndex(i)
+        mem, util = pynvml.nvmlDeviceGetMemoryInfo(h), pynvml.nvmlDeviceGetUtilizationRates(h)
+        out.append({"index": i, "utilization_percent": util.gpu, "memory_used_mb": mem.used >> 20,
+                    "memory_total_mb": mem.total >> 20})
+    return out
+
+
+@router.get("/system-status")
+async def system_status(request: Request) -> dict:
+    st = request.app.state
+
+    def db_ok(sessions) -> bool:
+        with sessions() as s:
+            s.execute(select(1))
+        return True
+
+    try:
+        database = await asyncio.wait_for(asyncio.to_thread(db_ok, st.sessions), 3)
+    except Exception:  # noqa: BLE001 - any failure means "down" here
+        database = False
+    redis_ok = None
+    if getattr(st.pairs, "redis", None) is not None:
+        try:
+            redis_ok = bool(await asyncio.wait_for(st.pairs.redis.ping(), 2))
+        except Exception:  # noqa: BLE001
+            redis_ok = False
+    now = time.time()
+    devices = [{"device_id": d.id, "side": d.side, "drives_gpio": d.drives_gpio,
+                "online": now - st.devices.last_seen.get(d.id, 0) < ONLINE_AFTER_S,
+                "last_seen": st.devices.last_seen.get(d.id)} for d in st.devices.all()]
+    vm = psutil.virtual_memory()
+    return {"server": "ok", "cpu_percent": psutil.cpu_percent(interval=None), "memory_percent": vm.percent,
+            "gpu": _gpu(), "database": database, "redis": redis_ok, "triton": await st.triton.ready(),
+            "outbox_depth": st.outbox.depth(), "devices": devices}
+
+
+@router.get("/config")
+async def get_config(request: Request) -> dict:
+    def q(sessions):
+        with sessions() as s:
+            return {c.key: c.value for c in s.scalars(select(SystemConfig))}
+
+    return await _db(request, q)

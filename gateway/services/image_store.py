@@ -1,0 +1,70 @@
+"""Inspection images on disk: which to keep (policy), where, and for how long.
+
+Policy ``all`` keeps every image, ``defects`` only sides whose verdict is not normal (the
+seed's default), ``none`` nothing. Files are ``<root>/<YYYY>/<MM>/<DD>/<inspection>_<side>.jpg``;
+``prune`` removes the oldest until both the age and the size limits hold.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+POLICIES = ("all", "defects", "none")
+
+
+class ImageStore:
+    def __init__(self, root: str | Path, policy: str = "defects", max_age_days: float = 30, max_bytes: int = 5 << 30):
+        if policy not in POLICIES:
+            raise ValueError(f"image policy must be one of {POLICIES}")
+        self.root, self.policy = Path(root), policy
+        self.max_age_s, self.max_bytes = max_age_days * 86400, max_bytes
+
+    def wants(self, verdict_code: int) -> bool:
+        return self.policy == "all" or (self.policy == "defects" and verdict_code > 0)
+
+    @staticmethod
+    def stem(inspection_id: str) -> str:
+        """The image path stored with an inspection; the files are ``<stem>_<side>.jpg``."""
+        return f"{datetime.now(UTC):%Y/%m/%d}/{inspection_id}"
+
+    def save(self, stem: str, side: str, data: bytes) -> None:
+        """Write the encoded image as received (atomically: temp file, then rename)."""
+        path = self.path(stem, side)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_suffix(".part")
+        tmp.write_bytes(data)
+        os.replace(tmp, path)
+
+    def path(self, stem: str, side: str) -> Path:
+        p = (self.root / f"{stem}_{side}.jpg").resolve()
+        if self.root.resolve() not in p.parents:
+            raise ValueError("path outside the image store")
+        return p
+
+    def annotated(self, stem: str, side: str, detections: list[dict]) -> bytes:
+        img = cv2.imdecode(np.fromfile(self.path(stem, side), np.uint8), cv2.IMREAD_COLOR)
+        for d in detections:
+            x1, y1, x2, y2 = (int(v) for v in d["box"])
+            cv2.rectangle(img, (x1, y1), (x2, y2), (0, 0, 255), 2)
+            cv2.putText(img, f"{d['class']} {d['confidence']:.2f}", (x1, max(12, y1 - 4)),
+                        cv2.FONT_HERSHEY_SIMPLEX, 0.45, (0, 255, 255), 1, cv2.LINE_AA)
+        return cv2.imencode(".jpg", img, [cv2.IMWRITE_JPEG_QUALITY, 90])[1].tobytes()
+
+    def prune(self) -> int:
+        files = sorted(((p.stat().st_mtime, p.stat().st_size, p) for p in self.root.rglob("*.jpg")),
+                       key=lambda t: t[0])
+        total = sum(s for _, s, _ in files)
+        now, removed = time.time(), 0
+        for mtime, size, p in files:
+            if now - mtime <= self.max_age_s and total <= self.max_bytes:
+                break
+            p.unlink(missing_ok=True)
+            total -= size
+            removed += 1
+        return removed
