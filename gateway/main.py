@@ -4,16 +4,23 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
+import uuid
 from contextlib import asynccontextmanager
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, Response
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from gateway.api import inspect, operator, seed_compat
 from gateway.core.config import get_settings
 from gateway.core.errors import ApiError
+from gateway.core.logging import request_id
+from gateway.core.logging import setup as setup_logging
+from gateway.core.metrics import OUTBOX_DEPTH, REGISTRY, REQUEST_LATENCY, REQUESTS
+from gateway.core.rate_limit import RateLimiter
 from gateway.db.migrate import upgrade
 from gateway.db.session import make_engine, make_sessionmaker
 from gateway.services.db_writer import DbWriter
@@ -57,6 +64,7 @@ async def lifespan(app: FastAPI):
                                   settings.image_max_bytes)
     app.state.inspections = InspectionService(app.state.triton, app.state.pairs, app.state.outbox,
                                               settings.pairing_window_ms, app.state.images)
+    app.state.rate_limiter = RateLimiter(settings.rate_limit_per_s, settings.rate_limit_burst)
     app.state.drainer = Drainer(app.state.outbox, DbWriter(app.state.sessions))
     app.state.drainer.start()
     try:
@@ -69,7 +77,34 @@ async def lifespan(app: FastAPI):
 
 
 def create_app() -> FastAPI:
+    setup_logging(get_settings().log_level)
     app = FastAPI(title="PCB inspection gateway", version="0.1.0", lifespan=lifespan)
+
+    @app.middleware("http")
+    async def observe(request: Request, call_next):
+        rid = request.headers.get("x-request-id") or uuid.uuid4().hex[:16]
+        token = request_id.set(rid)
+        t0 = time.perf_counter()
+        status = 500
+        try:
+            response = await call_next(request)
+            status = response.status_code
+            response.headers["X-Request-Id"] = rid
+            return response
+        finally:
+            route = request.scope.get("route")
+            path = getattr(route, "path", "unmatched")
+            dt = time.perf_counter() - t0
+            REQUESTS.labels(path, request.method, str(status)).inc()
+            REQUEST_LATENCY.labels(path, request.method).observe(dt)
+            log.info("%s %s %s", request.method, path, status,
+                     extra={"route": path, "status": status, "duration_ms": round(dt * 1000, 2)})
+            request_id.reset(token)
+
+    @app.get("/metrics", include_in_schema=False)
+    async def metrics(request: Request) -> Response:
+        OUTBOX_DEPTH.set(await asyncio.to_thread(request.app.state.outbox.depth))
+        return Response(generate_latest(REGISTRY), media_type=CONTENT_TYPE_LATEST)
     app.include_router(inspect.router)
     app.include_router(seed_compat.router)
     app.include_router(operator.router)

@@ -187,3 +187,17 @@ def test_operator_history_statistics_and_images(api):
     status = api.get("/api/system-status").json()
     assert status["database"] is True and status["triton"] is True
     assert {d["device_id"]: d["online"] for d in status["devices"]}["pi-left"] is True
+
+
+def test_metrics_exposes_gateway_series(api):
+    text = api.get("/metrics").text
+    for series in ("gateway_requests_total", "gateway_request_duration_seconds_bucket",
+                   "gateway_verdicts_total", "gateway_triton_duration_seconds_bucket",
+                   "gateway_pairing_total", "gateway_outbox_depth"):
+        assert series in text, series
+    assert 'outcome="paired"' in text
+
+
+def test_request_id_is_echoed(api):
+    r = api.get("/health", headers={"X-Request-Id": "abc123"})
+    assert r.headers["X-Request-Id"] == "abc123"

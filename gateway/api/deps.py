@@ -6,6 +6,7 @@ from typing import Annotated
 
 from fastapi import Depends, Header, Request
 
+from gateway.core.metrics import RATE_LIMITED
 from gateway.services.devices import DeviceInfo
 from gateway.services.inspection import InspectionService
 
@@ -19,7 +20,13 @@ def current_device(
     x_device_id: Annotated[str | None, Header()] = None,
     x_api_key: Annotated[str | None, Header()] = None,
 ) -> DeviceInfo:
-    return request.app.state.devices.authenticate(x_device_id, x_api_key)
+    device = request.app.state.devices.authenticate(x_device_id, x_api_key)
+    try:
+        request.app.state.rate_limiter.check(device.id)
+    except Exception:
+        RATE_LIMITED.labels(device.id).inc()
+        raise
+    return device
 
 
 Inspections = Annotated[InspectionService, Depends(inspection_service)]

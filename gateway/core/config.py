@@ -26,6 +26,9 @@ class Settings(BaseSettings):
     image_policy: str = "defects"  # all / defects / none
     image_max_age_days: float = 30
     image_max_bytes: int = 5 << 30
+    rate_limit_per_s: float = 30.0  # per device, per worker; 0 switches it off
+    rate_limit_burst: int = 60
+    log_level: str = "INFO"
     seed_compat: bool = True  # the seed's /predict and /predict_dual (no credentials)
     seed_left_device: str = "seed-left"
     seed_right_device: str = "seed-right"

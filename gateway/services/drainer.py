@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 
+from gateway.core.metrics import DB_WRITE_FAILURES
 from gateway.services.db_writer import DbWriter
 from gateway.services.outbox import Outbox
 
@@ -36,6 +37,7 @@ class Drainer:
             except Exception as e:  # noqa: BLE001 - any DB failure: keep rows, retry later
                 self.failures += 1
                 self.db_ok = False
+                DB_WRITE_FAILURES.inc()
                 backoff = min(self.max_backoff_s, max(self.idle_s, backoff * 2))
                 if self.failures in (1, 10) or self.failures % 100 == 0:
                     log.warning("database write failed (%d in a row), rows stay in the outbox: %r",

@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 
 from gateway.core.errors import ServiceUnavailable
+from gateway.core.metrics import INSPECTION_LATENCY, PAIRING, VERDICTS
 from gateway.services.devices import DeviceInfo
 from gateway.services.image_store import ImageStore
 from gateway.services.outbox import Outbox
@@ -75,14 +76,21 @@ class InspectionService:
             return None
         return await asyncio.to_thread(self.outbox.seen, sub.device.id, sub.idempotency_key)
 
-    async def _record(self, sub: Submission, row: dict, response: dict) -> dict:
+    async def _record(self, sub: Submission, row: dict, response: dict, route: str) -> dict:
         """Durably store the row before answering; a racing duplicate gets the first answer."""
         idem = (sub.device.id, sub.idempotency_key, response) if sub.idempotency_key else None
         try:
             first = await asyncio.to_thread(self.outbox.put, row["id"], "inspection", row, idem)
         except OSError as e:  # the local disk itself failed: refuse rather than lose
             raise ServiceUnavailable(f"cannot store the inspection: {e}", "storage_unavailable", 5) from e
-        return first or response
+        answer = first or response
+        if first is None:
+            verdict = answer["verdict"]["code"]
+            VERDICTS.labels(route, verdict).inc()
+            INSPECTION_LATENCY.labels(route, verdict).observe(answer["timings_ms"]["total"] / 1000)
+            pairing = answer.get("board", {}).get("pairing") if isinstance(answer.get("board"), dict) else "dual"
+            PAIRING.labels(pairing or "dual").inc()
+        return answer
 
     async def inspect_side(self, sub: Submission, side: str, image: bytes) -> dict:
         prior = await self.replay(sub)
@@ -139,7 +147,7 @@ class InspectionService:
             if sub.captured_at else None,
             "created_at": _now_iso(),
         }
-        return await self._record(sub, row, response)
+        return await self._record(sub, row, response, "inspect")
 
     async def inspect_dual(self, sub: Submission, left: bytes, right: bytes) -> dict:
         prior = await self.replay(sub)
@@ -178,4 +186,4 @@ class InspectionService:
             if sub.captured_at else None,
             "created_at": _now_iso(),
         }
-        return await self._record(sub, row, response)
+        return await self._record(sub, row, response, "inspect_dual")

@@ -17,6 +17,7 @@ import tritonclient.grpc.aio as grpcclient
 from tritonclient.utils import InferenceServerException
 
 from gateway.core.errors import InvalidImage, ServiceUnavailable
+from gateway.core.metrics import TRITON_ERRORS, TRITON_LATENCY
 from pcb import taxonomy
 
 SINGLE_MODEL = "pcb_inspect"
@@ -109,8 +110,12 @@ class TritonService:
         try:
             r = await self.client.infer(model, inputs, client_timeout=self.timeout_s)
         except InferenceServerException as e:
-            raise translate(e) from None
-        return r, (time.perf_counter() - t0) * 1000
+            err = translate(e)
+            TRITON_ERRORS.labels(model, getattr(err, "code", "error")).inc()
+            raise err from None
+        dt = time.perf_counter() - t0
+        TRITON_LATENCY.labels(model).observe(dt)
+        return r, dt * 1000
 
     async def inspect(self, image: bytes) -> tuple[SideResult, float]:
         r, ms = await self._infer(SINGLE_MODEL, [_image("IMAGE", image)])
