@@ -29,7 +29,7 @@ from gateway.services.drainer import Drainer
 from gateway.services.image_store import ImageStore
 from gateway.services.inspection import InspectionService
 from gateway.services.outbox import Outbox
-from gateway.services.pair_store import MemoryPairStore, RedisPairStore
+from gateway.services.pair_store import FallbackPairStore, MemoryPairStore, RedisPairStore
 from gateway.services.triton import TritonService
 
 log = logging.getLogger("gateway")
@@ -59,7 +59,8 @@ async def lifespan(app: FastAPI):
     app.state.devices = DeviceRegistry(app.state.sessions)
     await asyncio.to_thread(app.state.devices.refresh)
     app.state.outbox = Outbox(settings.outbox_path)
-    app.state.pairs = RedisPairStore(settings.redis_url) if settings.redis_url else MemoryPairStore()
+    app.state.pairs = (FallbackPairStore(RedisPairStore(settings.redis_url)) if settings.redis_url
+                       else MemoryPairStore())
     app.state.images = ImageStore(settings.image_dir, settings.image_policy, settings.image_max_age_days,
                                   settings.image_max_bytes)
     app.state.inspections = InspectionService(app.state.triton, app.state.pairs, app.state.outbox,

@@ -87,7 +87,9 @@ class RedisPairStore:
     def __init__(self, url: str, prefix: str = "pcb:", ttl_s: int = 600):
         import redis.asyncio as aioredis
 
-        self.redis = aioredis.from_url(url, decode_responses=True)
+        # short timeouts: a dead Redis must cost a pairing window, not a hung request
+        self.redis = aioredis.from_url(url, decode_responses=True, socket_connect_timeout=1,
+                                       socket_timeout=2)
         self.prefix, self.ttl_s = prefix, ttl_s
 
     def _key(self, board_id: str) -> str:
@@ -129,3 +131,55 @@ class RedisPairStore:
 
     async def close(self) -> None:
         await self.redis.aclose()
+
+
+class FallbackPairStore:
+    """Redis first; while Redis is unreachable, this worker's own memory. The line keeps
+    moving through a Redis outage: sides that reach the same worker still pair, the others
+    are answered ``partial`` after the window (never a hang, never an error to the edge).
+    ``degraded`` says which mode the last call ran in (exported in /api/system-status)."""
+
+    def __init__(self, primary: RedisPairStore, retry_after_s: float = 5.0):
+        self.primary, self.local = primary, MemoryPairStore()
+        self.retry_after_s = retry_after_s
+        self._down_until = 0.0
+        self.redis = primary.redis
+
+    @property
+    def degraded(self) -> bool:
+        return time.monotonic() < self._down_until
+
+    async def _call(self, name: str, *args, **kwargs):
+        if not self.degraded:
+            try:
+                return await getattr(self.primary, name)(*args, **kwargs)
+            except (OSError, ConnectionError, TimeoutError) as e:
+                self._mark_down(e)
+            except Exception as e:  # redis.exceptions.ConnectionError/TimeoutError and kin
+                if type(e).__module__.startswith("redis"):
+                    self._mark_down(e)
+                else:
+                    raise
+        return await getattr(self.local, name)(*args, **kwargs)
+
+    def _mark_down(self, e: Exception) -> None:
+        import logging
+
+        if not self.degraded:
+            logging.getLogger("gateway.pairing").warning("Redis unreachable (%r): pairing in-process for now", e)
+        self._down_until = time.monotonic() + self.retry_after_s
+
+    async def put(self, board_id: str, side: str, result: dict) -> None:
+        await self._call("put", board_id, side, result)
+
+    async def get(self, board_id: str, side: str) -> dict | None:
+        return await self._call("get", board_id, side)
+
+    async def wait_for(self, board_id: str, side: str, timeout_s: float) -> dict | None:
+        return await self._call("wait_for", board_id, side, timeout_s)
+
+    async def claim_once(self, key: str, ttl_s: int = 3600) -> bool:
+        return await self._call("claim_once", key, ttl_s)
+
+    async def close(self) -> None:
+        await self.primary.close()

@@ -1,0 +1,141 @@
+"""A dead Triton, a dead database, a dead Redis, oversized uploads and image bombs: each
+gets a defined answer (JSON code, never a 500) and no accepted inspection is lost."""
+
+from __future__ import annotations
+
+import struct
+import time
+import uuid
+import zlib
+
+import pymysql
+import pytest
+from fastapi.testclient import TestClient
+from sqlalchemy import select
+
+from gateway.core.config import get_settings
+from gateway.db.models import Inspection
+from pcb.synthetic import render_board
+from serving.cpu_server import free_port
+from tests.conftest import encode
+from tests.tcp_proxy import TcpProxy
+
+
+def _app(monkeypatch, tmp_path, **env):
+    base = {"DATABASE_URL": f"sqlite:///{tmp_path / 'g.db'}", "OUTBOX_PATH": str(tmp_path / "outbox.db"),
+            "IMAGE_DIR": str(tmp_path / "img"), "PAIRING_WINDOW_MS": "300"}
+    base.update(env)
+    for k, v in base.items():
+        monkeypatch.setenv(k, v)
+    if "REDIS_URL" not in env:
+        monkeypatch.delenv("REDIS_URL", raising=False)
+    get_settings.cache_clear()
+    from gateway.main import create_app
+
+    return TestClient(create_app())
+
+
+def _post(c, key, board, img=None, device="pi-left", headers=None):
+    return c.post("/v1/inspect", headers={"X-Device-Id": device, "X-API-Key": key, **(headers or {})},
+                  files={"image": ("b.jpg", img or encode(render_board(1).image), "image/jpeg")},
+                  data={"board_id": board})
+
+
+@pytest.fixture(autouse=True)
+def _reset_settings():
+    yield
+    get_settings.cache_clear()
+
+
+def test_dead_triton_is_503_with_retry_after(monkeypatch, tmp_path):
+    with _app(monkeypatch, tmp_path, TRITON_URL=f"127.0.0.1:{free_port()}") as c:
+        _, key = c.app.state.devices.create("pi-left", "left", True)
+        r = _post(c, key, "B1")
+        assert r.status_code == 503 and r.json()["code"] == "inference_unavailable"
+        assert int(r.headers["Retry-After"]) >= 1
+        assert c.app.state.outbox.depth() == 0  # nothing accepted, nothing half-written
+        assert c.get("/health").json()["triton"] is False
+
+
+def test_upload_cap_and_image_bomb(monkeypatch, tmp_path, triton):
+    with _app(monkeypatch, tmp_path, TRITON_URL=triton.grpc_url, MAX_UPLOAD_BYTES="50000") as c:
+        _, key = c.app.state.devices.create("pi-left", "left", True)
+        big = encode(render_board(2, size=(1600, 1200)).image, quality=98)
+        assert len(big) > 50000
+        r = _post(c, key, "B2", big)
+        assert r.status_code == 413 and r.json()["code"] == "payload_too_large"
+        ihdr = struct.pack(">IIBBBBB", 60000, 60000, 8, 2, 0, 0, 0)
+        bomb = (b"\x89PNG\r\n\x1a\n" + struct.pack(">I", 13) + b"IHDR" + ihdr
+                + struct.pack(">I", zlib.crc32(b"IHDR" + ihdr)) + b"\0" * 100)
+        r = c.post("/v1/inspect", headers={"X-Device-Id": "pi-left", "X-API-Key": key},
+                   files={"image": ("bomb.png", bomb, "image/png")}, data={"board_id": "B3"})
+        assert r.status_code == 422 and r.json()["code"] == "image_too_large"
+
+
+def test_rate_limit_429(monkeypatch, tmp_path, triton):
+    with _app(monkeypatch, tmp_path, TRITON_URL=triton.grpc_url, RATE_LIMIT_PER_S="0.5",
+              RATE_LIMIT_BURST="2") as c:
+        _, key = c.app.state.devices.create("pi-right", "right", False)
+        codes = [_post(c, key, f"R{i}", device="pi-right").status_code for i in range(4)]
+        assert codes[:2] == [200, 200] and 429 in codes[2:]
+        r = _post(c, key, "R9", device="pi-right")
+        assert r.status_code == 429 and r.json()["code"] == "rate_limited" and "Retry-After" in r.headers
+
+
+@pytest.fixture
+def mariadb():
+    name = f"pcb_test_{uuid.uuid4().hex[:10]}"
+    conn = pymysql.connect(host="127.0.0.1", port=3306, user="root", password="")
+    conn.cursor().execute(f"CREATE DATABASE {name} CHARACTER SET utf8mb4")
+    proxy = TcpProxy("127.0.0.1", 3306)
+    try:
+        yield proxy, f"mysql+pymysql://root:@127.0.0.1:{proxy.port}/{name}"
+    finally:
+        proxy.close()
+        conn.cursor().execute(f"DROP DATABASE IF EXISTS {name}")
+        conn.close()
+
+
+def test_database_outage_answers_and_loses_nothing(monkeypatch, tmp_path, triton, mariadb):
+    proxy, url = mariadb
+    with _app(monkeypatch, tmp_path, TRITON_URL=triton.grpc_url, DATABASE_URL=url) as c:
+        _, key = c.app.state.devices.create("pi-right", "right", False)
+        assert _post(c, key, "D0", device="pi-right").status_code == 200
+        proxy.cut()
+        for i in range(1, 6):  # the line keeps going while MariaDB is away
+            r = _post(c, key, f"D{i}", device="pi-right")
+            assert r.status_code == 200, r.text
+        assert c.get("/api/inspections").status_code == 503
+        assert c.get("/api/inspections").json()["code"] == "database_unavailable"
+        time.sleep(1.0)
+        assert c.app.state.outbox.depth() >= 5
+        proxy.restore()
+        deadline = time.monotonic() + 20
+        while c.app.state.outbox.depth() and time.monotonic() < deadline:
+            time.sleep(0.2)
+        assert c.app.state.outbox.depth() == 0
+        with c.app.state.sessions() as s:
+            boards = sorted(s.scalars(select(Inspection.board_id)).all())
+        assert boards == [f"D{i}" for i in range(6)]  # all six, once each
+        assert "gateway_db_write_failures_total" in c.get("/metrics").text
+
+
+def test_redis_outage_degrades_pairing_not_the_line(monkeypatch, tmp_path, triton):
+    proxy = TcpProxy("127.0.0.1", 6379)
+    try:
+        with _app(monkeypatch, tmp_path, TRITON_URL=triton.grpc_url,
+                  REDIS_URL=f"redis://127.0.0.1:{proxy.port}/0") as c:
+            _, lkey = c.app.state.devices.create("pi-left", "left", True)
+            _, rkey = c.app.state.devices.create("pi-right", "right", False)
+            board = f"RB-{uuid.uuid4().hex[:6]}"
+            assert _post(c, rkey, board, device="pi-right").status_code == 200
+            assert _post(c, lkey, board).json()["board"]["pairing"] == "paired"
+            proxy.cut()
+            t0 = time.monotonic()
+            r = _post(c, lkey, f"RB-{uuid.uuid4().hex[:6]}")
+            assert r.status_code == 200 and r.json()["board"]["pairing"] == "partial"
+            assert r.json()["gpio"] is not None
+            assert time.monotonic() - t0 < 5
+            assert c.get("/api/system-status").json()["redis"] is False
+    finally:
+        proxy.close()
