@@ -14,7 +14,7 @@ from fastapi.responses import JSONResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from gateway.api import inspect, operator, seed_compat
+from gateway.api import admin, edge, inspect, operator, seed_compat
 from gateway.core.config import get_settings
 from gateway.core.errors import ApiError
 from gateway.core.logging import request_id
@@ -109,6 +109,8 @@ def create_app() -> FastAPI:
     app.include_router(inspect.router)
     app.include_router(seed_compat.router)
     app.include_router(operator.router)
+    app.include_router(edge.router)
+    app.include_router(admin.router)
 
     @app.exception_handler(ApiError)
     async def api_error(_: Request, e: ApiError) -> JSONResponse:

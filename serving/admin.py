@@ -42,6 +42,7 @@ class ModelAdmin:
     repository: Path = ROOT / "model_repository"
 
     def __post_init__(self) -> None:
+        self.repository = Path(self.repository)
         self.client = http.InferenceServerClient(self.url, connection_timeout=10, network_timeout=300)
 
     # ---- read --------------------------------------------------------------------------

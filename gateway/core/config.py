@@ -13,7 +13,9 @@ from pcb.image_decode import MAX_PIXELS
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="", env_file=".env", extra="ignore")
 
-    triton_url: str = "127.0.0.1:8001"  # gRPC
+    triton_url: str = "127.0.0.1:8001"  # gRPC, for inference
+    triton_http_url: str = "127.0.0.1:8000"  # HTTP, for the repository API (admin hot-swap)
+    model_repository: str = "model_repository"  # shared with Triton (same volume) for promotions
     triton_timeout_s: float = 5.0
     database_url: str = "sqlite:///build/gateway.db"
     redis_url: str | None = None

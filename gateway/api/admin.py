@@ -1,0 +1,106 @@
+"""Admin routes (``Authorization: Bearer <ADMIN_TOKEN>``): model hot-swap through Triton's
+repository API (the same ``serving.admin.ModelAdmin`` as the CLI) and device management."""
+
+from __future__ import annotations
+
+import asyncio
+import hmac
+from pathlib import Path
+from typing import Annotated
+
+from fastapi import APIRouter, Depends, Header, Request
+from pydantic import BaseModel, Field
+
+from gateway.core.config import get_settings
+from gateway.core.errors import ApiError, NotFound, ServiceUnavailable, Unauthorized
+
+
+def require_admin(authorization: Annotated[str | None, Header()] = None) -> None:
+    token = get_settings().admin_token
+    if not token:
+        raise Unauthorized("admin routes are off: set ADMIN_TOKEN", "admin_disabled")
+    presented = (authorization or "").removeprefix("Bearer ").strip()
+    if not hmac.compare_digest(presented.encode(), token.encode()):
+        raise Unauthorized("wrong or missing admin token", "bad_admin_token")
+
+
+router = APIRouter(prefix="/admin", tags=["admin"], dependencies=[Depends(require_admin)])
+
+
+def _models():
+    from serving.admin import ModelAdmin
+
+    s = get_settings()
+    return ModelAdmin(s.triton_http_url, Path(s.model_repository))
+
+
+async def _admin_call(fn, *args):
+    from serving.admin import AdminError
+
+    try:
+        return await asyncio.to_thread(lambda: fn(_models(), *args))
+    except AdminError as e:
+        raise ApiError(str(e), "model_admin_refused") from e
+    except FileNotFoundError as e:
+        raise ServiceUnavailable(f"model repository not reachable from the gateway: {e}", "repository_unavailable") from e
+    except Exception as e:  # noqa: BLE001 - Triton unreachable and kin
+        raise ServiceUnavailable(f"Triton admin call failed: {e}", "inference_unavailable", 5) from e
+
+
+@router.get("/models")
+async def list_models() -> list[dict]:
+    return await _admin_call(lambda m: m.describe())
+
+
+class VersionIn(BaseModel):
+    version: int = Field(ge=1)
+
+
+@router.post("/models/{model}/load")
+async def load(model: str, body: VersionIn) -> dict:
+    return {"model": model, "served": await _admin_call(lambda m: m.load(model, body.version))}
+
+
+@router.post("/models/{model}/promote")
+async def promote(model: str, body: VersionIn) -> dict:
+    return {"model": model, "served": await _admin_call(lambda m: m.promote(model, body.version))}
+
+
+@router.post("/models/{model}/unload")
+async def unload(model: str, body: VersionIn) -> dict:
+    return {"model": model, "served": await _admin_call(lambda m: m.unload(model, body.version))}
+
+
+@router.post("/models/{model}/rollback")
+async def rollback(model: str) -> dict:
+    return {"model": model, "served": await _admin_call(lambda m: m.rollback(model))}
+
+
+class DeviceIn(BaseModel):
+    device_id: str = Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9._-]+$")
+    side: str = Field(pattern="^(left|right)$")
+    drives_gpio: bool = False
+    name: str = Field(default="", max_length=128)
+
+
+@router.post("/devices", status_code=201)
+async def create_device(body: DeviceIn, request: Request) -> dict:
+    """Registers (or re-keys) a device; the API key is shown this once."""
+    info, key = await asyncio.to_thread(request.app.state.devices.create, body.device_id, body.side,
+                                        body.drives_gpio, body.name)
+    return {"device_id": info.id, "side": info.side, "drives_gpio": info.drives_gpio, "api_key": key}
+
+
+@router.get("/devices")
+async def list_devices(request: Request) -> list[dict]:
+    return [{"device_id": d.id, "side": d.side, "drives_gpio": d.drives_gpio, "enabled": d.enabled,
+             "name": d.name, "last_seen": request.app.state.devices.last_seen.get(d.id)}
+            for d in request.app.state.devices.all()]
+
+
+@router.delete("/devices/{device_id}")
+async def disable_device(device_id: str, request: Request) -> dict:
+    if request.app.state.devices.get(device_id) is None:
+        raise NotFound(f"no device {device_id}", "unknown_device")
+    await asyncio.to_thread(request.app.state.devices.disable, device_id)
+    return {"device_id": device_id, "enabled": False}

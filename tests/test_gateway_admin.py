@@ -1,0 +1,81 @@
+"""Admin routes: token required; device management; model hot-swap through Triton."""
+
+from __future__ import annotations
+
+import pytest
+from fastapi.testclient import TestClient
+
+from gateway.core.config import get_settings
+from tests.conftest import make_repository, start_triton
+
+TOKEN = "s3cret-admin"
+
+
+@pytest.fixture(scope="module")
+def admin_api(tmp_path_factory):
+    d = tmp_path_factory.mktemp("adm")
+    repo = make_repository(d / "model_repository")
+    srv = start_triton(repo, d / "triton.log")
+    mp = pytest.MonkeyPatch()
+    for k, v in {"TRITON_URL": srv.grpc_url, "TRITON_HTTP_URL": srv.http_url, "MODEL_REPOSITORY": str(repo),
+                 "DATABASE_URL": f"sqlite:///{d / 'g.db'}", "OUTBOX_PATH": str(d / "o.db"),
+                 "ADMIN_TOKEN": TOKEN}.items():
+        mp.setenv(k, v)
+    get_settings.cache_clear()
+    from gateway.main import create_app
+
+    try:
+        with TestClient(create_app()) as c:
+            c.repo = repo
+            yield c
+    finally:
+        srv.stop()
+        mp.undo()
+        get_settings.cache_clear()
+
+
+H = {"Authorization": f"Bearer {TOKEN}"}
+
+
+def test_admin_needs_the_token(admin_api):
+    assert admin_api.get("/admin/models").status_code == 401
+    r = admin_api.get("/admin/models", headers={"Authorization": "Bearer nope"})
+    assert r.status_code == 401 and r.json()["code"] == "bad_admin_token"
+
+
+def test_device_lifecycle(admin_api):
+    r = admin_api.post("/admin/devices", headers=H, json={"device_id": "pi-9", "side": "left", "drives_gpio": True})
+    assert r.status_code == 201
+    key = r.json()["api_key"]
+    hb = admin_api.post("/v1/heartbeat", headers={"X-Device-Id": "pi-9", "X-API-Key": key})
+    assert hb.status_code == 200 and hb.json()["drives_gpio"] is True
+    listed = {d["device_id"]: d for d in admin_api.get("/admin/devices", headers=H).json()}
+    assert listed["pi-9"]["last_seen"] is not None
+    assert admin_api.delete("/admin/devices/pi-9", headers=H).json()["enabled"] is False
+    assert admin_api.post("/v1/heartbeat", headers={"X-Device-Id": "pi-9", "X-API-Key": key}).status_code == 401
+    bad = admin_api.post("/admin/devices", headers=H, json={"device_id": "x y", "side": "top"})
+    assert bad.status_code == 422 and bad.json()["code"] == "invalid_request"
+
+
+def test_model_hot_swap_through_the_gateway(admin_api):
+    from export import onnx_target
+    from tests.conftest import WEIGHTS
+
+    listed = admin_api.get("/admin/models", headers=H)
+    assert listed.status_code == 200, listed.text
+    rows = {r["model"]: r for r in listed.json()}
+    assert rows["pcb_detector"]["ready"] == [1]
+    onnx_target.add_version(admin_api.repo, WEIGHTS, 320, 16)
+    r = admin_api.post("/admin/models/pcb_detector/promote", headers=H, json={"version": 2})
+    assert r.status_code == 200 and r.json()["served"] == [2]
+    rows = {r["model"]: r for r in admin_api.get("/admin/models", headers=H).json()}
+    assert rows["pcb_detector"]["ready"] == [2]
+    r = admin_api.post("/admin/models/pcb_detector/promote", headers=H, json={"version": 7})
+    assert r.status_code == 400 and r.json()["code"] == "model_admin_refused"
+    assert admin_api.post("/admin/models/pcb_detector/rollback", headers=H).json()["served"] == [1]
+
+
+def test_taxonomy_for_edges(admin_api):
+    t = admin_api.get("/v1/taxonomy").json()
+    assert {v["code"]: v["gpio"]["pin"] for v in t["verdicts"]} == {
+        "normal": 23, "component_defect": 17, "solder_defect": 27, "discard": 22}
