@@ -9,7 +9,7 @@ REPO := model_repository
 DETECTOR_V1 := $(REPO)/pcb_detector/1/model.onnx
 export YOLO_OFFLINE := 1
 
-.PHONY: help venv repository triton demo test test-fast bench bench-triton train export-tensorrt-dry-run lint clean
+.PHONY: help venv sysdeps repository triton demo test test-fast bench bench-triton train export-tensorrt-dry-run lint clean
 
 help:
 	@echo "make demo           CPU Triton + a simulated dual-camera inspection line"
@@ -28,6 +28,18 @@ $(STAMP): pyproject.toml constraints.txt
 	rm -f $(VENV)/.installed-*
 	touch $@
 
+# Debian packages: Chromium for the browser tests, a Korean font so the verdict labels render.
+SYSDEPS_STAMP := build/.sysdeps
+sysdeps: $(SYSDEPS_STAMP)
+$(SYSDEPS_STAMP):
+	@mkdir -p build
+	@if ! command -v chromium >/dev/null || ! fc-list 2>/dev/null | grep -qi nanum; then \
+		SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
+		$$SUDO apt-get install -y -q chromium fonts-nanum || \
+		{ $$SUDO apt-get update -q && $$SUDO apt-get install -y -q chromium fonts-nanum; }; \
+	fi
+	touch $@
+
 # The committed demo detector, exported as version 1 of pcb_detector (CPU layout).
 repository: $(DETECTOR_V1)
 $(DETECTOR_V1): $(WEIGHTS) | $(STAMP)
@@ -40,8 +52,8 @@ triton: repository
 demo: repository
 	$(PY) -m serving.demo_line --repository $(REPO)
 
-test: venv
-	$(PY) -m pytest -q -rA --durations=15
+test: venv sysdeps
+	$(PY) -m pytest -q -rfE --durations=15
 
 test-fast: venv
 	$(PY) -m pytest -q -m "not slow"

@@ -14,7 +14,7 @@ from fastapi.responses import JSONResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from gateway.api import admin, edge, inspect, operator, seed_compat
+from gateway.api import admin, edge, inspect, live, operator, seed_compat
 from gateway.core.config import get_settings
 from gateway.core.errors import ApiError
 from gateway.core.logging import request_id
@@ -28,6 +28,7 @@ from gateway.services.devices import DeviceRegistry
 from gateway.services.drainer import Drainer
 from gateway.services.image_store import ImageStore
 from gateway.services.inspection import InspectionService
+from gateway.services.live import LiveFeed
 from gateway.services.outbox import Outbox
 from gateway.services.pair_store import FallbackPairStore, MemoryPairStore, RedisPairStore
 from gateway.services.triton import TritonService
@@ -63,8 +64,10 @@ async def lifespan(app: FastAPI):
                        else MemoryPairStore())
     app.state.images = ImageStore(settings.image_dir, settings.image_policy, settings.image_max_age_days,
                                   settings.image_max_bytes)
+    app.state.live = LiveFeed(app.state.pairs.redis if settings.redis_url else None)
+    app.state.live.start()
     app.state.inspections = InspectionService(app.state.triton, app.state.pairs, app.state.outbox,
-                                              settings.pairing_window_ms, app.state.images)
+                                              settings.pairing_window_ms, app.state.images, app.state.live)
     app.state.rate_limiter = RateLimiter(settings.rate_limit_per_s, settings.rate_limit_burst)
     app.state.drainer = Drainer(app.state.outbox, DbWriter(app.state.sessions))
     app.state.drainer.start()
@@ -72,6 +75,7 @@ async def lifespan(app: FastAPI):
         yield
     finally:
         await app.state.drainer.stop()
+        await app.state.live.stop()
         await app.state.pairs.close()
         await app.state.triton.close()
         app.state.engine.dispose()
@@ -111,6 +115,7 @@ def create_app() -> FastAPI:
     app.include_router(operator.router)
     app.include_router(edge.router)
     app.include_router(admin.router)
+    app.include_router(live.router)
 
     @app.exception_handler(ApiError)
     async def api_error(_: Request, e: ApiError) -> JSONResponse:

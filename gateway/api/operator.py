@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import time
 from datetime import date, datetime, timedelta
+from types import SimpleNamespace
 from typing import Annotated
 
 import psutil
@@ -111,6 +112,9 @@ async def defect_image(request: Request, inspection_id: str,
                        side: Annotated[str | None, Query(pattern="^(left|right)$")] = None,
                        annotated: bool = True) -> Response:
     row = await _db(request, lambda sessions: _get(sessions, inspection_id))
+    if row is None:  # answered a moment ago, still on its way to the database
+        payload = await asyncio.to_thread(request.app.state.outbox.pending, inspection_id)
+        row = SimpleNamespace(**payload) if payload else None
     if row is None or not row.image_path:
         raise NotFound(f"no image for inspection {inspection_id}", "image_not_found")
     side = side or (row.camera_side if row.camera_side in ("left", "right") else "left")

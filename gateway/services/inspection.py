@@ -22,6 +22,7 @@ from gateway.core.errors import ServiceUnavailable
 from gateway.core.metrics import INSPECTION_LATENCY, PAIRING, VERDICTS
 from gateway.services.devices import DeviceInfo
 from gateway.services.image_store import ImageStore
+from gateway.services.live import LiveFeed
 from gateway.services.outbox import Outbox
 from gateway.services.pair_store import OTHER, PairStore
 from gateway.services.triton import DualResult, SideResult, TritonService
@@ -52,12 +53,25 @@ def _detections(s: SideResult) -> list[dict]:
              "class": d.class_name, "confidence": round(d.confidence, 4)} for d in s.detections]
 
 
+def _event(row: dict, answer: dict) -> dict:
+    """What the dashboard shows of one answered inspection."""
+    boxes = row["boxes"]
+    n = sum(len(v) for v in boxes.values()) if isinstance(boxes, dict) else len(boxes or [])
+    return {"id": row["id"], "board_id": row["board_id"], "device_id": row["device_id"],
+            "side": row["camera_side"], "verdict": row["verdict"], "board_verdict": row["board_verdict"],
+            "label": taxonomy.load().verdict(row["verdict"]).label, "confidence": round(row["confidence"], 3),
+            "pairing": row["pairing"], "gpio_pin": row["gpio_pin"], "detections": n,
+            "has_image": bool(row["image_path"]), "latency_ms": row["latency_ms"], "created_at": row["created_at"]}
+
+
 class InspectionService:
     def __init__(self, triton: TritonService, pairs: PairStore, outbox: Outbox, pairing_window_ms: int,
-                 images: ImageStore | None = None):
+                 images: ImageStore | None = None, live: LiveFeed | None = None):
         self.triton, self.pairs, self.outbox = triton, pairs, outbox
         self.window_s = pairing_window_ms / 1000
         self.images = images
+        self.live = live
+        self._background: set[asyncio.Task] = set()
 
     async def _save_images(self, iid: str, sides: dict[str, tuple[int, bytes]]) -> str | None:
         """Keep the sides the policy wants; returns the stored path stem (or None)."""
@@ -90,6 +104,10 @@ class InspectionService:
             INSPECTION_LATENCY.labels(route, verdict).observe(answer["timings_ms"]["total"] / 1000)
             pairing = answer.get("board", {}).get("pairing") if isinstance(answer.get("board"), dict) else "dual"
             PAIRING.labels(pairing or "dual").inc()
+            if self.live is not None:  # never let the dashboard delay the line
+                task = asyncio.create_task(self.live.publish(_event(row, answer)))
+                self._background.add(task)
+                task.add_done_callback(self._background.discard)
         return answer
 
     async def inspect_side(self, sub: Submission, side: str, image: bytes) -> dict:

@@ -99,6 +99,11 @@ class Outbox:
     def depth(self) -> int:
         return int(self._conn().execute("SELECT COUNT(*) FROM pending").fetchone()[0])
 
+    def pending(self, row_id: str) -> dict | None:
+        """A row not yet in the database (just answered, or the database is down)."""
+        row = self._conn().execute("SELECT payload FROM pending WHERE id = ?", (row_id,)).fetchone()
+        return json.loads(row[0]) if row else None
+
     def peek(self, limit: int = 100) -> list[PendingRow]:
         rows = self._conn().execute(
             "SELECT id, kind, payload, attempts FROM pending ORDER BY created_at, id LIMIT ?", (limit,)).fetchall()

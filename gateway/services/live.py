@@ -1,0 +1,70 @@
+"""Live updates for the dashboard: every answered inspection is published as a small JSON
+event. Each connected browser has a bounded queue (a slow tab drops old events, it never
+slows the line). With ``REDIS_URL`` set, events go through the Redis channel ``pcb:live``
+so a dashboard connected to any worker sees the inspections of all workers."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+
+log = logging.getLogger("gateway.live")
+CHANNEL = "pcb:live"
+
+
+class LiveFeed:
+    def __init__(self, redis=None, queue_size: int = 200):
+        self.redis = redis
+        self.queue_size = queue_size
+        self._subscribers: set[asyncio.Queue] = set()
+        self._task: asyncio.Task | None = None
+
+    def subscribe(self) -> asyncio.Queue:
+        q: asyncio.Queue = asyncio.Queue(self.queue_size)
+        self._subscribers.add(q)
+        return q
+
+    def unsubscribe(self, q: asyncio.Queue) -> None:
+        self._subscribers.discard(q)
+
+    def _fan_out(self, event: dict) -> None:
+        for q in list(self._subscribers):
+            if q.full():
+                with contextlib.suppress(asyncio.QueueEmpty):
+                    q.get_nowait()  # drop the oldest for this slow client
+            q.put_nowait(event)
+
+    async def publish(self, event: dict) -> None:
+        if self.redis is not None:
+            try:
+                await self.redis.publish(CHANNEL, json.dumps(event))
+                return
+            except Exception as e:  # noqa: BLE001 - Redis down: local clients still get it
+                log.debug("live publish through Redis failed: %r", e)
+        self._fan_out(event)
+
+    async def _relay(self) -> None:
+        while True:
+            try:
+                pubsub = self.redis.pubsub()
+                await pubsub.subscribe(CHANNEL)
+                async for msg in pubsub.listen():
+                    if msg.get("type") == "message":
+                        self._fan_out(json.loads(msg["data"]))
+            except asyncio.CancelledError:
+                raise
+            except Exception as e:  # noqa: BLE001 - reconnect after a Redis outage
+                log.debug("live relay lost Redis: %r", e)
+                await asyncio.sleep(1)
+
+    def start(self) -> None:
+        if self.redis is not None:
+            self._task = asyncio.create_task(self._relay(), name="live-relay")
+
+    async def stop(self) -> None:
+        if self._task:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task

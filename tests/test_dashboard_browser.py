@@ -1,0 +1,86 @@
+"""The live dashboard in a real headless Chromium (Debian's, driven by Playwright): it loads,
+shows counts, fills up live (SSE) while inspections arrive, shows thumbnails with boxes and
+the Pi status; a screenshot is taken and checked."""
+
+from __future__ import annotations
+
+import shutil
+
+import httpx
+import numpy as np
+import pytest
+
+from pcb.synthetic import render_board
+from tests.conftest import ROOT, encode
+from tests.gateway_server import GatewayServer
+
+CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
+ARGS = ["--headless=new", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
+        "--disable-component-update", "--no-first-run", "--disable-sync"]
+TOKEN = "dash-admin"
+
+
+@pytest.fixture(scope="module")
+def gateway(triton, tmp_path_factory):
+    d = tmp_path_factory.mktemp("dash")
+    srv = GatewayServer({"TRITON_URL": triton.grpc_url, "DATABASE_URL": f"sqlite:///{d / 'g.db'}",
+                         "OUTBOX_PATH": str(d / "o.db"), "IMAGE_DIR": str(d / "img"), "IMAGE_POLICY": "all",
+                         "ADMIN_TOKEN": TOKEN, "PAIRING_WINDOW_MS": "400"}, d / "gateway.log").start()
+    try:
+        yield srv
+    finally:
+        srv.stop()
+
+
+def _register(url: str, device: str, side: str, gpio: bool) -> str:
+    r = httpx.post(f"{url}/admin/devices", headers={"Authorization": f"Bearer {TOKEN}"},
+                   json={"device_id": device, "side": side, "drives_gpio": gpio})
+    return r.json()["api_key"]
+
+
+def test_dashboard_fills_up_live(gateway):
+    from playwright.sync_api import sync_playwright
+
+    left = _register(gateway.url, "pi-left", "left", True)
+    right = _register(gateway.url, "pi-right", "right", False)
+    shots = ROOT / "build" / "screenshots"
+    shots.mkdir(parents=True, exist_ok=True)
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=ARGS)
+        page = browser.new_page(viewport={"width": 1400, "height": 900})
+        page.goto(gateway.url + "/")
+        page.wait_for_selector("#conn.live", timeout=15000)
+        assert page.locator(".card[data-verdict]").count() == 4
+
+        with httpx.Client(base_url=gateway.url, timeout=30) as c:
+            for b in range(4):
+                board = f"DASH-{b}"
+                force = [["missing_component"], ["solder_bridge"], ["spurious_copper"], []][b]
+                c.post("/v1/inspect", headers={"X-Device-Id": "pi-right", "X-API-Key": right},
+                       files={"image": ("r.jpg", encode(render_board(400 + b, force=force).image), "image/jpeg")},
+                       data={"board_id": board})
+                r = c.post("/v1/inspect", headers={"X-Device-Id": "pi-left", "X-API-Key": left},
+                           files={"image": ("l.jpg", encode(render_board(500 + b).image), "image/jpeg")},
+                           data={"board_id": board})
+                assert r.status_code == 200
+
+        page.wait_for_function("document.getElementById('total').textContent === '4'", timeout=15000)
+        page.wait_for_function("document.querySelectorAll('#recent .item').length >= 8", timeout=15000)
+        # every thumbnail loads (boxes drawn server-side), also those answered a moment ago
+        page.wait_for_function("[...document.querySelectorAll('#recent img')].length >= 8 && "
+                               "[...document.querySelectorAll('#recent img')].every(i => i.complete && i.naturalWidth > 0)",
+                               timeout=15000)
+        page.wait_for_selector("tr[data-device='pi-left'] .online", timeout=10000)
+        counts = sum(int(page.inner_text(f"#count-{v}")) for v in
+                     ("normal", "component_defect", "solder_defect", "discard"))
+        assert counts == 4
+        assert page.inner_text("#defect-rate").endswith("%")
+        path = shots / "dashboard.png"
+        page.screenshot(path=str(path), full_page=True)
+        browser.close()
+
+    import cv2
+
+    img = cv2.imread(str(path))
+    assert img is not None and img.shape[1] == 1400 and img.shape[0] >= 900
+    assert float(np.std(img)) > 10  # not a blank page
