@@ -52,7 +52,7 @@ def _day_range(start: date | None, end: date | None) -> tuple[datetime, datetime
 @router.get("/inspections")
 async def inspections(
     request: Request,
-    page: Annotated[int, Query(ge=1)] = 1,
+    page: Annotated[int, Query(ge=1, le=1_000_000)] = 1,
     page_size: Annotated[int, Query(ge=1, le=500)] = 50,
     verdict: Annotated[str | None, Query(pattern="^(normal|component_defect|solder_defect|discard)$")] = None,
     device_id: Annotated[str | None, Query(max_length=64)] = None,

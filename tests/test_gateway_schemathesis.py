@@ -1,0 +1,60 @@
+"""Property-based run of the gateway's OpenAPI schema (schemathesis): generated requests,
+valid and invalid, against a real gateway process with a real Triton behind it. None may
+get a 500; every error has a JSON ``code``."""
+
+from __future__ import annotations
+
+import httpx
+import pytest
+import schemathesis
+from hypothesis import HealthCheck, given, settings
+
+from tests.gateway_server import GatewayServer
+
+TOKEN = "fuzz-admin"
+
+
+@pytest.fixture(scope="module")
+def fuzz_gateway(triton, tmp_path_factory):
+    d = tmp_path_factory.mktemp("fuzz")
+    srv = GatewayServer({"TRITON_URL": triton.grpc_url, "TRITON_HTTP_URL": triton.http_url,
+                         "MODEL_REPOSITORY": str(d / "no-repo"),
+                         "DATABASE_URL": f"sqlite:///{d / 'g.db'}", "OUTBOX_PATH": str(d / "o.db"),
+                         "IMAGE_DIR": str(d / "img"), "ADMIN_TOKEN": TOKEN, "PAIRING_WINDOW_MS": "50",
+                         "RATE_LIMIT_PER_S": "0"}, d / "gateway.log").start()
+    key = httpx.post(f"{srv.url}/admin/devices", headers={"Authorization": f"Bearer {TOKEN}"},
+                     json={"device_id": "pi-left", "side": "left", "drives_gpio": True}).json()["api_key"]
+    srv.headers = {"X-Device-Id": "pi-left", "X-API-Key": key, "Authorization": f"Bearer {TOKEN}"}
+    try:
+        yield srv
+    finally:
+        srv.stop()
+
+
+def test_no_server_errors(fuzz_gateway):
+    # schemathesis' pytest plugin does not run under pytest 9 here: drive its strategies
+    # with Hypothesis directly, one operation at a time
+    schema = schemathesis.openapi.from_url(f"{fuzz_gateway.url}/openapi.json")
+    failures = []
+    ops = 0
+    for result in schema.get_all_operations():
+        operation = result.ok()
+        ops += 1
+
+        @given(case=operation.as_strategy())
+        @settings(max_examples=25, deadline=None, suppress_health_check=list(HealthCheck), database=None)
+        def run(case):
+            # half the cases authenticated (reaching the handlers), half not (the 401 path)
+            headers = fuzz_gateway.headers if hash(repr(case.body)) % 2 == 0 else {}
+            response = case.call(base_url=fuzz_gateway.url, headers=headers, timeout=30)
+            # 503 is a defined answer (a dependency is away: here the model repository is
+            # deliberately unreachable, so the fuzzer cannot hot-swap the shared server's models)
+            defined_503 = response.status_code == 503 and "code" in response.json()
+            if response.status_code >= 500 and not defined_503:
+                failures.append(f"{case.method} {case.formatted_path} -> {response.status_code}: {response.text[:200]}")
+            elif response.status_code >= 400:
+                assert "code" in response.json(), response.text
+
+        run()
+    assert ops >= 10
+    assert not failures, failures[:5]
