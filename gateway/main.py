@@ -26,6 +26,7 @@ from gateway.db.session import make_engine, make_sessionmaker
 from gateway.services.db_writer import DbWriter
 from gateway.services.devices import DeviceRegistry
 from gateway.services.drainer import Drainer
+from gateway.services.housekeeping import Housekeeping
 from gateway.services.image_store import ImageStore
 from gateway.services.inspection import InspectionService
 from gateway.services.live import LiveFeed
@@ -71,9 +72,12 @@ async def lifespan(app: FastAPI):
     app.state.rate_limiter = RateLimiter(settings.rate_limit_per_s, settings.rate_limit_burst)
     app.state.drainer = Drainer(app.state.outbox, DbWriter(app.state.sessions))
     app.state.drainer.start()
+    app.state.housekeeping = Housekeeping(app.state.devices, app.state.images, app.state.outbox)
+    app.state.housekeeping.start()
     try:
         yield
     finally:
+        await app.state.housekeeping.stop()
         await app.state.drainer.stop()
         await app.state.live.stop()
         await app.state.pairs.close()

@@ -79,3 +79,9 @@ def test_taxonomy_for_edges(admin_api):
     t = admin_api.get("/v1/taxonomy").json()
     assert {v["code"]: v["gpio"]["pin"] for v in t["verdicts"]} == {
         "normal": 23, "component_defect": 17, "solder_defect": 27, "discard": 22}
+
+
+def test_config_roundtrip(admin_api):
+    r = admin_api.put("/admin/config", headers=H, json={"values": {"line_speed_mpm": "12", "shift": "night"}})
+    assert r.status_code == 200
+    assert admin_api.get("/api/config").json() == {"line_speed_mpm": "12", "shift": "night"}

@@ -104,3 +104,24 @@ async def disable_device(device_id: str, request: Request) -> dict:
         raise NotFound(f"no device {device_id}", "unknown_device")
     await asyncio.to_thread(request.app.state.devices.disable, device_id)
     return {"device_id": device_id, "enabled": False}
+
+
+class ConfigIn(BaseModel):
+    values: dict[str, str] = Field(max_length=100)
+
+
+@router.put("/config")
+async def put_config(body: ConfigIn, request: Request) -> dict:
+    """Set operator-visible configuration keys (the seed's ``system_config`` table)."""
+    from gateway.db.models import SystemConfig
+
+    def write(sessions):
+        with sessions.begin() as s:
+            for k, v in body.values.items():
+                s.merge(SystemConfig(key=k[:128], value=v))
+
+    try:
+        await asyncio.to_thread(write, request.app.state.sessions)
+    except Exception as e:  # noqa: BLE001 - database away
+        raise ServiceUnavailable("the database is unavailable", "database_unavailable", 5) from e
+    return {"updated": sorted(body.values)}

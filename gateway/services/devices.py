@@ -61,14 +61,27 @@ class DeviceRegistry:
         return sorted(self._devices.values(), key=lambda d: d.id)
 
     def authenticate(self, device_id: str | None, api_key: str | None) -> DeviceInfo:
+        dev = self._check(device_id, api_key)
+        if dev is None and device_id and time.time() - self.loaded_at > 0.25:
+            # registered or re-keyed through another worker a moment ago? reload (at most
+            # four times a second, so unknown ids cannot hammer the database)
+            try:
+                self.refresh()
+            except Exception:  # noqa: BLE001 - database away: judge on what we have
+                self.loaded_at = time.time()
+            dev = self._check(device_id, api_key)
+        if dev is None:
+            raise Unauthorized("unknown device or wrong API key", "unknown_device")
+        self.last_seen[dev.id] = time.time()
+        return dev
+
+    def _check(self, device_id: str | None, api_key: str | None) -> DeviceInfo | None:
         dev = self._devices.get(device_id or "")
         presented = hash_key(api_key or "")
         # compare even for unknown devices, so timing does not tell which ids exist
         expected = dev.api_key_hash if dev else hash_key(secrets.token_hex(16))
-        if not (hmac.compare_digest(presented, expected) and dev and dev.enabled and api_key):
-            raise Unauthorized("unknown device or wrong API key", "unknown_device")
-        self.last_seen[dev.id] = time.time()
-        return dev
+        ok = hmac.compare_digest(presented, expected) and dev is not None and dev.enabled and bool(api_key)
+        return dev if ok else None
 
     def create(self, device_id: str, side: str, drives_gpio: bool, name: str = "") -> tuple[DeviceInfo, str]:
         if side not in ("left", "right"):
