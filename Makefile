@@ -9,7 +9,7 @@ REPO := model_repository
 DETECTOR_V1 := $(REPO)/pcb_detector/1/model.onnx
 export YOLO_OFFLINE := 1
 
-.PHONY: help venv sysdeps repository triton demo test test-fast bench bench-triton train export-tensorrt-dry-run lint clean
+.PHONY: help venv sysdeps repository triton demo test test-fast bench bench-triton bench-gateway train export-tensorrt-dry-run lint clean
 
 help:
 	@echo "make demo           CPU Triton + a simulated dual-camera inspection line"
@@ -58,10 +58,13 @@ test: venv sysdeps
 test-fast: venv
 	$(PY) -m pytest -q -m "not slow"
 
-bench: bench-triton
+bench: bench-triton bench-gateway
 
 bench-triton: repository
 	$(PY) -m bench.perf_triton
+
+bench-gateway: repository
+	$(PY) -m bench.gateway_bench
 
 train: venv
 	$(PY) -m export train --epochs 40 --weights-out $(WEIGHTS)

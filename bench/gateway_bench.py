@@ -1,0 +1,165 @@
+"""``make bench-gateway``: end-to-end load through the gateway at concurrency 1/4/16, side
+by side in one run with (a) direct calls to the Triton ``pcb_inspect`` ensemble (the
+gateway's overhead) and (b) the seed's design (a synchronous server running ultralytics
+in-process per request), same model and images. Writes its section of docs/benchmarks.md."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import base64
+import os
+import subprocess
+import sys
+import time
+import urllib.request
+
+import httpx
+import numpy as np
+import psutil
+import tritonclient.grpc.aio as grpcclient
+
+from bench.common import OUT, ROOT, WEIGHTS, bench_images, bench_repository, git_rev, machine, write_section
+from serving.cpu_server import TritonServer, free_port
+
+
+async def _load(call, images: list[bytes], concurrency: int, seconds: float) -> dict:
+    lat: list[float] = []
+    errors = 0
+    stop = time.perf_counter() + seconds
+    counter = 0
+
+    async def worker(w: int) -> None:
+        nonlocal errors, counter
+        i = w
+        while time.perf_counter() < stop:
+            t0 = time.perf_counter()
+            try:
+                await call(images[i % len(images)])
+                lat.append((time.perf_counter() - t0) * 1000)
+            except Exception:  # noqa: BLE001 - counted, reported
+                errors += 1
+            i += concurrency
+            counter += 1
+
+    for img in images[:2]:  # warm-up
+        await call(img)
+    t0 = time.perf_counter()
+    await asyncio.gather(*(worker(w) for w in range(concurrency)))
+    wall = time.perf_counter() - t0
+    a = np.array(lat) if lat else np.array([np.nan])
+    return {"throughput": len(lat) / wall, "p50_ms": float(np.percentile(a, 50)),
+            "p99_ms": float(np.percentile(a, 99)), "errors": errors, "n": len(lat)}
+
+
+def _wait_http(url: str, timeout: float = 120) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            with urllib.request.urlopen(url, timeout=2):
+                return
+        except OSError:
+            time.sleep(0.3)
+    raise TimeoutError(url)
+
+
+async def run(levels: list[int], seconds: float) -> list[dict]:
+    images = bench_images(16)
+    b64 = {d: base64.b64encode(d).decode() for d in images}
+    repo = bench_repository()
+    rows: list[dict] = []
+    triton = TritonServer(repository=repo, ports={"http": free_port(), "grpc": free_port(), "metrics": free_port()},
+                          log_file=OUT / "triton_gw.log")
+    with triton:
+        gw_port, seed_port = free_port(), free_port()
+        env = {**os.environ, "TRITON_URL": triton.grpc_url, "DATABASE_URL": f"sqlite:///{OUT / 'bench_gw.db'}",
+               "OUTBOX_PATH": str(OUT / "bench_outbox.db"), "IMAGE_POLICY": "none", "RATE_LIMIT_PER_S": "0",
+               "LOG_LEVEL": "WARNING"}
+        for f in ("bench_gw.db", "bench_outbox.db"):
+            (OUT / f).unlink(missing_ok=True)
+        gw = subprocess.Popen([sys.executable, "-m", "uvicorn", "gateway.main:app", "--port", str(gw_port),
+                               "--no-access-log", "--log-level", "warning"], cwd=ROOT, env=env)
+        seed = subprocess.Popen([sys.executable, "-m", "bench.seed_server", "--port", str(seed_port),
+                                 "--weights", str(WEIGHTS)], cwd=ROOT, env={**os.environ, "YOLO_OFFLINE": "1"})
+        try:
+            _wait_http(f"http://127.0.0.1:{gw_port}/health")
+            _wait_http(f"http://127.0.0.1:{seed_port}/health")
+            gw_proc = psutil.Process(gw.pid)
+            tclient = grpcclient.InferenceServerClient(triton.grpc_url)
+            async with httpx.AsyncClient(timeout=60, limits=httpx.Limits(max_connections=64)) as http:
+
+                async def via_gateway(img: bytes) -> None:
+                    r = await http.post(f"http://127.0.0.1:{gw_port}/predict",
+                                        json={"frame": b64[img], "camera_id": "right"})
+                    r.raise_for_status()
+
+                async def direct_triton(img: bytes) -> None:
+                    arr = np.frombuffer(img, np.uint8)[None]
+                    inp = grpcclient.InferInput("IMAGE", list(arr.shape), "UINT8")
+                    inp.set_data_from_numpy(arr)
+                    await tclient.infer("pcb_inspect", [inp])
+
+                async def seed_design(img: bytes) -> None:
+                    r = await http.post(f"http://127.0.0.1:{seed_port}/predict",
+                                        json={"frame": b64[img], "camera_id": "right"})
+                    r.raise_for_status()
+
+                rss0 = gw_proc.memory_info().rss
+                for c in levels:
+                    for name, call in (("gateway -> Triton", via_gateway), ("direct Triton ensemble", direct_triton),
+                                       ("seed design (sync, ultralytics in-process)", seed_design)):
+                        r = await _load(call, images, c, seconds)
+                        r.update(path=name, concurrency=c)
+                        rows.append(r)
+                        print(f"{name:<44} c={c:<3} {r['throughput']:7.1f}/s  p50 {r['p50_ms']:7.1f} ms  "
+                              f"p99 {r['p99_ms']:7.1f} ms  errors {r['errors']}")
+                rss1 = gw_proc.memory_info().rss
+            await tclient.close()
+            total = sum(r["n"] for r in rows if r["path"].startswith("gateway"))
+            rows.append({"path": "_rss", "rss0_mb": rss0 / 2**20, "rss1_mb": rss1 / 2**20, "requests": total})
+        finally:
+            for p in (gw, seed):
+                p.terminate()
+                p.wait(20)
+    return rows
+
+
+def report(rows: list[dict], seconds: float) -> str:
+    rss = next(r for r in rows if r["path"] == "_rss")
+    rows = [r for r in rows if r["path"] != "_rss"]
+    lines = ["## Gateway: end-to-end load (`make bench-gateway`)", "",
+             f"Command: `make bench-gateway` (= `python -m bench.gateway_bench`), {seconds:.0f} s per point, "
+             f"commit {git_rev()}, {time.strftime('%Y-%m-%d %H:%M')}.",
+             f"Machine: {machine()}. One uvicorn worker, SQLite + outbox, image policy none; the CPU Triton server;",
+             "the seed design is `bench/seed_server.py` (threaded sync HTTP server, ultralytics `predict` per request).",
+             "All three serve the seed's `/predict` work (one 640x480 JPEG, q85 -> detections + verdict), same model.",
+             "", "| path | concurrency | req/s | p50 ms | p99 ms | errors |", "|---|---:|---:|---:|---:|---:|"]
+    for r in rows:
+        lines.append(f"| {r['path']} | {r['concurrency']} | {r['throughput']:.1f} | {r['p50_ms']:.1f} | "
+                     f"{r['p99_ms']:.1f} | {r['errors']} |")
+    by = {(r["path"], r["concurrency"]): r for r in rows}
+    lines.append("")
+    for c in sorted({r["concurrency"] for r in rows}):
+        g, d, s = (by[(p, c)] for p in ("gateway -> Triton", "direct Triton ensemble",
+                                        "seed design (sync, ultralytics in-process)"))
+        lines.append(f"- concurrency {c}: gateway overhead p50 {g['p50_ms'] - d['p50_ms']:+.1f} ms; "
+                     f"gateway throughput {g['throughput'] / s['throughput']:.2f}x the seed design, "
+                     f"{g['throughput'] / d['throughput']:.2f}x direct Triton.")
+    lines.append(f"- gateway RSS {rss['rss0_mb']:.0f} MB before and {rss['rss1_mb']:.0f} MB after "
+                 f"{rss['requests']} requests.")
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(prog="python -m bench.gateway_bench")
+    ap.add_argument("--concurrency", default="1,4,16")
+    ap.add_argument("--seconds", type=float, default=10)
+    args = ap.parse_args(argv)
+    rows = asyncio.run(run([int(c) for c in args.concurrency.split(",")], args.seconds))
+    write_section("gateway", report(rows, args.seconds))
+    print("wrote docs/benchmarks.md")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
