@@ -19,6 +19,9 @@ class OrtDetector:
         opts.intra_op_num_threads = threads  # 0 = onnxruntime picks (one per core)
         opts.inter_op_num_threads = 1
         opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        # inside Triton the pre/post-processing processes share the cores: idle ORT threads
+        # must sleep, not spin, or they steal the CPU the next image's decode needs
+        opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
         self.session = ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
         self.input_name = self.session.get_inputs()[0].name
         self.output_names = [o.name for o in self.session.get_outputs()]
