@@ -139,3 +139,34 @@ def test_redis_outage_degrades_pairing_not_the_line(monkeypatch, tmp_path, trito
             assert c.get("/api/system-status").json()["redis"] is False
     finally:
         proxy.close()
+
+
+async def test_full_triton_queue_is_503_overloaded(triton):
+    """The detector's bounded queue (reloaded here with room for 2) rejects the overflow; the
+    gateway turns it into 503 inference_overloaded + Retry-After, the rest are answered."""
+    import asyncio
+    import json
+
+    import tritonclient.http as http
+
+    from gateway.core.errors import ServiceUnavailable
+    from gateway.services.triton import TritonService
+
+    admin = http.InferenceServerClient(triton.http_url)
+    cfg = admin.get_model_config("pcb_detector")
+    cfg["dynamic_batching"]["default_queue_policy"]["max_queue_size"] = 2
+    cfg["dynamic_batching"]["max_queue_delay_microseconds"] = 200_000
+    cfg["dynamic_batching"]["preferred_batch_size"] = [16]
+    admin.load_model("pcb_detector", config=json.dumps(cfg))
+    svc = TritonService(triton.grpc_url)
+    try:
+        img = encode(render_board(3).image)
+        results = await asyncio.gather(*(svc.inspect(img) for _ in range(12)), return_exceptions=True)
+        overloaded = [r for r in results if isinstance(r, ServiceUnavailable)]
+        answered = [r for r in results if not isinstance(r, Exception)]
+        assert overloaded and answered, results
+        assert all(e.code == "inference_overloaded" and e.headers["Retry-After"] for e in overloaded)
+        assert len(overloaded) + len(answered) == 12
+    finally:
+        await svc.close()
+        admin.load_model("pcb_detector")  # back to the disk config
