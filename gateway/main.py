@@ -32,6 +32,7 @@ from gateway.services.inspection import InspectionService
 from gateway.services.live import LiveFeed
 from gateway.services.outbox import Outbox
 from gateway.services.pair_store import FallbackPairStore, MemoryPairStore, RedisPairStore
+from gateway.services.system_log import SystemLogger
 from gateway.services.triton import TritonService
 
 log = logging.getLogger("gateway")
@@ -65,12 +66,14 @@ async def lifespan(app: FastAPI):
                        else MemoryPairStore())
     app.state.images = ImageStore(settings.image_dir, settings.image_policy, settings.image_max_age_days,
                                   settings.image_max_bytes)
+    app.state.events = SystemLogger(app.state.outbox)
     app.state.live = LiveFeed(app.state.pairs.redis if settings.redis_url else None)
     app.state.live.start()
     app.state.inspections = InspectionService(app.state.triton, app.state.pairs, app.state.outbox,
-                                              settings.pairing_window_ms, app.state.images, app.state.live)
+                                              settings.pairing_window_ms, app.state.images, app.state.live,
+                                              app.state.events)
     app.state.rate_limiter = RateLimiter(settings.rate_limit_per_s, settings.rate_limit_burst)
-    app.state.drainer = Drainer(app.state.outbox, DbWriter(app.state.sessions))
+    app.state.drainer = Drainer(app.state.outbox, DbWriter(app.state.sessions), events=app.state.events)
     app.state.drainer.start()
     app.state.housekeeping = Housekeeping(app.state.devices, app.state.images, app.state.outbox)
     app.state.housekeeping.start()

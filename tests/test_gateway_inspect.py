@@ -59,6 +59,7 @@ def test_paired_sides(api):
     body = left.json()
     assert body["board"]["pairing"] == "paired" and body["gpio"]["pin"] in (17, 22, 23, 27)
     assert body["model"] == {"name": "pcb_detector", "version": 1}
+    assert set(body["timings_ms"]) == {"upload", "inference", "pairing_wait", "total"}
 
 
 def test_inspect_dual(api):
@@ -201,3 +202,19 @@ def test_metrics_exposes_gateway_series(api):
 def test_request_id_is_echoed(api):
     r = api.get("/health", headers={"X-Request-Id": "abc123"})
     assert r.headers["X-Request-Id"] == "abc123"
+
+
+def test_partial_board_is_logged(api):
+    import time
+
+    r = api.post("/v1/inspect", headers=_auth(api), files={"image": ("b.jpg", _jpeg(40), "image/jpeg")},
+                 data={"board_id": "B-alone"})
+    assert r.json()["board"]["partial"] is True
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        logs = api.get("/api/system-logs", params={"level": "warning"}).json()["items"]
+        if any("B-alone" in x["message"] and x["source"] == "pairing" for x in logs):
+            break
+        time.sleep(0.2)
+    else:
+        raise AssertionError("no system log for the partial board")

@@ -170,3 +170,30 @@ async def test_full_triton_queue_is_503_overloaded(triton):
     finally:
         await svc.close()
         admin.load_model("pcb_detector")  # back to the disk config
+
+
+def test_gateway_restart_during_db_outage_loses_nothing(monkeypatch, tmp_path, triton, mariadb):
+    proxy, url = mariadb
+    proxy.cut()  # down before the gateway even starts: its schema comes later
+    import threading
+
+    # the first gateway instance needs the schema: create it, then cut
+    proxy.restore()
+    from gateway.db.migrate import upgrade
+    upgrade(url)
+    with _app(monkeypatch, tmp_path, TRITON_URL=triton.grpc_url, DATABASE_URL=url) as c:
+        _, key = c.app.state.devices.create("pi-right", "right", False)
+        proxy.cut()
+        for i in range(4):
+            assert _post(c, key, f"RS{i}", device="pi-right").status_code == 200
+        assert c.app.state.outbox.depth() >= 4
+    # the gateway is gone; the database comes back; a new gateway drains the old outbox
+    proxy.restore()
+    threading.Event().wait(0.2)
+    with _app(monkeypatch, tmp_path, TRITON_URL=triton.grpc_url, DATABASE_URL=url) as c2:
+        deadline = time.monotonic() + 20
+        while c2.app.state.outbox.depth() and time.monotonic() < deadline:
+            time.sleep(0.2)
+        with c2.app.state.sessions() as s:
+            boards = sorted(b for b in s.scalars(select(Inspection.board_id)).all() if b.startswith("RS"))
+        assert boards == [f"RS{i}" for i in range(4)]

@@ -57,23 +57,35 @@ class VersionIn(BaseModel):
 
 
 @router.post("/models/{model}/load")
-async def load(model: str, body: VersionIn) -> dict:
-    return {"model": model, "served": await _admin_call(lambda m: m.load(model, body.version))}
+async def load(model: str, body: VersionIn, request: Request) -> dict:
+    served = await _admin_call(lambda m: m.load(model, body.version))
+    await _event(request, f"load {model} version {body.version}: now serving {served}")
+    return {"model": model, "served": served}
 
 
 @router.post("/models/{model}/promote")
-async def promote(model: str, body: VersionIn) -> dict:
-    return {"model": model, "served": await _admin_call(lambda m: m.promote(model, body.version))}
+async def promote(model: str, body: VersionIn, request: Request) -> dict:
+    served = await _admin_call(lambda m: m.promote(model, body.version))
+    await _event(request, f"promote {model} version {body.version}: now serving {served}")
+    return {"model": model, "served": served}
 
 
 @router.post("/models/{model}/unload")
-async def unload(model: str, body: VersionIn) -> dict:
-    return {"model": model, "served": await _admin_call(lambda m: m.unload(model, body.version))}
+async def unload(model: str, body: VersionIn, request: Request) -> dict:
+    served = await _admin_call(lambda m: m.unload(model, body.version))
+    await _event(request, f"unload {model} version {body.version}: now serving {served}")
+    return {"model": model, "served": served}
 
 
 @router.post("/models/{model}/rollback")
-async def rollback(model: str) -> dict:
-    return {"model": model, "served": await _admin_call(lambda m: m.rollback(model))}
+async def rollback(model: str, request: Request) -> dict:
+    served = await _admin_call(lambda m: m.rollback(model))
+    await _event(request, f"rollback {model}: now serving {served}")
+    return {"model": model, "served": served}
+
+
+async def _event(request: Request, message: str) -> None:
+    await asyncio.to_thread(request.app.state.events, "info", "admin", message)
 
 
 class DeviceIn(BaseModel):
@@ -88,6 +100,7 @@ async def create_device(body: DeviceIn, request: Request) -> dict:
     """Registers (or re-keys) a device; the API key is shown this once."""
     info, key = await asyncio.to_thread(request.app.state.devices.create, body.device_id, body.side,
                                         body.drives_gpio, body.name)
+    await _event(request, f"device {info.id} registered ({info.side}, drives GPIO: {info.drives_gpio})")
     return {"device_id": info.id, "side": info.side, "drives_gpio": info.drives_gpio, "api_key": key}
 
 
@@ -103,6 +116,7 @@ async def disable_device(device_id: str, request: Request) -> dict:
     if request.app.state.devices.get(device_id) is None:
         raise NotFound(f"no device {device_id}", "unknown_device")
     await asyncio.to_thread(request.app.state.devices.disable, device_id)
+    await _event(request, f"device {device_id} disabled")
     return {"device_id": device_id, "enabled": False}
 
 

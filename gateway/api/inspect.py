@@ -4,6 +4,7 @@ and both sides in one request (``/v1/inspect/dual``). Devices authenticate with 
 
 from __future__ import annotations
 
+import time
 from typing import Annotated
 
 from fastapi import APIRouter, File, Form, UploadFile
@@ -33,8 +34,10 @@ async def inspect(
     if side != device.side:
         raise ApiError(f"device {device.id} is registered for the {device.side} side, not {side}", "wrong_side")
     s = get_settings()
+    t0 = time.perf_counter()
     data = await read_image(image, s.max_upload_bytes, s.max_pixels)
-    return await inspections.inspect_side(Submission(device, board_id, idempotency_key, captured_at), side, data)
+    sub = Submission(device, board_id, idempotency_key, captured_at, upload_ms=(time.perf_counter() - t0) * 1000)
+    return await inspections.inspect_side(sub, side, data)
 
 
 @router.post("/inspect/dual")
@@ -48,6 +51,8 @@ async def inspect_dual(
     idempotency_key: IdempotencyKey = None,
 ) -> dict:
     s = get_settings()
+    t0 = time.perf_counter()
     left_b = await read_image(left, s.max_upload_bytes, s.max_pixels, "left")
     right_b = await read_image(right, s.max_upload_bytes, s.max_pixels, "right")
-    return await inspections.inspect_dual(Submission(device, board_id, idempotency_key, captured_at), left_b, right_b)
+    sub = Submission(device, board_id, idempotency_key, captured_at, upload_ms=(time.perf_counter() - t0) * 1000)
+    return await inspections.inspect_dual(sub, left_b, right_b)

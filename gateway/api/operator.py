@@ -16,7 +16,7 @@ from sqlalchemy import case, func, select
 from sqlalchemy.exc import DBAPIError, OperationalError
 
 from gateway.core.errors import NotFound, ServiceUnavailable
-from gateway.db.models import Inspection, SystemConfig
+from gateway.db.models import Inspection, SystemConfig, SystemLog
 from pcb import taxonomy
 
 router = APIRouter(prefix="/api", tags=["operator"])
@@ -184,5 +184,24 @@ async def get_config(request: Request) -> dict:
     def q(sessions):
         with sessions() as s:
             return {c.key: c.value for c in s.scalars(select(SystemConfig))}
+
+    return await _db(request, q)
+
+
+@router.get("/system-logs")
+async def system_logs(request: Request, page: Annotated[int, Query(ge=1, le=1_000_000)] = 1,
+                      page_size: Annotated[int, Query(ge=1, le=500)] = 50,
+                      level: Annotated[str | None, Query(pattern="^(debug|info|warning|error)$")] = None) -> dict:
+    def q(sessions):
+        stmt = select(SystemLog)
+        if level:
+            stmt = stmt.where(SystemLog.level == level)
+        with sessions() as s:
+            total = s.scalar(select(func.count()).select_from(stmt.subquery()))
+            rows = s.scalars(stmt.order_by(SystemLog.created_at.desc()).offset((page - 1) * page_size)
+                             .limit(page_size)).all()
+        return {"items": [{"level": r.level, "source": r.source, "message": r.message, "details": r.details,
+                           "created_at": r.created_at.isoformat() + "Z"} for r in rows],
+                "page": page, "page_size": page_size, "total": total}
 
     return await _db(request, q)

@@ -52,7 +52,7 @@ class Inspection(Base):
 class SystemLog(Base):
     __tablename__ = "system_logs"
 
-    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    id: Mapped[str] = mapped_column(String(36), primary_key=True)  # uuid: re-sent rows stay single
     level: Mapped[str] = mapped_column(String(16))
     source: Mapped[str] = mapped_column(String(64))
     message: Mapped[str] = mapped_column(Text)

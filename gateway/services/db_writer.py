@@ -38,6 +38,8 @@ class DbWriter:
                     else:
                         s.add(_inspection(r.payload))
                 elif r.kind == "system_log":
-                    s.add(SystemLog(**r.payload))
+                    data = dict(r.payload)
+                    data["created_at"] = datetime.fromisoformat(data["created_at"])
+                    s.merge(SystemLog(**data))
                 else:
                     raise ValueError(f"unknown outbox row kind {r.kind!r}")

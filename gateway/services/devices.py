@@ -11,6 +11,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 import secrets
+import threading
 import time
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
@@ -42,13 +43,21 @@ class DeviceRegistry:
         self._devices: dict[str, DeviceInfo] = {}
         self.last_seen: dict[str, float] = {}  # device id -> unix time
         self._flushed: dict[str, float] = {}
+        self._written: dict[str, float] = {}  # device id -> when this worker last changed it
+        self._lock = threading.Lock()
         self.loaded_at = 0.0
 
     def refresh(self) -> None:
+        started = time.time()
         with self.sessions() as s:
             rows = s.scalars(select(Device)).all()
-        self._devices = {d.id: DeviceInfo(d.id, d.side, d.drives_gpio, d.api_key_hash, d.enabled, d.name)
-                         for d in rows}
+        fresh = {d.id: DeviceInfo(d.id, d.side, d.drives_gpio, d.api_key_hash, d.enabled, d.name) for d in rows}
+        with self._lock:
+            # a change this worker made while the snapshot was being read wins over it
+            for dev_id, when in self._written.items():
+                if when >= started and dev_id in self._devices:
+                    fresh[dev_id] = self._devices[dev_id]
+            self._devices = fresh
         for d in rows:
             if d.last_seen_at and d.id not in self.last_seen:
                 self.last_seen[d.id] = d.last_seen_at.replace(tzinfo=UTC).timestamp()
@@ -91,14 +100,18 @@ class DeviceRegistry:
             s.merge(Device(id=device_id, side=side, drives_gpio=drives_gpio, api_key_hash=hash_key(key),
                            name=name, enabled=True))
         info = DeviceInfo(device_id, side, drives_gpio, hash_key(key), True, name)
-        self._devices[device_id] = info
+        with self._lock:
+            self._devices[device_id] = info
+            self._written[device_id] = time.time()
         return info, key
 
     def disable(self, device_id: str) -> None:
         with self.sessions.begin() as s:
             s.execute(update(Device).where(Device.id == device_id).values(enabled=False))
-        if device_id in self._devices:
-            self._devices[device_id] = replace(self._devices[device_id], enabled=False)
+        with self._lock:
+            if device_id in self._devices:
+                self._devices[device_id] = replace(self._devices[device_id], enabled=False)
+                self._written[device_id] = time.time()
 
     def flush_last_seen(self) -> int:
         changed = {d: t for d, t in self.last_seen.items() if self._flushed.get(d) != t}

@@ -13,8 +13,9 @@ log = logging.getLogger("gateway.drainer")
 
 
 class Drainer:
-    def __init__(self, outbox: Outbox, writer: DbWriter, idle_s: float = 0.2, max_backoff_s: float = 5.0):
-        self.outbox, self.writer = outbox, writer
+    def __init__(self, outbox: Outbox, writer: DbWriter, idle_s: float = 0.2, max_backoff_s: float = 5.0,
+                 events=None):
+        self.outbox, self.writer, self.events = outbox, writer, events
         self.idle_s, self.max_backoff_s = idle_s, max_backoff_s
         self.failures = 0  # consecutive; exported as a metric
         self.written = 0
@@ -31,6 +32,10 @@ class Drainer:
             try:
                 moved = await asyncio.to_thread(self.outbox.drain_once, self.writer, 200)
                 self.written += moved
+                if self.failures and self.events is not None:
+                    await asyncio.to_thread(self.events, "info", "database",
+                                            f"database writes resumed after {self.failures} failed attempts",
+                                            {"backlog": self.outbox.depth() + moved})
                 self.failures, self.db_ok, backoff = 0, True, self.idle_s
                 if moved:
                     continue  # more may be waiting
@@ -39,6 +44,9 @@ class Drainer:
                 self.db_ok = False
                 DB_WRITE_FAILURES.inc()
                 backoff = min(self.max_backoff_s, max(self.idle_s, backoff * 2))
+                if self.failures == 1 and self.events is not None:
+                    await asyncio.to_thread(self.events, "error", "database",
+                                            f"database writes failing, rows stay in the outbox: {e!r}"[:500])
                 if self.failures in (1, 10) or self.failures % 100 == 0:
                     log.warning("database write failed (%d in a row), rows stay in the outbox: %r",
                                 self.failures, e)

@@ -25,6 +25,7 @@ from gateway.services.image_store import ImageStore
 from gateway.services.live import LiveFeed
 from gateway.services.outbox import Outbox
 from gateway.services.pair_store import OTHER, PairStore
+from gateway.services.system_log import SystemLogger
 from gateway.services.triton import DualResult, SideResult, TritonService
 from pcb import taxonomy
 from pcb.verdict import SideVerdict, fuse
@@ -37,6 +38,7 @@ class Submission:
     idempotency_key: str | None = None
     captured_at: float | None = None  # unix seconds, from the edge
     paired: bool = True  # False: a lone frame (seed /predict), no waiting for another side
+    upload_ms: float = 0.0  # reading + checking the upload, before this service starts
 
 
 def _now_iso() -> str:
@@ -66,11 +68,13 @@ def _event(row: dict, answer: dict) -> dict:
 
 class InspectionService:
     def __init__(self, triton: TritonService, pairs: PairStore, outbox: Outbox, pairing_window_ms: int,
-                 images: ImageStore | None = None, live: LiveFeed | None = None):
+                 images: ImageStore | None = None, live: LiveFeed | None = None,
+                 events: SystemLogger | None = None):
         self.triton, self.pairs, self.outbox = triton, pairs, outbox
         self.window_s = pairing_window_ms / 1000
         self.images = images
         self.live = live
+        self.events = events
         self._background: set[asyncio.Task] = set()
 
     async def _save_images(self, iid: str, sides: dict[str, tuple[int, bytes]]) -> str | None:
@@ -98,6 +102,12 @@ class InspectionService:
         except OSError as e:  # the local disk itself failed: refuse rather than lose
             raise ServiceUnavailable(f"cannot store the inspection: {e}", "storage_unavailable", 5) from e
         answer = first or response
+        pairing_now = row.get("pairing")
+        if first is None and self.events is not None and pairing_now in ("partial", "late"):
+            msg = (f"board {row['board_id']}: the other side did not arrive within the pairing window"
+                   if pairing_now == "partial" else f"board {row['board_id']}: {row['camera_side']} side arrived late")
+            await asyncio.to_thread(self.events, "warning", "pairing", msg,
+                                    {"board_id": row["board_id"], "inspection_id": row["id"]})
         if first is None:
             verdict = answer["verdict"]["code"]
             VERDICTS.labels(route, verdict).inc()
@@ -122,10 +132,13 @@ class InspectionService:
                                                   "inspection_id": iid})
         other_side = OTHER[side]
         gpio = None
+        wait_ms = 0.0
         if not sub.paired:
             other, pairing = None, "single"
         elif sub.device.drives_gpio:
+            t_wait = time.perf_counter()
             other = await self.pairs.wait_for(sub.board_id, other_side, self.window_s)
+            wait_ms = (time.perf_counter() - t_wait) * 1000
             pairing = "paired" if other else "partial"
         else:
             other = await self.pairs.get(sub.board_id, other_side)
@@ -149,7 +162,9 @@ class InspectionService:
                       "pairing": pairing, "partial": pairing == "partial"},
             "gpio": gpio,
             "model": {"name": "pcb_detector", "version": result.detector_version},
-            "timings_ms": {"inference": round(infer_ms, 2), "total": round(total_ms, 2)},
+            # decoding happens inside the Triton ensemble, so it is part of "inference"
+            "timings_ms": {"upload": round(sub.upload_ms, 2), "inference": round(infer_ms, 2),
+                           "pairing_wait": round(wait_ms, 2), "total": round(sub.upload_ms + total_ms, 2)},
         }
         row = {
             "id": iid, "board_id": sub.board_id, "device_id": sub.device.id, "camera_side": side,
@@ -189,7 +204,8 @@ class InspectionService:
                       "detections": _detections(r.right)},
             "gpio": gpio,
             "model": {"name": "pcb_detector", "version": r.detector_version},
-            "timings_ms": {"inference": round(r.inference_ms, 2), "total": round(total_ms, 2)},
+            "timings_ms": {"upload": round(sub.upload_ms, 2), "inference": round(r.inference_ms, 2),
+                           "total": round(sub.upload_ms + total_ms, 2)},
         }
         name = taxonomy.load().verdict(r.board_verdict_code).name
         row = {

@@ -2,7 +2,7 @@
 
 Revision ID: 0001
 Revises: (none)
-Create Date: 2026-11-23 13:34:50.174259
+Create Date: 2026-11-23 13:54:01.755240
 """
 import sqlalchemy as sa
 from alembic import op
@@ -75,7 +75,7 @@ def upgrade() -> None:
     sa.PrimaryKeyConstraint('key')
     )
     op.create_table('system_logs',
-    sa.Column('id', sa.Integer(), autoincrement=True, nullable=False),
+    sa.Column('id', sa.String(length=36), nullable=False),
     sa.Column('level', sa.String(length=16), nullable=False),
     sa.Column('source', sa.String(length=64), nullable=False),
     sa.Column('message', sa.Text(), nullable=False),
