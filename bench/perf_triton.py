@@ -47,16 +47,15 @@ def input_files(images: list[bytes]) -> dict[str, Path]:
     return paths
 
 
-def set_batching(client: http.InferenceServerClient, on: bool) -> None:
-    """Reload the batching models with (disk config) or without dynamic batching (config
-    override through the repository API): same server, same run."""
+def set_batching(client: http.InferenceServerClient, on: bool, originals: dict[str, dict]) -> None:
+    """Reload the batching models with their original config or without dynamic batching
+    (config overrides through the repository API): same server, same run. (A plain reload
+    would keep an earlier override while the files on disk are unchanged.)"""
     for m in BATCHING_MODELS:
-        if on:
-            client.load_model(m)
-        else:
-            cfg = client.get_model_config(m)
+        cfg = json.loads(json.dumps(originals[m]))
+        if not on:
             cfg.pop("dynamic_batching", None)
-            client.load_model(m, config=json.dumps(cfg))
+        client.load_model(m, config=json.dumps(cfg))
 
 
 def perf(model: str, url: str, concurrency: int, data: Path | None, csv_path: Path,
@@ -131,8 +130,9 @@ def main(argv: list[str] | None = None) -> int:
     rows = []
     with srv:
         client = http.InferenceServerClient(srv.http_url)
+        originals = {m: client.get_model_config(m) for m in BATCHING_MODELS}
         for batching in ("on", "off"):
-            set_batching(client, batching == "on")
+            set_batching(client, batching == "on", originals)
             for model in MODELS:
                 for c in levels:
                     r = perf(model, srv.grpc_url, c, data.get(model), OUT / f"pa_{model}_{batching}_{c}.csv",
@@ -141,7 +141,7 @@ def main(argv: list[str] | None = None) -> int:
                     rows.append(r)
                     print(f"{model:<18} batching {batching:<3} c={c:<3} {r['throughput']:8.1f}/s "
                           f"p50 {r['p50_ms']:7.1f} ms  p99 {r['p99_ms']:7.1f} ms")
-        set_batching(client, True)
+        set_batching(client, True, originals)
 
     with open(OUT / "triton_sweep.csv", "w", newline="") as f:
         w = csv.DictWriter(f, fieldnames=list(rows[0]))

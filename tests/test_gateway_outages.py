@@ -153,7 +153,8 @@ async def test_full_triton_queue_is_503_overloaded(triton):
     from gateway.services.triton import TritonService
 
     admin = http.InferenceServerClient(triton.http_url)
-    cfg = admin.get_model_config("pcb_detector")
+    original = admin.get_model_config("pcb_detector")
+    cfg = json.loads(json.dumps(original))
     cfg["dynamic_batching"]["default_queue_policy"]["max_queue_size"] = 2
     cfg["dynamic_batching"]["max_queue_delay_microseconds"] = 200_000
     cfg["dynamic_batching"]["preferred_batch_size"] = [16]
@@ -169,7 +170,10 @@ async def test_full_triton_queue_is_503_overloaded(triton):
         assert len(overloaded) + len(answered) == 12
     finally:
         await svc.close()
-        admin.load_model("pcb_detector")  # back to the disk config
+        # back to the original config (a plain reload keeps an override while the files on
+        # disk are unchanged)
+        admin.load_model("pcb_detector", config=json.dumps(original))
+        assert admin.get_model_config("pcb_detector")["dynamic_batching"] == original["dynamic_batching"]
 
 
 def test_gateway_restart_during_db_outage_loses_nothing(monkeypatch, tmp_path, triton, mariadb):

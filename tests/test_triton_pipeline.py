@@ -70,13 +70,15 @@ def test_bad_image_is_a_clear_400(client, payload, code):
 def wide_batching(client):
     """pcb_preprocess reloaded (repository API, config override) with a long queue delay, so
     the 16 requests surely land in shared batches; the disk config is restored after."""
-    cfg = client.get_model_config("pcb_preprocess")
+    original = client.get_model_config("pcb_preprocess")
+    cfg = json.loads(json.dumps(original))
     cfg["dynamic_batching"] = {"preferred_batch_size": [16], "max_queue_delay_microseconds": 300_000}
     client.load_model("pcb_preprocess", config=json.dumps(cfg))
     try:
         yield
     finally:
-        client.load_model("pcb_preprocess")
+        # a plain reload keeps an override while the files on disk are unchanged
+        client.load_model("pcb_preprocess", config=json.dumps(original))
 
 
 def test_bad_image_fails_only_its_own_request_in_a_batch(client, wide_batching):
