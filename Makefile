@@ -24,7 +24,7 @@ venv: $(STAMP)
 $(STAMP): pyproject.toml constraints.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
-	$(PY) -m pip install -c constraints.txt -e ".[server,export,dev]"
+	$(PY) -m pip install -c constraints.txt -e ".[server,export,edge,dev]"
 	rm -f $(VENV)/.installed-*
 	touch $@
 
