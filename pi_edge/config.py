@@ -1,0 +1,61 @@
+"""Edge configuration: a YAML file (``--config``), overridden by ``PI_EDGE_*`` environment
+variables. The GPIO pin/pulse per verdict is *not* configured here: the gateway's answer
+carries it, and the taxonomy file is the offline default."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+import yaml
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class EdgeConfig(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="PI_EDGE_", extra="ignore")
+
+    gateway_url: str = "http://127.0.0.1:8080"
+    device_id: str = "pi-1-left"
+    api_key: str = ""
+    side: Literal["left", "right"] = "left"
+    drives_gpio: bool = False
+    line_id: str = "line-1"  # first part of every board id
+
+    # capture (seed: 640x480 at ~10 fps, JPEG q85)
+    source: str = "camera:0"  # camera:N | picamera2 | file:PATH | folder:DIR | video:PATH | synthetic
+    width: int = 640
+    height: int = 480
+    fps: float = 10.0
+    jpeg_quality: int = Field(85, ge=30, le=100)
+
+    # board identity: a photo-eye on this GPIO input (BCM) counts boards; "none" = every frame
+    # is a board (simulation, or a camera triggered by the PLC itself)
+    trigger_pin: int | None = None
+
+    # sending
+    timeout_s: float = 5.0
+    max_in_flight: int = 2
+    retries: int = 3
+    backoff_base_s: float = 0.2
+    backoff_max_s: float = 5.0
+    heartbeat_s: float = 5.0
+    spool_dir: str = "spool"
+    spool_max_bytes: int = 200 << 20
+    spool_max_items: int = 20_000
+
+    # ops
+    log_dir: str = "logs"
+    overlay: Literal["none", "save", "window"] = "none"
+    overlay_dir: str = "overlay"
+    gpio_driver: Literal["auto", "gpiozero", "mock"] = "auto"
+
+
+def load_config(path: str | Path | None = None, **overrides) -> EdgeConfig:
+    """YAML values first, then environment variables, then explicit overrides."""
+    data: dict = {}
+    if path:
+        data = yaml.safe_load(Path(path).read_text()) or {}
+    env = EdgeConfig()  # only to see which fields the environment sets
+    explicit_env = {k: getattr(env, k) for k in env.model_fields_set}
+    return EdgeConfig.model_validate({**data, **explicit_env, **overrides})

@@ -1,0 +1,220 @@
+"""Sending frames to the gateway: bounded, latest-frame-wins, retried, spooled.
+
+- At most ``max_in_flight`` requests are on the wire. A frame that arrives while they are
+  all busy waits in a one-slot mailbox; a newer frame replaces it (the older one is
+  *skipped* and counted): when the gateway lags, the edge keeps inspecting the present
+  instead of queueing the past. So a frame is either sent within one request time of its
+  capture or skipped, and the end-to-end latency stays bounded by
+  ``2 x (timeout_s + retry backoff)`` whatever the gateway does.
+- Each frame carries an ``Idempotency-Key`` (device, board, side): a retry after a lost
+  answer is answered from the gateway's first result and stored once.
+- Transient failures (connection refused, timeout, 429, 503) are retried with exponential
+  backoff and full jitter, up to ``retries`` times; then the frame goes to the on-disk spool.
+  Definite refusals (4xx other than 429) are logged and dropped: resending cannot help.
+- While the gateway is unreachable every frame goes straight to the spool (no skipping:
+  these are boards already captured). When a heartbeat gets through again, the spool is
+  replayed oldest first, before new frames, with the same idempotency keys.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import random
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import httpx
+
+from pi_edge.config import EdgeConfig
+from pi_edge.spool import Spool
+
+log = logging.getLogger("pi_edge.sender")
+
+RETRYABLE = {429, 502, 503, 504}
+
+
+@dataclass
+class Frame:
+    jpeg: bytes
+    board_id: str
+    captured_at: float
+    idempotency_key: str = ""
+
+
+@dataclass
+class SenderStats:
+    sent: int = 0
+    answered: int = 0
+    skipped: int = 0
+    spooled: int = 0
+    replayed: int = 0
+    refused: int = 0
+    retries: int = 0
+    latencies_ms: list[float] = field(default_factory=list)
+
+
+class GatewayDown(Exception):
+    pass
+
+
+class Sender:
+    def __init__(self, cfg: EdgeConfig, spool: Spool, on_result: Callable[[Frame, dict], None] | None = None,
+                 client: httpx.AsyncClient | None = None):
+        self.cfg, self.spool, self.on_result = cfg, spool, on_result
+        self.client = client or httpx.AsyncClient(base_url=cfg.gateway_url, timeout=cfg.timeout_s)
+        self.stats = SenderStats()
+        self.online = True
+        self._slots = asyncio.Semaphore(cfg.max_in_flight)
+        self._mailbox: Frame | None = None
+        self._mail = asyncio.Event()
+        self._tasks: set[asyncio.Task] = set()
+        self._closing = False
+
+    @property
+    def headers(self) -> dict[str, str]:
+        return {"X-Device-Id": self.cfg.device_id, "X-API-Key": self.cfg.api_key}
+
+    # ---- intake ------------------------------------------------------------------------
+    def submit(self, frame: Frame) -> None:
+        """Hand over a captured frame; never blocks the capture loop."""
+        frame.idempotency_key = frame.idempotency_key or f"{self.cfg.device_id}:{frame.board_id}:{self.cfg.side}"
+        if not self.online:
+            self._spool(frame)
+            return
+        if self._mailbox is not None:
+            self.stats.skipped += 1  # latest frame wins
+        self._mailbox = frame
+        self._mail.set()
+
+    def _spool(self, frame: Frame) -> None:
+        self.spool.put(frame.jpeg, {"board_id": frame.board_id, "captured_at": frame.captured_at,
+                                    "idempotency_key": frame.idempotency_key})
+        self.stats.spooled += 1
+
+    # ---- sending -----------------------------------------------------------------------
+    async def _post(self, frame: Frame) -> dict:
+        data = {"board_id": frame.board_id, "side": self.cfg.side, "captured_at": str(frame.captured_at)}
+        files = {"image": (f"{frame.board_id}.jpg", frame.jpeg, "image/jpeg")}
+        attempt = 0
+        while True:
+            try:
+                r = await self.client.post("/v1/inspect", headers={**self.headers,
+                                                                   "Idempotency-Key": frame.idempotency_key},
+                                           data=data, files=files)
+                if r.status_code == 200:
+                    return r.json()
+                if r.status_code not in RETRYABLE:
+                    raise ValueError(f"gateway refused the frame: {r.status_code} {r.text[:200]}")
+                retry_after = float(r.headers.get("Retry-After", 0) or 0)
+            except (httpx.TransportError, httpx.TimeoutException) as e:
+                retry_after = 0.0
+                last = e
+            else:
+                last = RuntimeError(f"{r.status_code}")
+            attempt += 1
+            if attempt > self.cfg.retries:
+                raise GatewayDown(repr(last))
+            self.stats.retries += 1
+            cap = min(self.cfg.backoff_max_s, self.cfg.backoff_base_s * 2 ** (attempt - 1))
+            await asyncio.sleep(max(retry_after, random.uniform(0, cap)))  # full jitter
+
+    async def _send(self, frame: Frame, replay_seq: int | None = None) -> bool:
+        t0 = time.time()
+        try:
+            self.stats.sent += 1
+            result = await self._post(frame)
+        except GatewayDown as e:
+            if replay_seq is None:
+                log.warning("gateway unreachable (%s): spooling", e)
+                self._spool(frame)
+            self.online = False
+            return False
+        except ValueError as e:
+            self.stats.refused += 1
+            log.error("%s (board %s)", e, frame.board_id)
+            if replay_seq is not None:
+                self.spool.done(replay_seq)  # resending cannot help
+            return True
+        if replay_seq is not None:
+            self.spool.done(replay_seq)
+            self.stats.replayed += 1
+        self.stats.answered += 1
+        self.stats.latencies_ms.append((time.time() - frame.captured_at) * 1000)
+        if self.on_result:
+            self.on_result(frame, result)
+        return True
+
+    async def _dispatch(self) -> None:
+        while not self._closing:
+            await self._mail.wait()
+            self._mail.clear()
+            while self._mailbox is not None:
+                await self._slots.acquire()
+                frame, self._mailbox = self._mailbox, None
+                if frame is None:
+                    self._slots.release()
+                    break
+                task = asyncio.create_task(self._send_released(frame))
+                self._tasks.add(task)
+                task.add_done_callback(self._tasks.discard)
+
+    async def _send_released(self, frame: Frame) -> None:
+        try:
+            await self._send(frame)
+        finally:
+            self._slots.release()
+
+    # ---- reconnect, replay, heartbeat ---------------------------------------------------
+    async def heartbeat_once(self) -> bool:
+        try:
+            r = await self.client.post("/v1/heartbeat", headers=self.headers, timeout=min(2.0, self.cfg.timeout_s))
+            return r.status_code == 200
+        except (httpx.TransportError, httpx.TimeoutException):
+            return False
+
+    async def replay(self) -> int:
+        """Send spooled frames oldest first; stop at the first failure."""
+        n = 0
+        while True:
+            entries = self.spool.oldest(1)
+            if not entries:
+                return n
+            e = entries[0]
+            frame = Frame(e.image.read_bytes(), e.meta["board_id"], e.meta["captured_at"], e.meta["idempotency_key"])
+            async with self._slots:
+                ok = await self._send(frame, replay_seq=e.seq)
+            if not ok:
+                return n
+            n += 1
+
+    async def _heartbeat_loop(self) -> None:
+        while not self._closing:
+            alive = await self.heartbeat_once()
+            if alive and (not self.online or len(self.spool)):
+                self.online = True
+                replayed = await self.replay()
+                if replayed:
+                    log.info("gateway back: replayed %d spooled frames", replayed)
+            elif not alive:
+                self.online = False
+            await asyncio.sleep(self.cfg.heartbeat_s if self.online else min(1.0, self.cfg.heartbeat_s))
+
+    async def run(self) -> None:
+        await asyncio.gather(self._dispatch(), self._heartbeat_loop())
+
+    async def drain(self, timeout_s: float = 30) -> None:
+        """Wait until nothing is waiting or in flight (for tests and clean shutdowns)."""
+        deadline = time.monotonic() + timeout_s
+        while (self._mailbox is not None or self._tasks) and time.monotonic() < deadline:
+            await asyncio.sleep(0.05)
+
+    async def close(self) -> None:
+        self._closing = True
+        self._mail.set()
+        for t in list(self._tasks):
+            with contextlib.suppress(Exception):
+                await t
+        await self.client.aclose()
