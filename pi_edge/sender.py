@@ -122,7 +122,6 @@ class Sender:
             await asyncio.sleep(max(retry_after, random.uniform(0, cap)))  # full jitter
 
     async def _send(self, frame: Frame, replay_seq: int | None = None) -> bool:
-        t0 = time.time()
         try:
             self.stats.sent += 1
             result = await self._post(frame)
