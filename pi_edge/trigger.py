@@ -1,0 +1,46 @@
+"""Board identity: how Pi 1 and Pi 2 agree which two frames show the same board.
+
+On the line a photo-eye (or the PLC's "board in position" output) is wired to an input pin
+of *both* Pis. Each Pi counts the rising edges (debounced) from the same start signal; the
+n-th edge is board n on both sides, so both post ``<line_id>-<session>-<n>``, and the
+gateway pairs on that id within its pairing window. ``session`` changes at every (re)start
+of counting (shift start, both edges restarted by the same systemd target), so a restart
+can never pair board 12 of the morning with board 12 of the afternoon. A missed edge on one
+side shows up at once as ``partial``/``late`` pairings in the gateway's metrics and system
+log (the operator re-syncs by restarting both edges at a gap in the line).
+
+Without a photo-eye (``trigger_pin: null``) every captured frame counts as the next board:
+right for simulation (both edges replay the same synthetic board sequence) and for cameras
+that the PLC triggers itself.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+
+
+class BoardCounter:
+    def __init__(self, line_id: str, session: str | None = None):
+        self.line_id = line_id
+        self.session = session or time.strftime("%Y%m%d%H%M")
+        self.n = 0
+        self._lock = threading.Lock()
+
+    def next_id(self) -> str:
+        with self._lock:
+            self.n += 1
+            return f"{self.line_id}-{self.session}-{self.n:06d}"
+
+
+class PhotoEye:
+    """Rising edges on a GPIO input (gpiozero ``Button``, debounced) call ``on_board``."""
+
+    def __init__(self, pin: int, on_board, bounce_s: float = 0.02, pull_up: bool = False):
+        from gpiozero import Button
+
+        self.button = Button(pin, pull_up=pull_up, bounce_time=bounce_s)
+        self.button.when_pressed = lambda: on_board()
+
+    def close(self) -> None:
+        self.button.close()
