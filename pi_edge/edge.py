@@ -68,6 +68,8 @@ class Edge:
             cv2.waitKey(1)
 
     async def run(self, max_boards: int | None = None) -> None:
+        if self.cfg.trigger_pin is not None:
+            return await self._run_triggered(max_boards)
         sender_task = asyncio.create_task(self.sender.run())
         period = 1.0 / self.cfg.fps if self.cfg.fps > 0 else 0.0
         nxt = time.monotonic()
@@ -85,6 +87,44 @@ class Edge:
                 await asyncio.sleep(max(0.0, nxt - time.monotonic()))
             await self.sender.drain()
         finally:
+            sender_task.cancel()
+            await asyncio.gather(sender_task, return_exceptions=True)
+            await self.sender.close()
+
+    async def _run_triggered(self, max_boards: int | None) -> None:
+        """Photo-eye mode: the camera streams; each rising edge sends the newest frame."""
+        import threading
+
+        from pi_edge.trigger import PhotoEye
+
+        loop = asyncio.get_running_loop()
+        triggers: asyncio.Queue[float] = asyncio.Queue()
+        latest: list[np.ndarray | None] = [None]
+        stop = threading.Event()
+
+        def reader() -> None:
+            for frame in self.source.frames():
+                latest[0] = frame
+                if stop.is_set():
+                    return
+
+        threading.Thread(target=reader, daemon=True).start()
+        eye = PhotoEye(self.cfg.trigger_pin, lambda: loop.call_soon_threadsafe(triggers.put_nowait, time.time()))
+        sender_task = asyncio.create_task(self.sender.run())
+        try:
+            boards = 0
+            while max_boards is None or boards < max_boards:
+                t = await triggers.get()
+                frame = latest[0]
+                if frame is None:
+                    log.warning("photo-eye fired before the camera delivered a frame")
+                    continue
+                self.sender.submit(Frame(encode_jpeg(frame, self.cfg.jpeg_quality), self.counter.next_id(), t))
+                boards += 1
+            await self.sender.drain()
+        finally:
+            stop.set()
+            eye.close()
             sender_task.cancel()
             await asyncio.gather(sender_task, return_exceptions=True)
             await self.sender.close()
