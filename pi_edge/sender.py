@@ -207,7 +207,7 @@ class Sender:
     async def drain(self, timeout_s: float = 30) -> None:
         """Wait until nothing is waiting or in flight (for tests and clean shutdowns)."""
         deadline = time.monotonic() + timeout_s
-        while (self._mailbox is not None or self._tasks) and time.monotonic() < deadline:
+        while (self._mailbox is not None or self._tasks or len(self.spool)) and time.monotonic() < deadline:
             await asyncio.sleep(0.05)
 
     async def close(self) -> None:

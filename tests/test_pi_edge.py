@@ -67,3 +67,78 @@ def test_pair_of_edges_one_pulse_per_board(line):
     finally:
         left.close()
         right.close()
+
+
+def test_gateway_restart_mid_run_spools_and_replays(line):
+    """The gateway process is stopped mid-run and started again: frames captured in the gap
+    are spooled, replayed in order, and every side of every board is stored exactly once."""
+    import threading
+
+    srv, keys, tmp = line
+    n = 12
+    left = _edge(srv, keys, tmp, "pi-1", "left", n, "S2")
+    right = _edge(srv, keys, tmp, "pi-2", "right", n, "S2")
+
+    def outage():
+        time.sleep(1.2)
+        srv.stop()
+        time.sleep(2.0)
+        srv.start()
+
+    t = threading.Thread(target=outage)
+    t.start()
+
+    async def both():
+        await asyncio.gather(left.run(n), right.run(n))
+
+    try:
+        asyncio.run(both())
+        t.join()
+        assert left.sender.stats.spooled + right.sender.stats.spooled > 0, "the outage spooled nothing"
+        assert left.sender.stats.replayed + right.sender.stats.replayed == (
+            left.sender.stats.spooled + right.sender.stats.spooled)
+        assert len(left.spool) == len(right.spool) == 0
+        time.sleep(1.5)  # outbox -> database
+        db = sqlite3.connect(tmp / "g.db")
+        rows = db.execute("SELECT board_id, camera_side, COUNT(*) FROM inspections WHERE board_id LIKE '%-S2-%' "
+                          "GROUP BY board_id, camera_side").fetchall()
+        assert len(rows) == 2 * n and all(c == 1 for _, _, c in rows), rows
+    finally:
+        left.close()
+        right.close()
+
+
+def test_slow_gateway_skips_frames_with_bounded_in_flight(line):
+    """Responses delayed by a slow link: the edge keeps at most max_in_flight requests open,
+    skips stale frames (latest wins) and each answered frame stays within a bounded age."""
+    from tests.tcp_proxy import TcpProxy
+
+    srv, keys, tmp = line
+    proxy = TcpProxy("127.0.0.1", srv.port, delay_s=0.6)
+    try:
+        cfg = EdgeConfig(gateway_url=f"http://127.0.0.1:{proxy.port}", device_id="pi-2", api_key=keys["pi-2"],
+                         side="right", fps=10, source="synthetic", spool_dir=str(tmp / "spool-slow"),
+                         max_in_flight=2, timeout_s=5, heartbeat_s=5)
+        edge = Edge(cfg, SyntheticBoards("right", 640, 480, count=30), session="S3")
+        peak = []
+
+        async def run():
+            async def watch():
+                while True:
+                    peak.append(len(edge.sender._tasks))
+                    await asyncio.sleep(0.02)
+
+            w = asyncio.create_task(watch())
+            await edge.run(30)
+            w.cancel()
+
+        asyncio.run(run())
+        st = edge.sender.stats
+        assert st.skipped > 0, "nothing was skipped although the gateway lagged"
+        assert max(peak) <= cfg.max_in_flight
+        assert st.answered + st.skipped == 30 and st.spooled == 0
+        # bounded: no answered frame older than two request times (timeout + delays)
+        assert max(st.latencies_ms) < 2 * (cfg.timeout_s * 1000)
+        edge.close()
+    finally:
+        proxy.close()
