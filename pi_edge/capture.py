@@ -23,7 +23,10 @@ class Source:
 
 
 class OpenCvCamera(Source):
-    def __init__(self, index: int, width: int, height: int, fps: float):
+    """A USB webcam (``camera:0``) or any stream OpenCV opens (``camera:rtsp://...``,
+    ``camera:/dev/video2``, a video file for tests), through ``cv2.VideoCapture``."""
+
+    def __init__(self, index: int | str, width: int, height: int, fps: float):
         self.cap = cv2.VideoCapture(index)
         if not self.cap.isOpened():
             raise RuntimeError(f"camera {index} could not be opened")
@@ -36,7 +39,7 @@ class OpenCvCamera(Source):
         while True:
             ok, frame = self.cap.read()
             if not ok:
-                raise RuntimeError("camera read failed")
+                return  # unplugged or end of stream: the edge stops and systemd restarts it
             yield frame
 
     def close(self) -> None:
@@ -112,7 +115,7 @@ class SyntheticBoards(Source):
 def open_source(spec: str, width: int = 640, height: int = 480, fps: float = 10.0, side: str = "left") -> Source:
     kind, _, arg = spec.partition(":")
     if kind == "camera":
-        return OpenCvCamera(int(arg or 0), width, height, fps)
+        return OpenCvCamera(int(arg) if arg.isdigit() or not arg else arg, width, height, fps)
     if kind == "picamera2":
         return PiCamera(width, height)
     if kind in ("file", "folder", "video"):

@@ -133,3 +133,4 @@ class Edge:
         self.source.close()
         if self.gpio is not None:
             self.gpio.close()
+            log.info("all sorter pins low (%s)", ", ".join(str(p) for p in self.gpio.pins))

@@ -46,6 +46,7 @@ def test_pair_of_edges_one_pulse_per_board(line):
     n = 6
     left = _edge(srv, keys, tmp, "pi-1", "left", n, "S1")
     right = _edge(srv, keys, tmp, "pi-2", "right", n, "S1")
+    left.cfg.overlay, left.cfg.overlay_dir = "save", str(tmp / "overlay")  # local boxes, saved
 
     async def both():
         await asyncio.gather(left.run(n), right.run(n))
@@ -64,6 +65,7 @@ def test_pair_of_edges_one_pulse_per_board(line):
         decisions = db.execute("SELECT COUNT(DISTINCT board_id), COUNT(*) FROM inspections "
                                "WHERE gpio_pin IS NOT NULL").fetchone()
         assert decisions == (n, n)
+        assert len(list((tmp / "overlay").glob("*.jpg"))) == n
     finally:
         left.close()
         right.close()
