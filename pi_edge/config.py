@@ -33,6 +33,10 @@ class EdgeConfig(BaseSettings):
     # is a board (simulation, or a camera triggered by the PLC itself)
     trigger_pin: int | None = None
 
+    # the line's decision window (seed: 2.5 s): a verdict older than this arrives after the
+    # board has passed the sorter gate, so it is recorded but fires no pulse
+    decision_window_s: float = 2.5
+
     # sending
     timeout_s: float = 5.0
     max_in_flight: int = 2

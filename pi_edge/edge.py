@@ -36,13 +36,20 @@ class Edge:
         self.spool = Spool(cfg.spool_dir, cfg.spool_max_bytes, cfg.spool_max_items)
         self.sender = Sender(cfg, self.spool, on_result=self.on_result)
         self.results: list[dict] = []
+        self.late_verdicts = 0
         self._frames: dict[str, np.ndarray] = {}
 
     def on_result(self, frame: Frame, result: dict) -> None:
         self.results.append(result)
         gpio = result.get("gpio")
+        age = time.time() - frame.captured_at
         if self.gpio is not None and gpio:
-            self.gpio.pulse(int(gpio["pin"]), int(gpio["duration_ms"]))
+            if age <= self.cfg.decision_window_s:
+                self.gpio.pulse(int(gpio["pin"]), int(gpio["duration_ms"]))
+            else:
+                self.late_verdicts += 1
+                log.warning("board %s: verdict after %.1f s, past the %.1f s decision window: no pulse",
+                            frame.board_id, age, self.cfg.decision_window_s)
         board = result.get("board") or {}
         log.info("board %s: %s (board %s%s)%s", frame.board_id, result["verdict"]["code"],
                  board.get("verdict", {}).get("code", "-"), ", partial" if board.get("partial") else "",

@@ -100,6 +100,10 @@ def test_gateway_restart_mid_run_spools_and_replays(line):
         assert left.sender.stats.replayed + right.sender.stats.replayed == (
             left.sender.stats.spooled + right.sender.stats.spooled)
         assert len(left.spool) == len(right.spool) == 0
+        # boards replayed after the outage are recorded, but their verdicts came after the
+        # decision window: the sorter was not pulsed for them
+        assert left.late_verdicts > 0
+        assert len(left.gpio.pulses) + left.late_verdicts == len([r for r in left.results if r["gpio"]])
         time.sleep(1.5)  # outbox -> database
         db = sqlite3.connect(tmp / "g.db")
         rows = db.execute("SELECT board_id, camera_side, COUNT(*) FROM inspections WHERE board_id LIKE '%-S2-%' "
