@@ -12,7 +12,6 @@ import os
 import subprocess
 import sys
 import time
-import urllib.request
 
 import httpx
 import numpy as np
@@ -20,7 +19,7 @@ import psutil
 import tritonclient.grpc.aio as grpcclient
 
 from bench.common import OUT, ROOT, WEIGHTS, bench_images, bench_repository, git_rev, machine, write_section
-from serving.cpu_server import TritonServer, free_port
+from serving.cpu_server import TritonServer, free_port, wait_http
 
 
 async def _load(call, images: list[bytes], concurrency: int, seconds: float) -> dict:
@@ -52,17 +51,6 @@ async def _load(call, images: list[bytes], concurrency: int, seconds: float) -> 
             "p99_ms": float(np.percentile(a, 99)), "errors": errors, "n": len(lat)}
 
 
-def _wait_http(url: str, timeout: float = 120) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        try:
-            with urllib.request.urlopen(url, timeout=2):
-                return
-        except OSError:
-            time.sleep(0.3)
-    raise TimeoutError(url)
-
-
 async def run(levels: list[int], seconds: float) -> list[dict]:
     images = bench_images(16)
     b64 = {d: base64.b64encode(d).decode() for d in images}
@@ -82,8 +70,8 @@ async def run(levels: list[int], seconds: float) -> list[dict]:
         seed = subprocess.Popen([sys.executable, "-m", "bench.seed_server", "--port", str(seed_port),
                                  "--weights", str(WEIGHTS)], cwd=ROOT, env={**os.environ, "YOLO_OFFLINE": "1"})
         try:
-            _wait_http(f"http://127.0.0.1:{gw_port}/health")
-            _wait_http(f"http://127.0.0.1:{seed_port}/health")
+            wait_http(f"http://127.0.0.1:{gw_port}/health", 120, gw)
+            wait_http(f"http://127.0.0.1:{seed_port}/health", 120, seed)
             gw_proc = psutil.Process(gw.pid)
             tclient = grpcclient.InferenceServerClient(triton.grpc_url)
             async with httpx.AsyncClient(timeout=60, limits=httpx.Limits(max_connections=64)) as http:

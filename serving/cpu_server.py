@@ -65,6 +65,22 @@ def server_env() -> dict[str, str]:
     return env
 
 
+def wait_http(url: str, timeout: float = 60, proc: subprocess.Popen | None = None) -> None:
+    """Poll ``url`` until it answers 2xx; fail early if ``proc`` (the server) exits."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc is not None and proc.poll() is not None:
+            raise RuntimeError(f"{proc.args[0] if proc.args else 'server'} exited with {proc.returncode}")
+        try:
+            with urllib.request.urlopen(url, timeout=2) as r:
+                if 200 <= r.status < 300:
+                    return
+        except OSError:
+            pass
+        time.sleep(0.25)
+    raise TimeoutError(f"{url} did not answer within {timeout}s")
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -123,20 +139,11 @@ class TritonServer:
         return self
 
     def wait_ready(self, timeout: float) -> None:
-        deadline = time.monotonic() + timeout
-        url = f"http://{self.http_url}/v2/health/ready"
-        while time.monotonic() < deadline:
-            if self.proc is not None and self.proc.poll() is not None:
-                raise RuntimeError(f"tritonserver exited with {self.proc.returncode}; see {self.log_file}")
-            try:
-                with urllib.request.urlopen(url, timeout=2) as r:
-                    if r.status == 200:
-                        return
-            except OSError:
-                pass
-            time.sleep(0.25)
-        self.stop()
-        raise TimeoutError(f"tritonserver not ready after {timeout}s; see {self.log_file}")
+        try:
+            wait_http(f"http://{self.http_url}/v2/health/ready", timeout, self.proc)
+        except (RuntimeError, TimeoutError) as e:
+            self.stop()
+            raise type(e)(f"tritonserver not ready: {e}; see {self.log_file}") from None
 
     def stop(self) -> None:
         if self.proc is None or self.proc.poll() is not None:

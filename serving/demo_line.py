@@ -19,28 +19,16 @@ import os
 import subprocess
 import sys
 import time
-import urllib.request
 from pathlib import Path
 
 import httpx
 import numpy as np
 
 from pcb import taxonomy
-from serving.cpu_server import DEFAULT_REPOSITORY, ROOT, TritonServer, free_port
+from serving.cpu_server import DEFAULT_REPOSITORY, ROOT, TritonServer, free_port, wait_http
 
 BUDGET_MS = 300  # seed 001: a board's verdict in < 300 ms end to end
 ADMIN_TOKEN = "demo-admin"
-
-
-def _wait(url: str, timeout: float = 60) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        try:
-            with urllib.request.urlopen(url, timeout=2):
-                return
-        except OSError:
-            time.sleep(0.25)
-    raise TimeoutError(f"{url} did not come up")
 
 
 def run_line(gateway: str, boards: int, fps: float) -> list[float]:
@@ -131,7 +119,7 @@ def main(argv: list[str] | None = None) -> int:
                               cwd=ROOT, env=env)
         try:
             url = f"http://127.0.0.1:{args.port}"
-            _wait(url + "/health")
+            wait_http(url + "/health", 60, gw)
             print(f"gateway up (SQLite, in-process pairing); live dashboard: {url}/\n")
             run_line(url, args.boards, args.fps)
             stats = httpx.get(url + "/api/statistics").json()

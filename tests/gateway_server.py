@@ -5,11 +5,9 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
-import time
-import urllib.request
 from pathlib import Path
 
-from serving.cpu_server import free_port
+from serving.cpu_server import free_port, wait_http
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -31,17 +29,12 @@ class GatewayServer:
             [sys.executable, "-m", "uvicorn", "gateway.main:app", "--host", "127.0.0.1", "--port", str(self.port),
              "--workers", str(self.workers), "--no-access-log"],
             cwd=ROOT, env=self.env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                raise RuntimeError(f"gateway exited with {self.proc.returncode}; see {self.log}")
-            try:
-                with urllib.request.urlopen(self.url + "/health", timeout=2):
-                    return self
-            except OSError:
-                time.sleep(0.2)
-        self.stop()
-        raise TimeoutError(f"gateway not up after {timeout}s; see {self.log}")
+        try:
+            wait_http(self.url + "/health", timeout, self.proc)
+        except (RuntimeError, TimeoutError) as e:
+            self.stop()
+            raise type(e)(f"gateway not up: {e}; see {self.log}") from None
+        return self
 
     def stop(self) -> None:
         if self.proc and self.proc.poll() is None:

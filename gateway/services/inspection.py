@@ -55,6 +55,19 @@ def _detections(s: SideResult) -> list[dict]:
              "class": d.class_name, "confidence": round(d.confidence, 4)} for d in s.detections]
 
 
+def _row(iid: str, sub: Submission, gpio: dict | None, image_path: str | None, model_version: int,
+         total_ms: float, **fields) -> dict:
+    """The database record: what every inspection row carries, plus ``fields``."""
+    return {
+        "id": iid, "board_id": sub.board_id, "device_id": sub.device.id, **fields,
+        "gpio_pin": gpio["pin"] if gpio else None, "gpio_duration_ms": gpio["duration_ms"] if gpio else None,
+        "image_path": image_path, "model_version": model_version, "latency_ms": round(total_ms, 2),
+        "captured_at": datetime.fromtimestamp(sub.captured_at, UTC).replace(tzinfo=None).isoformat()
+        if sub.captured_at else None,
+        "created_at": _now_iso(),
+    }
+
+
 def _event(row: dict, answer: dict) -> dict:
     """What the dashboard shows of one answered inspection."""
     boxes = row["boxes"]
@@ -166,20 +179,13 @@ class InspectionService:
             "timings_ms": {"upload": round(sub.upload_ms, 2), "inference": round(infer_ms, 2),
                            "pairing_wait": round(wait_ms, 2), "total": round(sub.upload_ms + total_ms, 2)},
         }
-        row = {
-            "id": iid, "board_id": sub.board_id, "device_id": sub.device.id, "camera_side": side,
-            "verdict": taxonomy.load().verdict(mine.code).name, "verdict_code": mine.code,
-            "confidence": mine.confidence,
-            "board_verdict": taxonomy.load().verdict(board.code).name if pairing != "pending" or gpio else None,
-            "board_verdict_code": board.code if pairing != "pending" or gpio else None,
-            "pairing": pairing, "boxes": response["detections"],
-            "gpio_pin": gpio["pin"] if gpio else None, "gpio_duration_ms": gpio["duration_ms"] if gpio else None,
-            "image_path": image_path,
-            "model_version": result.detector_version, "latency_ms": round(total_ms, 2),
-            "captured_at": datetime.fromtimestamp(sub.captured_at, UTC).replace(tzinfo=None).isoformat()
-            if sub.captured_at else None,
-            "created_at": _now_iso(),
-        }
+        board_known = pairing != "pending" or gpio is not None
+        row = _row(iid, sub, gpio, image_path, result.detector_version, total_ms,
+                   camera_side=side, verdict=taxonomy.load().verdict(mine.code).name, verdict_code=mine.code,
+                   confidence=mine.confidence,
+                   board_verdict=taxonomy.load().verdict(board.code).name if board_known else None,
+                   board_verdict_code=board.code if board_known else None,
+                   pairing=pairing, boxes=response["detections"])
         return await self._record(sub, row, response, "inspect")
 
     async def inspect_dual(self, sub: Submission, left: bytes, right: bytes) -> dict:
@@ -208,16 +214,9 @@ class InspectionService:
                            "total": round(sub.upload_ms + total_ms, 2)},
         }
         name = taxonomy.load().verdict(r.board_verdict_code).name
-        row = {
-            "id": iid, "board_id": sub.board_id, "device_id": sub.device.id, "camera_side": "both",
-            "verdict": name, "verdict_code": r.board_verdict_code, "confidence": r.board_confidence,
-            "board_verdict": name, "board_verdict_code": r.board_verdict_code, "pairing": "dual",
-            "boxes": {"left": response["left"]["detections"], "right": response["right"]["detections"]},
-            "gpio_pin": gpio["pin"] if gpio else None, "gpio_duration_ms": gpio["duration_ms"] if gpio else None,
-            "image_path": image_path,
-            "model_version": r.detector_version, "latency_ms": round(total_ms, 2),
-            "captured_at": datetime.fromtimestamp(sub.captured_at, UTC).replace(tzinfo=None).isoformat()
-            if sub.captured_at else None,
-            "created_at": _now_iso(),
-        }
+        row = _row(iid, sub, gpio, image_path, r.detector_version, total_ms,
+                   camera_side="both", verdict=name, verdict_code=r.board_verdict_code,
+                   confidence=r.board_confidence, board_verdict=name, board_verdict_code=r.board_verdict_code,
+                   pairing="dual",
+                   boxes={"left": response["left"]["detections"], "right": response["right"]["detections"]})
         return await self._record(sub, row, response, "inspect_dual")
