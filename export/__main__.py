@@ -1,7 +1,7 @@
 """``python -m export``: train the demo detector and export models into the repository.
 
   python -m export dataset --out build/data --train 800 --val 160
-  python -m export train --epochs 40 --weights-out models/pcb_yolov8n.pt
+  python -m export train --epochs 15 --run-name phase1            (then phase 2: see `make train`)
   python -m export yolo --weights models/pcb_yolov8n.pt --target onnx --repository model_repository
   python -m export yolo --weights W --target tensorrt --fp16 --max-batch 32 --repository R
 """
@@ -33,6 +33,10 @@ def main(argv: list[str] | None = None) -> int:
     t.add_argument("--batch", type=int, default=16)
     t.add_argument("--seed", type=int, default=0)
     t.add_argument("--weights-out", type=Path, default=None)
+    t.add_argument("--init", default="yolov8n.yaml", help="architecture file or a checkpoint to continue from")
+    t.add_argument("--run-name", default="run")
+    t.add_argument("--mosaic", type=float, default=1.0)
+    t.add_argument("--scale", type=float, default=0.5)
 
     y = sub.add_parser("yolo", help="export a YOLO .pt as a new pcb_detector version")
     y.add_argument("--weights", type=Path, required=True)
@@ -57,7 +61,8 @@ def main(argv: list[str] | None = None) -> int:
         from export.train import TrainConfig, train
 
         report = train(TrainConfig(out=args.out, n_train=args.train, n_val=args.val, epochs=args.epochs,
-                                   imgsz=args.imgsz, batch=args.batch, seed=args.seed,
+                                   imgsz=args.imgsz, batch=args.batch, seed=args.seed, model=args.init,
+                                   run_name=args.run_name, mosaic=args.mosaic, scale=args.scale,
                                    weights_out=args.weights_out))
         print(json.dumps(report, indent=2))
     elif args.cmd == "yolo":
