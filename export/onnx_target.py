@@ -95,10 +95,11 @@ def add_version(repository: Path, weights: Path, imgsz: int, max_batch: int,
     stamp_version(onnx_path, version)
     shutil.copy(MODEL_TEMPLATE, tmp_dir / "model.py")
     served = _served_before(model_dir)
-    tmp_dir.rename(vdir)
     policy = [version] if (serve_only_new or not served) else served
-    write_config(model_dir, detector_config(onnx_shape(vdir / "model.onnx"), "onnx", max_batch, policy),
-                 HEADER)
+    # everything that can fail happens before the version becomes visible
+    cfg = detector_config(onnx_shape(tmp_dir / "model.onnx"), "onnx", max_batch, policy)
+    tmp_dir.rename(vdir)
+    write_config(model_dir, cfg, HEADER)
     return version, vdir / "model.onnx"
 
 

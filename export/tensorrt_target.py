@@ -93,10 +93,10 @@ def add_version(repository: Path, weights: Path, imgsz: int, max_batch: int, fp1
     served = served_versions(read_config(model_dir), versions(model_dir)) \
         if (model_dir / "config.pbtxt").exists() else []
     vdir = model_dir / str(version)
-    staging.rename(vdir)
     policy = [version] if (serve_only_new or not served) else served
-    write_config(model_dir, detector_config(onnx_shape(vdir / "model.onnx"), "tensorrt", max_batch, policy),
-                 HEADER)
+    cfg = detector_config(onnx_shape(staging / "model.onnx"), "tensorrt", max_batch, policy)
+    staging.rename(vdir)
+    write_config(model_dir, cfg, HEADER)
     # FP16 can cost a detector some accuracy: say how much, on the spot
     from export.plan_check import compare
 

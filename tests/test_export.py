@@ -28,7 +28,9 @@ def test_new_versions_keep_the_served_one_until_promoted(tmp_path):
     assert versions(repo / "pcb_detector") == [1, 2]
     cfg = read_config(repo / "pcb_detector")
     assert list(cfg.version_policy.specific.versions) == [1]
-    assert cfg.backend == "python" and cfg.dynamic_batching.max_queue_delay_microseconds > 0
+    assert cfg.backend == "python" and list(cfg.dynamic_batching.preferred_batch_size) == [4, 8, 16]
+    assert cfg.dynamic_batching.max_queue_delay_microseconds == 0  # measured best on the CPU
+    assert cfg.instance_group[0].count == 2
     assert (repo / "pcb_detector" / "2" / "model.py").exists()
     out = OrtDetector(p2).run(np.zeros((3, 3, 320, 320), np.float32))
     assert out["version"].tolist() == [[2], [2], [2]]
@@ -54,6 +56,7 @@ def test_tensorrt_config_is_a_valid_plan_config():
     assert again.platform == "tensorrt_plan" and not again.backend
     assert again.instance_group[0].kind == mc.ModelInstanceGroup.KIND_GPU
     assert list(again.dynamic_batching.preferred_batch_size) == [4, 8, 16, 32]
+    assert again.dynamic_batching.max_queue_delay_microseconds == 500
     assert again.dynamic_batching.default_queue_policy.max_queue_size > 0
     assert [o.name for o in again.output] == ["output0", "version"]
 
