@@ -140,7 +140,7 @@ def report(rows: list[dict], seconds: float) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m bench.gateway_bench")
-    ap.add_argument("--concurrency", default="1,4,16")
+    ap.add_argument("--concurrency", default="1,4,8,16")
     ap.add_argument("--seconds", type=float, default=10)
     args = ap.parse_args(argv)
     rows = asyncio.run(run([int(c) for c in args.concurrency.split(",")], args.seconds))
