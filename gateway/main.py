@@ -93,6 +93,17 @@ def create_app() -> FastAPI:
     app = FastAPI(title="PCB inspection gateway", version="0.1.0", lifespan=lifespan)
 
     @app.middleware("http")
+    async def body_limit(request: Request, call_next):
+        # refuse an oversized body from its Content-Length, before the multipart parser
+        # spools it to disk (two images for /dual, plus form fields)
+        limit = 2 * get_settings().max_upload_bytes + 65536
+        length = request.headers.get("content-length")
+        if length and length.isdigit() and int(length) > limit:
+            return JSONResponse({"code": "payload_too_large", "message": f"request body over {limit} bytes"},
+                                status_code=413)
+        return await call_next(request)
+
+    @app.middleware("http")
     async def observe(request: Request, call_next):
         rid = request.headers.get("x-request-id") or uuid.uuid4().hex[:16]
         token = request_id.set(rid)

@@ -64,6 +64,11 @@ def test_upload_cap_and_image_bomb(monkeypatch, tmp_path, triton):
         assert len(big) > 50000
         r = _post(c, key, "B2", big)
         assert r.status_code == 413 and r.json()["code"] == "payload_too_large"
+        # a body far over the cap is refused from its Content-Length, before it is parsed
+        huge = c.post("/v1/inspect", headers={"X-Device-Id": "pi-left", "X-API-Key": key,
+                                              "Content-Type": "application/octet-stream"},
+                      content=b"\0" * 200_000)
+        assert huge.status_code == 413 and huge.json()["code"] == "payload_too_large"
         ihdr = struct.pack(">IIBBBBB", 60000, 60000, 8, 2, 0, 0, 0)
         bomb = (b"\x89PNG\r\n\x1a\n" + struct.pack(">I", 13) + b"IHDR" + ihdr
                 + struct.pack(">I", zlib.crc32(b"IHDR" + ihdr)) + b"\0" * 100)
