@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import time
-import uuid
 from contextlib import asynccontextmanager
 
 from fastapi import FastAPI, Request
@@ -17,9 +15,9 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from gateway.api import admin, edge, inspect, live, operator, seed_compat
 from gateway.core.config import get_settings
 from gateway.core.errors import ApiError
-from gateway.core.logging import request_id
 from gateway.core.logging import setup as setup_logging
-from gateway.core.metrics import OUTBOX_DEPTH, REGISTRY, REQUEST_LATENCY, REQUESTS
+from gateway.core.metrics import OUTBOX_DEPTH, REGISTRY
+from gateway.core.middleware import RequestMiddleware
 from gateway.core.rate_limit import RateLimiter
 from gateway.db.migrate import upgrade
 from gateway.db.session import make_engine, make_sessionmaker
@@ -92,37 +90,8 @@ def create_app() -> FastAPI:
     setup_logging(get_settings().log_level)
     app = FastAPI(title="PCB inspection gateway", version="0.1.0", lifespan=lifespan)
 
-    @app.middleware("http")
-    async def body_limit(request: Request, call_next):
-        # refuse an oversized body from its Content-Length, before the multipart parser
-        # spools it to disk (two images for /dual, plus form fields)
-        limit = 2 * get_settings().max_upload_bytes + 65536
-        length = request.headers.get("content-length")
-        if length and length.isdigit() and int(length) > limit:
-            return JSONResponse({"code": "payload_too_large", "message": f"request body over {limit} bytes"},
-                                status_code=413)
-        return await call_next(request)
-
-    @app.middleware("http")
-    async def observe(request: Request, call_next):
-        rid = request.headers.get("x-request-id") or uuid.uuid4().hex[:16]
-        token = request_id.set(rid)
-        t0 = time.perf_counter()
-        status = 500
-        try:
-            response = await call_next(request)
-            status = response.status_code
-            response.headers["X-Request-Id"] = rid
-            return response
-        finally:
-            route = request.scope.get("route")
-            path = getattr(route, "path", "unmatched")
-            dt = time.perf_counter() - t0
-            REQUESTS.labels(path, request.method, str(status)).inc()
-            REQUEST_LATENCY.labels(path, request.method).observe(dt)
-            log.info("%s %s %s", request.method, path, status,
-                     extra={"route": path, "status": status, "duration_ms": round(dt * 1000, 2)})
-            request_id.reset(token)
+    # two images for /dual plus the form fields
+    app.add_middleware(RequestMiddleware, max_body_bytes=2 * get_settings().max_upload_bytes + 65536)
 
     @app.get("/metrics", include_in_schema=False)
     async def metrics(request: Request) -> Response:

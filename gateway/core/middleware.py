@@ -1,0 +1,61 @@
+"""One plain ASGI middleware for every request: refuse oversized bodies from their
+Content-Length (before the multipart parser spools them to disk), give the request an id
+(echoed as ``X-Request-Id`` and put in every log line), and record the route's count and
+latency. Plain ASGI rather than ``@app.middleware``: Starlette's BaseHTTPMiddleware adds a
+task and a stream per layer, per request, on the hot path."""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+import uuid
+
+from gateway.core.logging import request_id
+from gateway.core.metrics import REQUEST_LATENCY, REQUESTS
+
+log = logging.getLogger("gateway")
+
+
+class RequestMiddleware:
+    def __init__(self, app, max_body_bytes: int):
+        self.app, self.max_body_bytes = app, max_body_bytes
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+        headers = dict(scope.get("headers") or ())
+        rid = (headers.get(b"x-request-id") or b"").decode("latin-1")[:64] or uuid.uuid4().hex[:16]
+        token = request_id.set(rid)
+        t0 = time.perf_counter()
+        status = 500
+        rid_header = (b"x-request-id", rid.encode("latin-1"))
+
+        async def send_with_id(message):
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+                message["headers"] = [*message.get("headers", []), rid_header]
+            await send(message)
+
+        try:
+            length = headers.get(b"content-length", b"")
+            if length.isdigit() and int(length) > self.max_body_bytes:
+                body = json.dumps({"code": "payload_too_large",
+                                   "message": f"request body over {self.max_body_bytes} bytes"}).encode()
+                await send_with_id({"type": "http.response.start", "status": 413,
+                                    "headers": [(b"content-type", b"application/json"),
+                                                (b"content-length", str(len(body)).encode())]})
+                await send({"type": "http.response.body", "body": body})
+                return
+            await self.app(scope, receive, send_with_id)
+        finally:
+            route = scope.get("route")
+            path = getattr(route, "path", "unmatched")
+            dt = time.perf_counter() - t0
+            REQUESTS.labels(path, scope["method"], str(status)).inc()
+            REQUEST_LATENCY.labels(path, scope["method"]).observe(dt)
+            if log.isEnabledFor(logging.INFO):
+                log.info("%s %s %s", scope["method"], path, status,
+                         extra={"route": path, "status": status, "duration_ms": round(dt * 1000, 2)})
+            request_id.reset(token)
