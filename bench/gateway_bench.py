@@ -51,7 +51,26 @@ async def _load(call, images: list[bytes], concurrency: int, seconds: float) -> 
             "p99_ms": float(np.percentile(a, 99)), "errors": errors, "n": len(lat)}
 
 
-async def run(levels: list[int], seconds: float) -> list[dict]:
+async def soak(call, images: list[bytes], total: int, concurrency: int, sample) -> list[tuple[int, float]]:
+    """``total`` requests at ``concurrency``; the gateway's RSS sampled every 1,000."""
+    started, finished, series = 0, 0, [(0, sample())]
+
+    async def worker(w: int) -> None:
+        nonlocal started, finished
+        i = w
+        while started < total:
+            started += 1
+            await call(images[i % len(images)])
+            finished += 1
+            i += concurrency
+            if finished % 1000 == 0:
+                series.append((finished, sample()))
+
+    await asyncio.gather(*(worker(w) for w in range(concurrency)))
+    return series
+
+
+async def run(levels: list[int], seconds: float, soak_requests: int = 0) -> list[dict]:
     images = bench_images(16)
     b64 = {d: base64.b64encode(d).decode() for d in images}
     repo = bench_repository()
@@ -102,6 +121,11 @@ async def run(levels: list[int], seconds: float) -> list[dict]:
                         print(f"{name:<44} c={c:<3} {r['throughput']:7.1f}/s  p50 {r['p50_ms']:7.1f} ms  "
                               f"p99 {r['p99_ms']:7.1f} ms  errors {r['errors']}")
                 rss1 = gw_proc.memory_info().rss
+                if soak_requests:
+                    series = await soak(via_gateway, images, soak_requests, 8,
+                                        lambda: gw_proc.memory_info().rss / 2**20)
+                    rows.append({"path": "_soak", "series": series})
+                    print("soak RSS (requests, MB):", [(n, round(m)) for n, m in series])
             await tclient.close()
             total = sum(r["n"] for r in rows if r["path"].startswith("gateway"))
             rows.append({"path": "_rss", "rss0_mb": rss0 / 2**20, "rss1_mb": rss1 / 2**20, "requests": total})
@@ -114,7 +138,8 @@ async def run(levels: list[int], seconds: float) -> list[dict]:
 
 def report(rows: list[dict], seconds: float) -> str:
     rss = next(r for r in rows if r["path"] == "_rss")
-    rows = [r for r in rows if r["path"] != "_rss"]
+    soak_row = next((r for r in rows if r["path"] == "_soak"), None)
+    rows = [r for r in rows if not r["path"].startswith("_")]
     lines = ["## Gateway: end-to-end load (`make bench-gateway`)", "",
              f"Command: `make bench-gateway` (= `python -m bench.gateway_bench`), {seconds:.0f} s per point, "
              f"commit {git_rev()}, {time.strftime('%Y-%m-%d %H:%M')}.",
@@ -135,6 +160,10 @@ def report(rows: list[dict], seconds: float) -> str:
                      f"{g['throughput'] / d['throughput']:.2f}x direct Triton.")
     lines.append(f"- gateway RSS {rss['rss0_mb']:.0f} MB before and {rss['rss1_mb']:.0f} MB after "
                  f"{rss['requests']} requests.")
+    if soak_row:
+        pts = ", ".join(f"{n}: {m:.0f}" for n, m in soak_row["series"])
+        lines.append(f"- soak, {soak_row['series'][-1][0]} more requests through the gateway at concurrency 8, "
+                     f"RSS in MB by request count: {pts}.")
     return "\n".join(lines)
 
 
@@ -142,8 +171,9 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m bench.gateway_bench")
     ap.add_argument("--concurrency", default="1,4,8,16")
     ap.add_argument("--seconds", type=float, default=10)
+    ap.add_argument("--soak", type=int, default=10_000, help="then this many requests, RSS sampled (0: skip)")
     args = ap.parse_args(argv)
-    rows = asyncio.run(run([int(c) for c in args.concurrency.split(",")], args.seconds))
+    rows = asyncio.run(run([int(c) for c in args.concurrency.split(",")], args.seconds, args.soak))
     write_section("gateway", report(rows, args.seconds))
     print("wrote docs/benchmarks.md")
     return 0

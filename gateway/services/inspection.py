@@ -141,8 +141,9 @@ class InspectionService:
         result, infer_ms = await self.triton.inspect(image)
         iid = str(uuid.uuid4())
         mine = SideVerdict(result.verdict_code, result.confidence)
-        await self.pairs.put(sub.board_id, side, {"code": mine.code, "confidence": mine.confidence,
-                                                  "inspection_id": iid})
+        if sub.paired:  # a lone frame has no other side to meet: keep the pair store small
+            await self.pairs.put(sub.board_id, side, {"code": mine.code, "confidence": mine.confidence,
+                                                      "inspection_id": iid})
         other_side = OTHER[side]
         gpio = None
         wait_ms = 0.0

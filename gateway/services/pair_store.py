@@ -32,7 +32,9 @@ class PairStore(Protocol):
 
 
 class MemoryPairStore:
-    def __init__(self, ttl_s: float = 600):
+    # long enough for a late side to find its board's decision, short enough that a line
+    # at 10 boards/s keeps only a few thousand small entries
+    def __init__(self, ttl_s: float = 300):
         self.ttl_s = ttl_s
         self._sides: dict[str, dict[str, dict]] = {}
         self._events: dict[str, asyncio.Event] = {}
