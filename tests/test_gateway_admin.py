@@ -73,6 +73,9 @@ def test_model_hot_swap_through_the_gateway(admin_api):
     r = admin_api.post("/admin/models/pcb_detector/promote", headers=H, json={"version": 7})
     assert r.status_code == 400 and r.json()["code"] == "model_admin_refused"
     assert admin_api.post("/admin/models/pcb_detector/rollback", headers=H).json()["served"] == [1]
+    assert admin_api.post("/admin/models/pcb_detector/load", headers=H, json={"version": 2}).json()["served"] == [1, 2]
+    assert admin_api.post("/admin/models/pcb_detector/unload", headers=H, json={"version": 2}).json()["served"] == [1]
+    assert admin_api.post("/admin/models/pcb_detector/explode", headers=H, json={"version": 2}).status_code == 422
 
 
 def test_taxonomy_for_edges(admin_api):

@@ -6,7 +6,7 @@ from __future__ import annotations
 import asyncio
 import hmac
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Literal
 
 from fastapi import APIRouter, Depends, Header, Request
 from pydantic import BaseModel, Field
@@ -56,31 +56,20 @@ class VersionIn(BaseModel):
     version: int = Field(ge=1)
 
 
-@router.post("/models/{model}/load")
-async def load(model: str, body: VersionIn, request: Request) -> dict:
-    served = await _admin_call(lambda m: m.load(model, body.version))
-    await _event(request, f"load {model} version {body.version}: now serving {served}")
-    return {"model": model, "served": served}
-
-
-@router.post("/models/{model}/promote")
-async def promote(model: str, body: VersionIn, request: Request) -> dict:
-    served = await _admin_call(lambda m: m.promote(model, body.version))
-    await _event(request, f"promote {model} version {body.version}: now serving {served}")
-    return {"model": model, "served": served}
-
-
-@router.post("/models/{model}/unload")
-async def unload(model: str, body: VersionIn, request: Request) -> dict:
-    served = await _admin_call(lambda m: m.unload(model, body.version))
-    await _event(request, f"unload {model} version {body.version}: now serving {served}")
-    return {"model": model, "served": served}
-
-
 @router.post("/models/{model}/rollback")
 async def rollback(model: str, request: Request) -> dict:
     served = await _admin_call(lambda m: m.rollback(model))
     await _event(request, f"rollback {model}: now serving {served}")
+    return {"model": model, "served": served}
+
+
+@router.post("/models/{model}/{action}")
+async def version_action(model: str, action: Literal["load", "promote", "unload"], body: VersionIn,
+                         request: Request) -> dict:
+    """load: serve ``version`` next to the current ones; promote: serve only it (the others
+    drain and unload); unload: stop serving it."""
+    served = await _admin_call(lambda m: getattr(m, action)(model, body.version))
+    await _event(request, f"{action} {model} version {body.version}: now serving {served}")
     return {"model": model, "served": served}
 
 
