@@ -57,16 +57,15 @@ def image_size(data: bytes) -> tuple[int, int] | None:
     return _png_size(data) or _jpeg_size(data)
 
 
-def decode_image(data: bytes | np.ndarray, max_pixels: int = MAX_PIXELS) -> np.ndarray:
-    """Decode JPEG/PNG bytes to an HxWx3 BGR uint8 array (grey and alpha are dropped the way
-    ``cv2.imread`` does, which is what ultralytics does with files)."""
-    buf = np.frombuffer(data, np.uint8) if isinstance(data, (bytes, bytearray, memoryview)) else data
-    raw = buf[:65536].tobytes()
-    if buf.size == 0:
+def check_header(head: bytes, max_pixels: int = MAX_PIXELS) -> tuple[int, int]:
+    """The checks that need only the first bytes (up to 64 KiB) of the file: non-empty,
+    JPEG or PNG, sane dimensions under ``max_pixels``. Returns (width, height). Used before
+    any decoding, here and by the gateway on uploads."""
+    if not head:
         raise ImageError("empty_image", "the image is empty")
-    size = image_size(raw)
+    size = image_size(head)
     if size is None:
-        if raw[:2] == b"\xff\xd8" or raw[:8] == b"\x89PNG\r\n\x1a\n":
+        if head[:2] == b"\xff\xd8" or head[:8] == b"\x89PNG\r\n\x1a\n":
             raise ImageError("invalid_image", "the image header is corrupt or truncated")
         raise ImageError("unsupported_image", "not a JPEG or PNG image")
     w, h = size
@@ -74,6 +73,15 @@ def decode_image(data: bytes | np.ndarray, max_pixels: int = MAX_PIXELS) -> np.n
         raise ImageError("invalid_image", f"image header says {w}x{h}")
     if w * h > max_pixels:
         raise ImageError("image_too_large", f"{w}x{h} pixels is over the limit of {max_pixels}")
+    return w, h
+
+
+def decode_image(data: bytes | np.ndarray, max_pixels: int = MAX_PIXELS) -> np.ndarray:
+    """Decode JPEG/PNG bytes to an HxWx3 BGR uint8 array (grey and alpha are dropped the way
+    ``cv2.imread`` does, which is what ultralytics does with files)."""
+    buf = np.frombuffer(data, np.uint8) if isinstance(data, (bytes, bytearray, memoryview)) else data
+    raw = buf[:65536].tobytes()
+    check_header(raw, max_pixels)
     img = cv2.imdecode(buf, cv2.IMREAD_COLOR)
     if img is None:
         raise ImageError("invalid_image", "the image could not be decoded (corrupt or truncated)")

@@ -6,7 +6,7 @@ from __future__ import annotations
 from fastapi import UploadFile
 
 from gateway.core.errors import InvalidImage, PayloadTooLarge, UnsupportedMediaType
-from pcb.image_decode import image_size
+from pcb.image_decode import ImageError, check_header
 
 ALLOWED_TYPES = {"image/jpeg", "image/png", "image/jpg", "application/octet-stream"}
 
@@ -17,14 +17,10 @@ async def read_image(upload: UploadFile, max_bytes: int, max_pixels: int, field:
     data = await upload.read(max_bytes + 1)
     if len(data) > max_bytes:
         raise PayloadTooLarge(f"{field}: larger than {max_bytes} bytes")
-    if not data:
-        raise InvalidImage(f"{field}: the image is empty", "empty_image")
-    size = image_size(data[:65536])
-    if size is None:
-        if data[:2] == b"\xff\xd8" or data[:8] == b"\x89PNG\r\n\x1a\n":
-            raise InvalidImage(f"{field}: the image header is corrupt or truncated")
-        raise UnsupportedMediaType(f"{field}: not a JPEG or PNG image", "unsupported_image")
-    w, h = size
-    if w * h > max_pixels:
-        raise InvalidImage(f"{field}: {w}x{h} pixels is over the limit of {max_pixels}", "image_too_large")
+    try:
+        check_header(data[:65536], max_pixels)
+    except ImageError as e:
+        # not an image at all is a media-type problem; a broken or oversized one is not
+        cls = UnsupportedMediaType if e.code == "unsupported_image" else InvalidImage
+        raise cls(f"{field}: {e.message}", e.code) from None
     return data

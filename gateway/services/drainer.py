@@ -6,13 +6,14 @@ import asyncio
 import logging
 
 from gateway.core.metrics import DB_WRITE_FAILURES
+from gateway.services.background import BackgroundTask
 from gateway.services.db_writer import DbWriter
 from gateway.services.outbox import Outbox
 
 log = logging.getLogger("gateway.drainer")
 
 
-class Drainer:
+class Drainer(BackgroundTask):
     def __init__(self, outbox: Outbox, writer: DbWriter, idle_s: float = 0.2, max_backoff_s: float = 5.0,
                  events=None):
         self.outbox, self.writer, self.events = outbox, writer, events
@@ -21,7 +22,6 @@ class Drainer:
         self.written = 0
         self.db_ok = True
         self._wake = asyncio.Event()
-        self._task: asyncio.Task | None = None
 
     def poke(self) -> None:
         self._wake.set()
@@ -57,12 +57,4 @@ class Drainer:
                 pass
 
     def start(self) -> None:
-        self._task = asyncio.create_task(self.run(), name="outbox-drainer")
-
-    async def stop(self) -> None:
-        if self._task:
-            self._task.cancel()
-            try:
-                await self._task
-            except asyncio.CancelledError:
-                pass
+        self._start(self.run(), "outbox-drainer")

@@ -4,17 +4,17 @@ another worker), flush heartbeats to the database, prune old images and idempote
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
+
+from gateway.services.background import BackgroundTask
 
 log = logging.getLogger("gateway.housekeeping")
 
 
-class Housekeeping:
+class Housekeeping(BackgroundTask):
     def __init__(self, devices, images, outbox, every_s: float = 5.0, idempotency_ttl_s: float = 86400):
         self.devices, self.images, self.outbox = devices, images, outbox
         self.every_s, self.idempotency_ttl_s = every_s, idempotency_ttl_s
-        self._task: asyncio.Task | None = None
         self.rounds = 0
 
     async def once(self) -> None:
@@ -34,10 +34,4 @@ class Housekeeping:
             await asyncio.sleep(self.every_s)
 
     def start(self) -> None:
-        self._task = asyncio.create_task(self.run(), name="housekeeping")
-
-    async def stop(self) -> None:
-        if self._task:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
+        self._start(self.run(), "housekeeping")

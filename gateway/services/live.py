@@ -10,16 +10,17 @@ import contextlib
 import json
 import logging
 
+from gateway.services.background import BackgroundTask
+
 log = logging.getLogger("gateway.live")
 CHANNEL = "pcb:live"
 
 
-class LiveFeed:
+class LiveFeed(BackgroundTask):
     def __init__(self, redis=None, queue_size: int = 200):
         self.redis = redis
         self.queue_size = queue_size
         self._subscribers: set[asyncio.Queue] = set()
-        self._task: asyncio.Task | None = None
 
     def subscribe(self) -> asyncio.Queue:
         q: asyncio.Queue = asyncio.Queue(self.queue_size)
@@ -61,10 +62,4 @@ class LiveFeed:
 
     def start(self) -> None:
         if self.redis is not None:
-            self._task = asyncio.create_task(self._relay(), name="live-relay")
-
-    async def stop(self) -> None:
-        if self._task:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
+            self._start(self._relay(), "live-relay")
