@@ -34,6 +34,20 @@ class Settings(BaseSettings):
     seed_compat: bool = True  # the seed's /predict and /predict_dual (no credentials)
     seed_left_device: str = "seed-left"
     seed_right_device: str = "seed-right"
+    # batch engine (gateway/batch): Celery over this broker; memory:// runs it in-process
+    batch_broker_url: str = "memory://"
+    batch_queue: str = "pcb-batch"
+    batch_data_dir: str = "build/batch"  # uploaded job files; shared storage when workers are remote
+    batch_allowed_roots: str = ""  # os.pathsep-separated folders the API may read jobs from
+    batch_chunk_size: int = 8  # items per task (one Triton batch); the auto-tuner's pick wins
+    batch_concurrency: int = 2  # chunks one worker runs at once
+    batch_window: int = 8  # chunks handed to the broker at once, over all jobs
+    batch_aging_s: float = 60.0  # a waiting job climbs one priority level per this many seconds
+    batch_max_retries: int = 4  # transient failures (Triton, database) per chunk
+    batch_lease_s: float = 300.0  # a chunk dispatched this long ago and unfinished is re-sent
+    batch_max_items: int = 100_000
+    batch_max_upload_bytes: int = 512 * 1024 * 1024
+    batch_metrics_port: int = 9810  # each worker's own /metrics
 
 
 @lru_cache(maxsize=1)

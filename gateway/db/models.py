@@ -92,3 +92,59 @@ class IdempotencyKey(Base):
     created_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow, index=True)
 
     __table_args__ = (UniqueConstraint("device_id", "key", name="uq_idempotency_device_key"),)
+
+
+class BatchJob(Base):
+    """A batch-engine job (gateway/batch). Its progress is counted from its items' states,
+    never kept as counters, so a redelivered task cannot count an item twice."""
+
+    __tablename__ = "batch_jobs"
+
+    id: Mapped[str] = mapped_column(String(36), primary_key=True)
+    name: Mapped[str] = mapped_column(String(255), default="")
+    kind: Mapped[str] = mapped_column(String(16), default="inspect")  # inspect / enhance
+    priority: Mapped[int] = mapped_column(Integer)  # gateway.batch.priority.Priority
+    state: Mapped[str] = mapped_column(String(16), index=True)  # running/completed/cancelled
+    total: Mapped[int] = mapped_column(Integer, default=0)
+    chunk_size: Mapped[int] = mapped_column(Integer)
+    options: Mapped[dict | None] = mapped_column(JSON, nullable=True)
+    created_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow, index=True)
+    started_at: Mapped[datetime | None] = mapped_column(DateTime, nullable=True)
+    finished_at: Mapped[datetime | None] = mapped_column(DateTime, nullable=True)
+
+
+class BatchChunk(Base):
+    """The unit handed to the broker: one task = one chunk = one Triton batch. The scheduler
+    keeps only a window of chunks in the broker so later, more urgent jobs can overtake."""
+
+    __tablename__ = "batch_chunks"
+
+    job_id: Mapped[str] = mapped_column(String(36), primary_key=True)
+    seq: Mapped[int] = mapped_column(Integer, primary_key=True)
+    state: Mapped[str] = mapped_column(String(16))  # queued / dispatched / done
+    dispatched_at: Mapped[datetime | None] = mapped_column(DateTime, nullable=True)
+    dispatches: Mapped[int] = mapped_column(Integer, default=0)
+
+    __table_args__ = (Index("ix_batch_chunks_state", "state", "job_id"),)
+
+
+class BatchItem(Base):
+    __tablename__ = "batch_items"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    job_id: Mapped[str] = mapped_column(String(36))
+    seq: Mapped[int] = mapped_column(Integer)  # order in the job
+    chunk: Mapped[int] = mapped_column(Integer)
+    source: Mapped[str] = mapped_column(String(1024))  # file path the workers read
+    name: Mapped[str] = mapped_column(String(512))  # display name (relative path in the job)
+    state: Mapped[str] = mapped_column(String(16))  # pending/processing/completed/failed/cancelled
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    worker: Mapped[str | None] = mapped_column(String(128), nullable=True)
+    result: Mapped[dict | None] = mapped_column(JSON, nullable=True)
+    error: Mapped[str | None] = mapped_column(Text, nullable=True)
+    duration_ms: Mapped[float | None] = mapped_column(Float, nullable=True)
+    finished_at: Mapped[datetime | None] = mapped_column(DateTime, nullable=True)
+
+    __table_args__ = (Index("ix_batch_items_job_state", "job_id", "state"),
+                      Index("ix_batch_items_job_chunk", "job_id", "chunk"),
+                      UniqueConstraint("job_id", "seq", name="uq_batch_items_job_seq"))
