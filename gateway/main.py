@@ -13,10 +13,11 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from gateway.api import admin, edge, inspect, live, operator, seed_compat
+from gateway.api.operator import ONLINE_AFTER_S
 from gateway.core.config import get_settings
 from gateway.core.errors import ApiError
 from gateway.core.logging import setup as setup_logging
-from gateway.core.metrics import OUTBOX_DEPTH, REGISTRY
+from gateway.core.metrics import OUTBOX_DEPTH, REGISTRY, TRITON_READY, observe_edges
 from gateway.core.middleware import RequestMiddleware
 from gateway.core.rate_limit import RateLimiter
 from gateway.db.migrate import upgrade
@@ -95,7 +96,10 @@ def create_app() -> FastAPI:
 
     @app.get("/metrics", include_in_schema=False)
     async def metrics(request: Request) -> Response:
-        OUTBOX_DEPTH.set(await asyncio.to_thread(request.app.state.outbox.depth))
+        st = request.app.state
+        OUTBOX_DEPTH.set(await asyncio.to_thread(st.outbox.depth))
+        TRITON_READY.set(1 if await st.triton.ready() else 0)
+        observe_edges(st.devices, ONLINE_AFTER_S)
         return Response(generate_latest(REGISTRY), media_type=CONTENT_TYPE_LATEST)
     app.include_router(inspect.router)
     app.include_router(seed_compat.router)

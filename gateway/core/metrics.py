@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import time
+
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 REGISTRY = CollectorRegistry(auto_describe=True)
@@ -22,5 +24,27 @@ PAIRING = Counter("gateway_pairing_total", "Pairing outcomes", ["outcome"], regi
 OUTBOX_DEPTH = Gauge("gateway_outbox_depth", "Inspections waiting in the local outbox", registry=REGISTRY)
 DB_WRITE_FAILURES = Counter("gateway_db_write_failures_total", "Failed database writes (rows kept in the outbox)",
                             registry=REGISTRY)
+# Operations (monitoring/): filled in at scrape time by the /metrics handler, from what this
+# worker knows (device heartbeats, Triton's readiness as the gateway sees it).
+EDGE_LAST_SEEN = Gauge("gateway_edge_last_seen_timestamp_seconds", "When an edge was last heard from (unix time)",
+                       ["device", "side"], registry=REGISTRY)
+EDGES_ONLINE = Gauge("gateway_edges_online", "Edges heard from within the online window", registry=REGISTRY)
+EDGES_REGISTERED = Gauge("gateway_edges_registered", "Enabled edge devices", registry=REGISTRY)
+TRITON_READY = Gauge("gateway_triton_ready", "1 when Triton answers ready to this gateway", registry=REGISTRY)
 RATE_LIMITED = Counter("gateway_rate_limited_total", "Requests refused by the per-device rate limit", ["device"],
                        registry=REGISTRY)
+
+
+def observe_edges(devices, online_after_s: float) -> None:
+    """Per-device last-seen times and the online count, from a ``DeviceRegistry``."""
+    now = time.time()
+    enabled = [d for d in devices.all() if d.enabled]
+    EDGE_LAST_SEEN.clear()  # disabled or removed devices disappear
+    online = 0
+    for d in enabled:
+        seen = devices.last_seen.get(d.id)
+        if seen:  # never heard from: no series, rather than "offline since 1970"
+            EDGE_LAST_SEEN.labels(d.id, d.side).set(seen)
+            online += now - seen < online_after_s
+    EDGES_ONLINE.set(online)
+    EDGES_REGISTERED.set(len(enabled))

@@ -59,8 +59,11 @@ class DeviceRegistry:
                     fresh[dev_id] = self._devices[dev_id]
             self._devices = fresh
         for d in rows:
-            if d.last_seen_at and d.id not in self.last_seen:
-                self.last_seen[d.id] = d.last_seen_at.replace(tzinfo=UTC).timestamp()
+            # heartbeats that reached another worker or pod (flushed there) count here too, so
+            # every worker reports the same online status; never flushed back from here
+            seen = d.last_seen_at.replace(tzinfo=UTC).timestamp() if d.last_seen_at else 0.0
+            if seen > self.last_seen.get(d.id, 0.0):
+                self.last_seen[d.id] = self._flushed[d.id] = seen
         self.loaded_at = time.time()
 
     def get(self, device_id: str) -> DeviceInfo | None:
