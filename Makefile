@@ -28,15 +28,19 @@ $(STAMP): pyproject.toml constraints.txt
 	rm -f $(VENV)/.installed-*
 	touch $@
 
-# Debian packages: Chromium for the browser tests, a Korean font so the verdict labels render.
-SYSDEPS_STAMP := build/.sysdeps
+# Debian packages: Chromium for the browser tests, a Korean font so the verdict labels render,
+# Prometheus + promtool for the monitoring tests (rules, dashboards' queries).
+SYSDEPS := chromium fonts-nanum prometheus
+# the stamp names the package list, so adding a package installs it on machines set up before
+SYSDEPS_STAMP := build/.sysdeps-$(shell echo $(SYSDEPS) | md5sum | cut -c1-8)
 sysdeps: $(SYSDEPS_STAMP)
 $(SYSDEPS_STAMP):
 	@mkdir -p build
-	@if ! command -v chromium >/dev/null || ! fc-list 2>/dev/null | grep -qi nanum; then \
+	@if ! command -v chromium >/dev/null || ! fc-list 2>/dev/null | grep -qi nanum \
+			|| ! command -v promtool >/dev/null; then \
 		SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
-		$$SUDO apt-get install -y -q chromium fonts-nanum || \
-		{ $$SUDO apt-get update -q && $$SUDO apt-get install -y -q chromium fonts-nanum; }; \
+		$$SUDO apt-get install -y -q $(SYSDEPS) || \
+		{ $$SUDO apt-get update -q && $$SUDO apt-get install -y -q $(SYSDEPS); }; \
 	fi
 	touch $@
 
