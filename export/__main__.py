@@ -4,6 +4,9 @@
   python -m export train --epochs 15 --run-name phase1            (then phase 2: see `make train`)
   python -m export yolo --weights models/pcb_yolov8n.pt --target onnx --repository model_repository
   python -m export yolo --weights W --target tensorrt --fp16 --max-batch 32 --repository R
+  python -m export gfpgan --weights GFPGANv1.4.pth --target onnx --repository model_repository
+  python -m export realesrgan --weights RealESRGAN_x2plus.pth --target tensorrt --fp16 --repository R
+  python -m export gfpgan --random-init --narrow --repository R      (tests and demo: no weights here)
 """
 
 from __future__ import annotations
@@ -52,7 +55,37 @@ def main(argv: list[str] | None = None) -> int:
     y.add_argument("--dry-run", action="store_true",
                    help="TensorRT: export and check the ONNX, print the build steps, build nothing")
 
+    for kind, what in (("gfpgan", "GFPGAN v1.4 face restorer -> face_restorer"),
+                       ("realesrgan", "RealESRGAN x2plus background upsampler -> bg_upsampler")):
+        e = sub.add_parser(kind, help=f"export {what} (a new version)")
+        w = e.add_mutually_exclusive_group(required=True)
+        w.add_argument("--weights", type=Path, help="the official .pth (see export/enhance_nets.py for where to get it)")
+        w.add_argument("--random-init", action="store_true", help="fixed random init instead (tests, demo)")
+        e.add_argument("--narrow", action="store_true", help="the narrow test configuration (fast on a CPU)")
+        e.add_argument("--seed", type=int, default=0, help="random init seed")
+        e.add_argument("--target", choices=["onnx", "tensorrt"], default="onnx")
+        e.add_argument("--fp16", action="store_true", help="TensorRT: FP16 plan, checked against FP32 by PSNR")
+        e.add_argument("--max-batch", type=int, default=8)
+        e.add_argument("--repository", type=Path, default=Path("model_repository"))
+        e.add_argument("--version", type=int, default=None, help="default: next free number")
+        e.add_argument("--serve-only-new", action="store_true")
+        e.add_argument("--dry-run", action="store_true",
+                       help="export and check the ONNX, print the plan build steps and config, write nothing")
+
     args = p.parse_args(argv)
+    if args.cmd in ("gfpgan", "realesrgan"):
+        from export.enhance_target import EnhanceExport, add_version
+
+        if args.fp16 and args.target != "tensorrt":
+            p.error("--fp16 applies to --target tensorrt (the CPU layout runs FP32 onnxruntime)")
+        version, path, steps = add_version(EnhanceExport(
+            kind=args.cmd, repository=args.repository, target=args.target, weights=args.weights,
+            narrow=args.narrow, seed=args.seed, fp16=args.fp16, max_batch=args.max_batch, version=args.version,
+            dry_run=args.dry_run, serve_only_new=args.serve_only_new))
+        for s in steps:
+            print(("[dry-run] " if args.dry_run else "") + s)
+        print(f"{path.parent.name} version {version}: {path}" + (" (not written)" if args.dry_run else ""))
+        return 0
     if args.cmd == "dataset":
         from export.dataset import write_dataset
 

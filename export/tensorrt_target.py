@@ -27,15 +27,21 @@ class PlanSpec:
     opt_batch: int
     fp16: bool
     workspace_gib: float = 4.0
+    # (min, opt, max) side of square inputs with dynamic height/width (tiles); None: imgsz
+    dynamic_side: tuple[int, int, int] | None = None
+
+    def profile_shapes(self) -> tuple[tuple[int, ...], tuple[int, ...], tuple[int, ...]]:
+        lo, opt, hi = self.dynamic_side or (self.imgsz,) * 3
+        return ((1, 3, lo, lo), (self.opt_batch, 3, opt, opt), (self.max_batch, 3, hi, hi))
 
 
 def build_plan(spec: PlanSpec, dry_run: bool = False) -> list[str]:
     """Build ``spec.plan`` from ``spec.onnx``. Returns the steps taken (the dry run returns
     them without importing TensorRT, so the path is checked on machines with no GPU)."""
-    shape = (3, spec.imgsz, spec.imgsz)
+    lo, opt, hi = spec.profile_shapes()
     steps = [
         f"parse {spec.onnx}",
-        f"profile images: min (1,{shape}) opt ({spec.opt_batch},{shape}) max ({spec.max_batch},{shape})",
+        f"profile input: min {lo} opt {opt} max {hi}",
         f"precision: {'FP16 + FP32 fallback' if spec.fp16 else 'FP32'}",
         f"workspace {spec.workspace_gib} GiB",
         f"serialize -> {spec.plan}",
@@ -62,7 +68,7 @@ def build_plan(spec: PlanSpec, dry_run: bool = False) -> list[str]:
         config.set_flag(trt.BuilderFlag.FP16)
     profile = builder.create_optimization_profile()
     name = network.get_input(0).name
-    profile.set_shape(name, (1, *shape), (spec.opt_batch, *shape), (spec.max_batch, *shape))
+    profile.set_shape(name, lo, opt, hi)
     config.add_optimization_profile(profile)
     serialized = builder.build_serialized_network(network, config)
     if serialized is None:

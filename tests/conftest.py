@@ -1,5 +1,7 @@
 """Shared fixtures: a model repository with the demo detector exported into it, and a real
-CPU Triton server on free ports (stopped by the fixture, also when a test fails)."""
+CPU Triton server on free ports (stopped by the fixture, also when a test fails). The
+enhancement models live in a repository and server of their own (``enhance_repository``,
+``enhance_triton``) so the inspection tests' server starts as fast as before."""
 
 from __future__ import annotations
 
@@ -24,11 +26,27 @@ def make_repository(dest: Path, weights: Path = WEIGHTS) -> Path:
     from export import onnx_target
 
     shutil.copytree(ROOT / "model_repository", dest,
-                    ignore=shutil.ignore_patterns("__pycache__"))
+                    ignore=shutil.ignore_patterns("__pycache__", *ENHANCE_MODELS))
     det = dest / "pcb_detector"
     if det.exists():
         shutil.rmtree(det)
     onnx_target.add_version(dest, weights, imgsz=320, max_batch=16)
+    return dest
+
+
+ENHANCE_MODELS = ("face_enhance", "face_restorer", "bg_upsampler")
+
+
+def make_enhance_repository(dest: Path) -> Path:
+    """face_enhance (from model_repository/) + face_restorer and bg_upsampler exported from a
+    fixed random init in the narrow configuration (GFPGAN 512 px topology at 1/16 width)."""
+    from export.enhance_target import EnhanceExport, add_version
+
+    dest.mkdir(parents=True)
+    shutil.copytree(ROOT / "model_repository" / "face_enhance", dest / "face_enhance",
+                    ignore=shutil.ignore_patterns("__pycache__"))
+    for kind in ("gfpgan", "realesrgan"):
+        add_version(EnhanceExport(kind=kind, repository=dest, narrow=True))
     return dest
 
 
@@ -47,6 +65,20 @@ def repository(tmp_path_factory) -> Path:
 @pytest.fixture(scope="session")
 def triton(repository, tmp_path_factory):
     srv = start_triton(repository, tmp_path_factory.mktemp("triton") / "triton.log")
+    try:
+        yield srv
+    finally:
+        srv.stop()
+
+
+@pytest.fixture(scope="session")
+def enhance_repository(tmp_path_factory) -> Path:
+    return make_enhance_repository(tmp_path_factory.mktemp("enhance_repo") / "model_repository")
+
+
+@pytest.fixture(scope="session")
+def enhance_triton(enhance_repository, tmp_path_factory):
+    srv = start_triton(enhance_repository, tmp_path_factory.mktemp("enhance_triton") / "triton.log")
     try:
         yield srv
     finally:

@@ -1,0 +1,38 @@
+"""Triton adapter for the CPU layout of an ONNX model with one input and one output
+(``face_restorer``, ``bg_upsampler``): every request the dynamic batcher hands over runs in one
+onnxruntime call. Copied next to ``model.onnx`` by ``python -m export gfpgan|realesrgan``.
+
+Requests with different spatial sizes (upsampler tiles of two tile settings) cannot be
+concatenated: they run as separate groups of the same call.
+"""
+
+import json
+import os
+
+import triton_python_backend_utils as pb_utils
+
+from serving.ort_detector import OrtDetector
+
+
+class TritonPythonModel:
+    def initialize(self, args):
+        cfg = json.loads(args["model_config"])
+        threads = int(cfg.get("parameters", {}).get("intra_op_threads", {}).get("string_value", "0"))
+        self.input = cfg["input"][0]["name"]
+        path = os.path.join(args["model_repository"], args["model_version"], "model.onnx")
+        self.session = OrtDetector(path, threads)
+
+    def execute(self, requests):
+        inputs = [pb_utils.get_input_tensor_by_name(r, self.input).as_numpy() for r in requests]
+        groups = {}
+        for i, x in enumerate(inputs):
+            groups.setdefault(x.shape[1:], []).append(i)
+        outputs = [None] * len(requests)
+        try:
+            for idx in groups.values():
+                for i, out in zip(idx, self.session.run_split([inputs[i] for i in idx])):
+                    outputs[i] = out
+        except Exception as e:  # a shape the ONNX file refuses: fail these requests, not the server
+            err = pb_utils.TritonError(f"model_failed: {e}")
+            return [pb_utils.InferenceResponse(error=err) for _ in requests]
+        return [pb_utils.InferenceResponse([pb_utils.Tensor(k, v) for k, v in out.items()]) for out in outputs]
