@@ -48,6 +48,16 @@ class Settings(BaseSettings):
     batch_max_items: int = 100_000
     batch_max_upload_bytes: int = 512 * 1024 * 1024
     batch_metrics_port: int = 9810  # each worker's own /metrics
+    # photo enhancement (gateway/services/enhance.py, the face_enhance model in Triton)
+    enhance_model: str = "face_enhance"
+    enhance_dir: str = "build/enhance"  # uploads and results, deleted after the TTL
+    enhance_concurrency: int = 4  # photos in Triton at once: enough for its batcher to combine
+    enhance_max_queue: int = 200  # photos waiting; beyond that uploads get 503 + Retry-After
+    enhance_max_files: int = 20  # per batch (seed)
+    enhance_max_batch_bytes: int = 120 * 1024 * 1024  # one batch upload in all
+    enhance_max_pixels: int = 16_000_000  # per photo; the x2 output stays under 64 MP
+    enhance_result_ttl_s: float = 3600.0  # results kept this long after they finish
+    enhance_timeout_s: float = 300.0  # one photo through Triton (a 512 px face is ~6 s on a CPU)
 
 
 @lru_cache(maxsize=1)

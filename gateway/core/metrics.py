@@ -33,6 +33,12 @@ EDGES_REGISTERED = Gauge("gateway_edges_registered", "Enabled edge devices", reg
 TRITON_READY = Gauge("gateway_triton_ready", "1 when Triton answers ready to this gateway", registry=REGISTRY)
 RATE_LIMITED = Counter("gateway_rate_limited_total", "Requests refused by the per-device rate limit", ["device"],
                        registry=REGISTRY)
+# photo enhancement (gateway/services/enhance.py); Grafana dashboards use these names
+ENHANCE_TASKS = Gauge("enhance_tasks", "Enhancement tasks held by the gateway, by state", ["state"], registry=REGISTRY)
+ENHANCE_QUEUE_DEPTH = Gauge("enhance_queue_depth", "Photos waiting for an enhancement slot", registry=REGISTRY)
+ENHANCE_DURATION = Histogram("enhance_duration_seconds", "Time to enhance one photo (Triton call)",
+                             buckets=(0.1, 0.25, 0.5, 1, 2, 3, 5, 8, 13, 20, 30, 60, 120), registry=REGISTRY)
+ENHANCE_FACES = Counter("enhance_faces_total", "Faces restored", registry=REGISTRY)
 
 
 def observe_edges(devices, online_after_s: float) -> None:
