@@ -164,15 +164,32 @@ class JobStore:
             s.execute(update(BatchChunk).where(BatchChunk.job_id == d.job_id, BatchChunk.seq == d.seq,
                                                BatchChunk.state == "dispatched").values(state="queued"))
 
-    def requeue_stale(self, lease_s: float, now: datetime | None = None) -> int:
+    def requeue_stale(self, lease_s: float, max_dispatches: int = 5, now: datetime | None = None) -> int:
         """Chunks dispatched over ``lease_s`` ago and still unfinished go back to the queue
         (their message was lost with an in-memory broker, or a worker hangs); a duplicate is
-        harmless because item writes are idempotent. ``lease_s=0`` requeues all in flight."""
-        cutoff = (now or utcnow()) - timedelta(seconds=lease_s)
+        harmless because item writes are idempotent. A chunk sent ``max_dispatches`` times
+        fails its open items instead (a poison chunk must not loop forever).
+        ``lease_s=0`` requeues everything in flight (an in-memory broker after a restart)."""
+        now = now or utcnow()
+        cutoff = now - timedelta(seconds=lease_s)
         with self.sessions.begin() as s:
-            return s.execute(update(BatchChunk).where(BatchChunk.state == "dispatched",
-                                                      BatchChunk.dispatched_at <= cutoff)
-                             .values(state="queued")).rowcount
+            stale = list(s.scalars(select(BatchChunk).where(BatchChunk.state == "dispatched",
+                                                            BatchChunk.dispatched_at <= cutoff)
+                                   .with_for_update(skip_locked=True)))
+            poisoned = []
+            for c in stale:
+                if c.dispatches >= max_dispatches:
+                    c.state = "done"
+                    poisoned.append(c)
+                    s.execute(update(BatchItem).where(BatchItem.job_id == c.job_id, BatchItem.chunk == c.seq,
+                                                      BatchItem.state.in_(("pending", "processing")))
+                              .values(state="failed", finished_at=now,
+                                      error=f"gave up after {c.dispatches} deliveries"))
+                else:
+                    c.state = "queued"
+        for c in poisoned:
+            self._maybe_finish(c.job_id)
+        return len(stale)
 
     # -- the worker's side -----------------------------------------------------------------
     def claim(self, job_id: str, seq: int, worker: str) -> list[Claimed]:
@@ -210,8 +227,11 @@ class JobStore:
 
     def finish_chunk(self, job_id: str, seq: int) -> None:
         with self.sessions.begin() as s:
+            # an item retried while its chunk was in flight sends the chunk round again
+            left = s.scalar(select(func.count()).where(BatchItem.job_id == job_id, BatchItem.chunk == seq,
+                                                       BatchItem.state == "pending"))
             s.execute(update(BatchChunk).where(BatchChunk.job_id == job_id, BatchChunk.seq == seq)
-                      .values(state="done"))
+                      .values(state="queued" if left else "done"))
         self._maybe_finish(job_id)
 
     def _maybe_finish(self, job_id: str) -> None:

@@ -1,0 +1,52 @@
+"""The Celery application of the batch engine.
+
+One queue with RabbitMQ priorities (``x-max-priority``), late acks (a task is acknowledged
+only after its results are in the database, so a killed worker's chunk is redelivered),
+prefetch 1 (a worker holds no more than it runs, so urgent work is not stuck behind a
+prefetched backlog). ``memory://`` runs the same engine in-process for ``make demo``.
+
+Operators: ``celery --app gateway.batch.celery_app flower`` shows workers, tasks and queues.
+"""
+
+from __future__ import annotations
+
+from celery import Celery
+from kombu import Exchange, Queue
+
+from gateway.batch.priority import MAX_BROKER_PRIORITY
+from gateway.core.config import Settings, get_settings
+
+
+def configure(app: Celery, settings: Settings) -> Celery:
+    queue = Queue(settings.batch_queue, Exchange(settings.batch_queue), routing_key=settings.batch_queue,
+                  queue_arguments={"x-max-priority": MAX_BROKER_PRIORITY})
+    app.conf.update(
+        broker_url=settings.batch_broker_url,
+        broker_connection_retry_on_startup=True,
+        broker_connection_timeout=3,
+        # the Redis transport emulates priorities with one list per step
+        broker_transport_options={"priority_steps": list(range(MAX_BROKER_PRIORITY + 1)),
+                                  "queue_order_strategy": "priority", "sep": ":"},
+        task_queues=[queue],
+        task_default_queue=settings.batch_queue,
+        task_default_routing_key=settings.batch_queue,
+        task_queue_max_priority=MAX_BROKER_PRIORITY,
+        task_default_priority=0,
+        task_acks_late=True,
+        task_reject_on_worker_lost=True,
+        # a task that raised unexpectedly is acked (no poison-message loop); its chunk stays
+        # "dispatched" in the database and the lease sweeper sends it again, a bounded number
+        # of times (JobStore.requeue_stale)
+        task_acks_on_failure_or_timeout=True,
+        task_ignore_result=True,
+        task_serializer="json",
+        accept_content=["json"],
+        worker_prefetch_multiplier=1,
+        worker_hijack_root_logger=False,
+        worker_send_task_events=True,  # Flower
+        task_send_sent_event=True,
+    )
+    return app
+
+
+celery_app = configure(Celery("pcb_batch", include=["gateway.batch.tasks"]), get_settings())

@@ -1,0 +1,41 @@
+"""Feeding the broker: the database decides *what* runs next (priority with aging, a window of
+chunks in flight over all jobs); the broker delivers, acknowledges and redelivers.
+
+Keeping only ``window`` chunks in the broker is what lets a new urgent job overtake a long
+job already running, on any transport (RabbitMQ priorities then also reorder the window).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+
+from gateway.batch.priority import broker_priority
+from gateway.batch.store import JobStore
+
+log = logging.getLogger("gateway.batch.scheduler")
+
+Send = Callable[[str, int, int], None]  # (job_id, chunk seq, broker priority)
+
+
+def dispatch(store: JobStore, send: Send, window: int, aging_s: float) -> int:
+    """Hand free window slots to the most urgent queued chunks. Safe to call from anywhere,
+    any number of times (gateway on submit, workers after each chunk, the sweeper)."""
+    sent = 0
+    for d in store.take_dispatches(window, aging_s):
+        try:
+            send(d.job_id, d.seq, broker_priority(d.level))
+            sent += 1
+        except Exception as e:  # noqa: BLE001 - broker down: the chunk waits in the database
+            log.warning("broker refused chunk %s/%d (%r); it stays queued", d.job_id, d.seq, e)
+            store.undispatch(d)
+    return sent
+
+
+def sweep(store: JobStore, send: Send, window: int, aging_s: float, lease_s: float,
+          max_dispatches: int) -> int:
+    """Requeue chunks whose message was lost or whose worker hangs, then refill."""
+    stale = store.requeue_stale(lease_s, max_dispatches)
+    if stale:
+        log.warning("requeued %d chunk(s) past their %.0f s lease", stale, lease_s)
+    return dispatch(store, send, window, aging_s)
