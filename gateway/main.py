@@ -12,7 +12,7 @@ from fastapi.responses import JSONResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from gateway.api import admin, edge, inspect, live, operator, seed_compat
+from gateway.api import admin, edge, enhance, inspect, live, operator, seed_compat
 from gateway.api.operator import ONLINE_AFTER_S
 from gateway.core.config import get_settings
 from gateway.core.errors import ApiError
@@ -25,6 +25,7 @@ from gateway.db.session import make_engine, make_sessionmaker
 from gateway.services.db_writer import DbWriter
 from gateway.services.devices import DeviceRegistry
 from gateway.services.drainer import Drainer
+from gateway.services.enhance import EnhanceService
 from gateway.services.housekeeping import Housekeeping
 from gateway.services.image_store import ImageStore
 from gateway.services.inspection import InspectionService
@@ -76,9 +77,14 @@ async def lifespan(app: FastAPI):
     app.state.drainer.start()
     app.state.housekeeping = Housekeeping(app.state.devices, app.state.images, app.state.outbox)
     app.state.housekeeping.start()
+    app.state.enhance = EnhanceService(app.state.triton.client, settings.enhance_dir, settings.enhance_model,
+                                       settings.enhance_concurrency, settings.enhance_max_queue,
+                                       settings.enhance_result_ttl_s, settings.enhance_timeout_s)
+    app.state.enhance.start()
     try:
         yield
     finally:
+        await app.state.enhance.stop()
         await app.state.housekeeping.stop()
         await app.state.drainer.stop()
         await app.state.live.stop()
@@ -92,7 +98,8 @@ def create_app() -> FastAPI:
     app = FastAPI(title="PCB inspection gateway", version="0.1.0", lifespan=lifespan)
 
     # two images for /dual plus the form fields
-    app.add_middleware(RequestMiddleware, max_body_bytes=2 * get_settings().max_upload_bytes + 65536)
+    app.add_middleware(RequestMiddleware, max_body_bytes=2 * get_settings().max_upload_bytes + 65536,
+                       path_limits={"/api/v1/enhance/batch": get_settings().enhance_max_batch_bytes + 65536})
 
     @app.get("/metrics", include_in_schema=False)
     async def metrics(request: Request) -> Response:
@@ -107,6 +114,7 @@ def create_app() -> FastAPI:
     app.include_router(edge.router)
     app.include_router(admin.router)
     app.include_router(live.router)
+    app.include_router(enhance.router)
 
     @app.exception_handler(ApiError)
     async def api_error(_: Request, e: ApiError) -> JSONResponse:

@@ -18,8 +18,9 @@ log = logging.getLogger("gateway")
 
 
 class RequestMiddleware:
-    def __init__(self, app, max_body_bytes: int):
+    def __init__(self, app, max_body_bytes: int, path_limits: dict[str, int] | None = None):
         self.app, self.max_body_bytes = app, max_body_bytes
+        self.path_limits = path_limits or {}  # routes that take more (a batch of photos)
 
     async def __call__(self, scope, receive, send):
         if scope["type"] != "http":
@@ -40,9 +41,10 @@ class RequestMiddleware:
 
         try:
             length = headers.get(b"content-length", b"")
-            if length.isdigit() and int(length) > self.max_body_bytes:
+            limit = self.path_limits.get(scope.get("path", ""), self.max_body_bytes)
+            if length.isdigit() and int(length) > limit:
                 body = json.dumps({"code": "payload_too_large",
-                                   "message": f"request body over {self.max_body_bytes} bytes"}).encode()
+                                   "message": f"request body over {limit} bytes"}).encode()
                 await send_with_id({"type": "http.response.start", "status": 413,
                                     "headers": [(b"content-type", b"application/json"),
                                                 (b"content-length", str(len(body)).encode())]})

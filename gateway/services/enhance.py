@@ -1,0 +1,252 @@
+"""Photo enhancement behind the API: accepted photos go to disk, a bounded pool of workers
+sends them to the ``face_enhance`` model in Triton (where the networks stay resident and
+the face crops of concurrent photos are restored in one batch), results go to disk and are
+deleted after a TTL.
+
+Bounded: at most ``concurrency`` photos in Triton at once, at most ``max_queue`` waiting
+(beyond that an upload is refused with 503, never buffered), files on disk not in memory.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import os
+import re
+import shutil
+import time
+import zipfile
+from collections import deque
+from pathlib import Path
+
+import numpy as np
+import psutil
+import tritonclient.grpc.aio as grpcclient
+from tritonclient.utils import InferenceServerException
+
+from gateway.core.errors import NotFound, ServiceUnavailable
+from gateway.core.metrics import ENHANCE_DURATION, ENHANCE_FACES, ENHANCE_QUEUE_DEPTH
+from gateway.services.background import BackgroundTask
+from gateway.services.enhance_tasks import TERMINAL, Batch, Task, TaskStore, new_id
+from gateway.services.triton import translate
+
+log = logging.getLogger("gateway.enhance")
+_SAFE = re.compile(r"[^A-Za-z0-9._-]+")
+
+
+def safe_name(name: str | None, index: int) -> str:
+    stem = _SAFE.sub("_", Path(name or "").stem)[:60].strip("._") or f"photo_{index:02d}"
+    return stem
+
+
+class EnhanceService(BackgroundTask):
+    def __init__(self, client: grpcclient.InferenceServerClient, directory: str | Path, model: str = "face_enhance",
+                 concurrency: int = 4, max_queue: int = 200, ttl_s: float = 3600.0, timeout_s: float = 300.0,
+                 cleanup_every_s: float = 30.0):
+        self.client, self.model = client, model
+        # one folder per gateway process: its tasks are its own (see enhance_tasks.py)
+        self.root = Path(directory)
+        self.dir = self.root / str(os.getpid())
+        self.concurrency, self.max_queue, self.ttl_s, self.timeout_s = concurrency, max_queue, ttl_s, timeout_s
+        self.cleanup_every_s = cleanup_every_s
+        self.store = TaskStore()
+        self.queue: asyncio.Queue[str] = asyncio.Queue()
+        self._running: dict[str, asyncio.Task] = {}
+        self._workers: list[asyncio.Task] = []
+        self._recent: deque = deque(maxlen=500)  # (finished_at, seconds, faces) of completed photos
+        self.completed_total = 0
+        self.faces_total = 0
+        self.started_at = time.time()
+        self._stopping = False
+
+    # lifecycle -------------------------------------------------------------------------
+    def start(self) -> None:
+        # leftovers of processes that are gone belong to tasks nobody knows any more
+        if self.root.is_dir():
+            for d in self.root.iterdir():
+                if d.is_dir() and d.name.isdigit() and not psutil.pid_exists(int(d.name)):
+                    shutil.rmtree(d, ignore_errors=True)
+        shutil.rmtree(self.dir, ignore_errors=True)
+        self.dir.mkdir(parents=True, exist_ok=True)
+        self._workers = [asyncio.create_task(self._worker(), name=f"enhance-{i}") for i in range(self.concurrency)]
+        self._start(self._cleanup_loop(), "enhance-cleanup")
+
+    async def stop(self) -> None:
+        self._stopping = True
+        for w in self._workers:
+            w.cancel()
+        for w in self._workers:
+            with contextlib.suppress(asyncio.CancelledError):
+                await w
+        await super().stop()
+
+    # submission ------------------------------------------------------------------------
+    def submit(self, files: list[tuple[str | None, bytes]], options: dict) -> tuple[Batch, list[Task]]:
+        """Write the photos (already validated) and queue them. All or nothing: the batch
+        directory appears by rename once every file is written."""
+        if self.queue.qsize() + len(files) > self.max_queue:
+            raise ServiceUnavailable(f"{self.queue.qsize()} photos are waiting; try again later",
+                                     "enhance_queue_full", retry_after_s=5)
+        batch_id = new_id()
+        final = self.dir / batch_id
+        staging = self.dir / f".{batch_id}.partial"
+        staging.mkdir(parents=True)
+        tasks = []
+        try:
+            for i, (name, data) in enumerate(files):
+                ext = "png" if data[:8] == b"\x89PNG\r\n\x1a\n" else "jpg"
+                tid = new_id()
+                (staging / f"{tid}.in.{ext}").write_bytes(data)
+                tasks.append(Task(id=tid, filename=name or f"photo_{i:02d}.{ext}", index=i, batch_id=batch_id,
+                                  input_path=final / f"{tid}.in.{ext}", options=options))
+            staging.rename(final)
+        except BaseException:
+            shutil.rmtree(staging, ignore_errors=True)
+            raise
+        batch = Batch(batch_id, [t.id for t in tasks], final)
+        self.store.add(batch, tasks)
+        for t in tasks:
+            self.queue.put_nowait(t.id)
+        ENHANCE_QUEUE_DEPTH.set(self.queue.qsize())
+        return batch, tasks
+
+    # lookups ---------------------------------------------------------------------------
+    def task(self, task_id: str) -> Task:
+        t = self.store.tasks.get(task_id)
+        if t is None:
+            raise NotFound(f"no enhancement task {task_id} (unknown or expired)", "task_not_found")
+        return t
+
+    def batch(self, batch_id: str) -> Batch:
+        b = self.store.batches.get(batch_id)
+        if b is None:
+            raise NotFound(f"no enhancement batch {batch_id} (unknown or expired)", "batch_not_found")
+        return b
+
+    def cancel(self, tasks: list[Task]) -> int:
+        n = 0
+        for t in tasks:
+            if t.state == "queued":
+                self.store.set_state(t, "cancelled")  # the worker skips it
+                n += 1
+            elif t.state == "processing" and t.id in self._running:
+                self._running[t.id].cancel()
+                n += 1
+        return n
+
+    # work ------------------------------------------------------------------------------
+    async def _worker(self) -> None:
+        while True:
+            tid = await self.queue.get()
+            ENHANCE_QUEUE_DEPTH.set(self.queue.qsize())
+            t = self.store.tasks.get(tid)
+            if t is None or t.state != "queued":
+                continue
+            self.store.set_state(t, "processing")
+            job = asyncio.create_task(self._process(t))
+            self._running[t.id] = job
+            try:
+                await job
+            except asyncio.CancelledError:
+                if self._stopping:  # the worker itself is being stopped
+                    raise
+                self.store.set_state(t, "cancelled")
+            except Exception as e:  # noqa: BLE001 - one photo failing never stops the worker
+                code = getattr(e, "code", "enhance_failed")
+                message = getattr(e, "message", str(e))[:300]
+                log.warning("enhancement of %s failed: %s", t.id, message)
+                self.store.set_state(t, "failed", error={"code": code, "message": message})
+            finally:
+                self._running.pop(t.id, None)
+
+    async def _process(self, t: Task) -> None:
+        data = await asyncio.to_thread(t.input_path.read_bytes)
+        img = grpcclient.InferInput("IMAGE", [1, 1], "BYTES")
+        img.set_data_from_numpy(np.array([[data]], dtype=np.object_))
+        opts = grpcclient.InferInput("OPTIONS", [1, 1], "BYTES")
+        opts.set_data_from_numpy(np.array([[json.dumps(t.options).encode()]], dtype=np.object_))
+        t0 = time.perf_counter()
+        try:
+            r = await self.client.infer(self.model, [img, opts], client_timeout=self.timeout_s)
+        except InferenceServerException as e:
+            raise translate(e) from None
+        dt = time.perf_counter() - t0
+        out = r.as_numpy("IMAGE_OUT").reshape(-1)[0]
+        faces = int(r.as_numpy("FACES").reshape(-1)[0])
+        info = json.loads(r.as_numpy("INFO").reshape(-1)[0])
+        ext = "png" if out[:8] == b"\x89PNG\r\n\x1a\n" else "jpg"
+        path = t.input_path.with_name(f"{t.id}.out.{ext}")
+        tmp = path.with_suffix(".partial")
+        await asyncio.to_thread(tmp.write_bytes, out)
+        os.replace(tmp, path)  # a result file is whole or absent
+        ENHANCE_DURATION.observe(dt)
+        ENHANCE_FACES.inc(faces)
+        self.completed_total += 1
+        self.faces_total += faces
+        self._recent.append((time.time(), dt, faces))
+        self.store.set_state(t, "completed", result_path=path, faces=faces, info=info)
+
+    # results ---------------------------------------------------------------------------
+    def download_name(self, t: Task) -> str:
+        ext = t.result_path.suffix if t.result_path else ".jpg"
+        return f"enhanced_{t.index:02d}_{safe_name(t.filename, t.index)}{ext}"
+
+    def build_zip(self, batch: Batch) -> Path:
+        """Completed results plus a manifest (every item's state, faces, error) in a ZIP
+        next to the batch's files; stored, not deflated (JPEG/PNG are compressed already)."""
+        tasks = self.store.batch_tasks(batch)
+        path = batch.directory / f"{new_id()}.zip.partial"
+        manifest = []
+        with zipfile.ZipFile(path, "w", zipfile.ZIP_STORED) as z:
+            for t in tasks:
+                entry = {"index": t.index, "filename": t.filename, "state": t.state, "faces": t.faces,
+                         "error": t.error}
+                if t.state == "completed" and t.result_path and t.result_path.exists():
+                    entry["file"] = self.download_name(t)
+                    z.write(t.result_path, entry["file"])
+                manifest.append(entry)
+            z.writestr("manifest.json", json.dumps({"batch_id": batch.id, "items": manifest}, indent=2))
+        return path
+
+    # housekeeping and numbers ----------------------------------------------------------
+    async def _cleanup_loop(self) -> None:
+        while True:
+            await asyncio.sleep(self.cleanup_every_s)
+            self.cleanup()
+
+    def cleanup(self, now: float | None = None) -> int:
+        gone = self.store.expired(self.ttl_s, now)
+        for b in gone:
+            shutil.rmtree(b.directory, ignore_errors=True)
+        return len(gone)
+
+    def performance(self) -> dict:
+        now = time.time()
+        recent = list(self._recent)
+        last_min = [r for r in recent if now - r[0] <= 60]
+        lat = np.array([r[1] for r in recent]) if recent else np.zeros(0)
+        disk = sum(f.stat().st_size for f in self.dir.rglob("*") if f.is_file()) if self.dir.exists() else 0
+        mem = psutil.Process().memory_info().rss
+        return {
+            "model": self.model,
+            "concurrency": self.concurrency,
+            "queue_depth": self.queue.qsize(),
+            "processing": len(self._running),
+            "tasks": self.store.counts(),
+            "completed_total": self.completed_total,
+            "faces_total": self.faces_total,
+            "throughput_per_min": len(last_min),
+            "throughput_images_per_s": round(len(last_min) / 60, 3),
+            "latency_ms": {k: (round(float(np.percentile(lat, q)) * 1000, 1) if lat.size else None)
+                           for k, q in (("p50", 50), ("p95", 95), ("p99", 99))}
+                          | {"max": round(float(lat.max()) * 1000, 1) if lat.size else None,
+                             "samples": int(lat.size)},
+            "memory": {"rss_bytes": mem, "results_on_disk_bytes": disk},
+            "result_ttl_s": self.ttl_s,
+            "uptime_s": round(now - self.started_at, 1),
+        }
+
+    def finished(self, batch: Batch) -> bool:
+        return all(t.state in TERMINAL for t in self.store.batch_tasks(batch))
