@@ -12,12 +12,13 @@ from fastapi.responses import JSONResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from gateway.api import admin, edge, enhance, inspect, live, operator, seed_compat
+from gateway.api import admin, edge, enhance, inspect, jobs, live, operator, seed_compat
 from gateway.api.operator import ONLINE_AFTER_S
+from gateway.batch.engine import BatchEngine
 from gateway.core.config import get_settings
 from gateway.core.errors import ApiError
 from gateway.core.logging import setup as setup_logging
-from gateway.core.metrics import OUTBOX_DEPTH, REGISTRY, TRITON_READY, observe_edges
+from gateway.core.metrics import OUTBOX_DEPTH, REGISTRY, TRITON_READY, observe_batch, observe_edges
 from gateway.core.middleware import RequestMiddleware
 from gateway.core.rate_limit import RateLimiter
 from gateway.db.migrate import upgrade
@@ -81,9 +82,12 @@ async def lifespan(app: FastAPI):
                                        settings.enhance_concurrency, settings.enhance_max_queue,
                                        settings.enhance_result_ttl_s, settings.enhance_timeout_s)
     app.state.enhance.start()
+    # the batch engine: embedded Celery worker with memory://, a client of the broker otherwise
+    app.state.batch = await asyncio.to_thread(lambda: BatchEngine(settings, app.state.sessions).start())
     try:
         yield
     finally:
+        await asyncio.to_thread(app.state.batch.stop)
         await app.state.enhance.stop()
         await app.state.housekeeping.stop()
         await app.state.drainer.stop()
@@ -99,7 +103,8 @@ def create_app() -> FastAPI:
 
     # two images for /dual plus the form fields
     app.add_middleware(RequestMiddleware, max_body_bytes=2 * get_settings().max_upload_bytes + 65536,
-                       path_limits={"/api/v1/enhance/batch": get_settings().enhance_max_batch_bytes + 65536})
+                       path_limits={"/api/v1/enhance/batch": get_settings().enhance_max_batch_bytes + 65536,
+                                    "/api/v1/jobs": get_settings().batch_max_upload_bytes + 65536})
 
     @app.get("/metrics", include_in_schema=False)
     async def metrics(request: Request) -> Response:
@@ -107,6 +112,7 @@ def create_app() -> FastAPI:
         OUTBOX_DEPTH.set(await asyncio.to_thread(st.outbox.depth))
         TRITON_READY.set(1 if await st.triton.ready() else 0)
         observe_edges(st.devices, ONLINE_AFTER_S)
+        await observe_batch(st.batch.store)
         return Response(generate_latest(REGISTRY), media_type=CONTENT_TYPE_LATEST)
     app.include_router(inspect.router)
     app.include_router(seed_compat.router)
@@ -115,6 +121,7 @@ def create_app() -> FastAPI:
     app.include_router(admin.router)
     app.include_router(live.router)
     app.include_router(enhance.router)
+    app.include_router(jobs.router)
 
     @app.exception_handler(ApiError)
     async def api_error(_: Request, e: ApiError) -> JSONResponse:

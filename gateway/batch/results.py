@@ -96,3 +96,18 @@ def report_html(progress: dict, summ: dict) -> str:
             f"<h1>Batch report</h1><table>{table}</table>"
             f"{_bars('Verdicts', summ['verdicts'], labels)}{_bars('Defects per class', summ['classes'])}"
             f"{_bars('Failure reasons', summ['failure_reasons'])}")
+
+
+def write_all(out_dir, progress: dict, items: Sequence[BatchItem]) -> list:
+    """results.json, results.csv, summary.json and report.html into ``out_dir``."""
+    from pathlib import Path
+
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    summ = summary(progress, items)
+    files = {"results.json": to_json(progress, items), "results.csv": to_csv(items),
+             "summary.json": json.dumps(summ, ensure_ascii=False, indent=1),
+             "report.html": report_html(progress, summ)}
+    for name, text in files.items():
+        (out / name).write_text(text, encoding="utf-8")
+    return [out / n for n in files]

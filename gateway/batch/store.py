@@ -49,8 +49,9 @@ class JobStore:
 
     # -- creating and reading ------------------------------------------------------------
     def create_job(self, sources: Iterable[tuple[str, str]], *, priority: int, chunk_size: int,
-                   kind: str = "inspect", name: str = "", options: dict | None = None) -> str:
-        job_id = str(uuid.uuid4())
+                   kind: str = "inspect", name: str = "", options: dict | None = None,
+                   job_id: str | None = None) -> str:
+        job_id = job_id or str(uuid.uuid4())
         now = utcnow()
         rows = list(sources)
         chunk_size = max(1, int(chunk_size))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import time
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
@@ -54,3 +55,22 @@ def observe_edges(devices, online_after_s: float) -> None:
             online += now - seen < online_after_s
     EDGES_ONLINE.set(online)
     EDGES_REGISTERED.set(len(enabled))
+
+
+# batch engine (gateway/batch): job and item counts per state, from the database at scrape
+# time (every gateway sees the same numbers); workers export their own on BATCH_METRICS_PORT
+BATCH_JOBS = Gauge("batch_jobs", "Batch jobs by state", ["state"], registry=REGISTRY)
+BATCH_ITEMS = Gauge("batch_items", "Batch items by state (pending = the backlog)", ["state"], registry=REGISTRY)
+BATCH_JOB_STATES = ("running", "completed", "cancelled")
+BATCH_ITEM_STATES = ("pending", "processing", "completed", "failed", "cancelled")
+
+
+async def observe_batch(store) -> None:
+    try:
+        jobs, items = await asyncio.to_thread(store.totals)
+    except Exception:  # noqa: BLE001 - database down: keep the last values, /metrics still answers
+        return
+    for state in BATCH_JOB_STATES:
+        BATCH_JOBS.labels(state).set(jobs.get(state, 0))
+    for state in BATCH_ITEM_STATES:
+        BATCH_ITEMS.labels(state).set(items.get(state, 0))

@@ -1,0 +1,174 @@
+"""Batch jobs API (the engine is gateway/batch): submit a folder, a ZIP or uploads; read
+progress (also as Server-Sent Events); cancel a job or an item; retry failed items; download
+results as JSON, CSV, a summary or an HTML report."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import shutil
+import uuid
+from pathlib import Path
+from typing import Annotated, Literal
+
+from fastapi import APIRouter, File, Form, Query, Request, UploadFile
+from fastapi.responses import HTMLResponse, PlainTextResponse, StreamingResponse
+from sqlalchemy.exc import SQLAlchemyError
+
+from gateway.batch import results, sources, tuning
+from gateway.batch.engine import BatchEngine
+from gateway.batch.priority import Priority
+from gateway.batch.store import JobNotFound
+from gateway.core.config import get_settings
+from gateway.core.errors import ApiError, NotFound, PayloadTooLarge, ServiceUnavailable
+
+router = APIRouter(prefix="/api/v1", tags=["batch"])
+SOURCE_ERRORS = {"payload_too_large": PayloadTooLarge, "archive_too_large": PayloadTooLarge,
+                 "too_many_items": PayloadTooLarge}
+
+
+def _engine(request: Request) -> BatchEngine:
+    return request.app.state.batch
+
+
+async def _db(fn, *args):
+    """A store call off the event loop; database trouble is a 503, an unknown id a 404."""
+    try:
+        return await asyncio.to_thread(fn, *args)
+    except JobNotFound as e:
+        raise NotFound(f"no job {e.args[0]}", "job_not_found") from None
+    except SQLAlchemyError as e:
+        raise ServiceUnavailable(f"job database unavailable: {type(e).__name__}", "database_unavailable", 5) from e
+
+
+@router.post("/jobs", status_code=201)
+async def submit(request: Request,
+                 files: Annotated[list[UploadFile] | None, File(description="images and/or ZIPs")] = None,
+                 source_dir: Annotated[str | None, Form(description="a folder the workers can read")] = None,
+                 priority: Annotated[Literal["urgent", "high", "normal", "low"], Form()] = "normal",
+                 kind: Annotated[Literal["inspect", "enhance"], Form()] = "inspect",
+                 name: Annotated[str, Form(max_length=255)] = "",
+                 chunk_size: Annotated[int | None, Form(ge=1, le=64)] = None) -> dict:
+    eng, s = _engine(request), get_settings()
+    if bool(files) == bool(source_dir):
+        raise ApiError("give either files (images or ZIPs) or source_dir", "invalid_request")
+    job_id = str(uuid.uuid4())
+    staging = eng.job_dir(job_id)  # uploads land where the workers will read them
+    try:
+        if source_dir:
+            root = Path(source_dir)
+            if not sources.inside(root, s.batch_allowed_roots.split(":")):
+                raise ApiError(f"{source_dir} is not under BATCH_ALLOWED_ROOTS", "source_not_allowed")
+            items = await asyncio.to_thread(sources.from_dir, root)
+        else:
+            items = await asyncio.to_thread(sources.save_uploads, [(f.filename, f.file) for f in files],
+                                            staging, s.batch_max_items, s.batch_max_upload_bytes)
+        if not items:
+            raise ApiError("no image files found", "empty_job")
+        await _db(lambda: eng.submit(items, priority=Priority.parse(priority), kind=kind, job_id=job_id,
+                                     name=name or (source_dir or "upload"), chunk_size=chunk_size))
+    except sources.SourceError as e:
+        shutil.rmtree(staging, ignore_errors=True)  # nothing half-written
+        raise SOURCE_ERRORS.get(e.code, ApiError)(e.message, e.code) from None
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    return await _db(eng.store.progress, job_id)
+
+
+@router.get("/jobs")
+async def list_jobs(request: Request, limit: Annotated[int, Query(ge=1, le=500)] = 50) -> list[dict]:
+    eng = _engine(request)
+    return await _db(lambda: [eng.store.progress(j.id) for j in eng.store.jobs(limit)])
+
+
+@router.get("/jobs/{job_id}")
+async def get_job(job_id: str, request: Request) -> dict:
+    return await _db(_engine(request).store.progress, job_id)
+
+
+@router.get("/jobs/{job_id}/items")
+async def get_items(job_id: str, request: Request,
+                    state: Literal["pending", "processing", "completed", "failed", "cancelled"] | None = None,
+                    offset: Annotated[int, Query(ge=0)] = 0,
+                    limit: Annotated[int, Query(ge=1, le=1000)] = 100) -> list[dict]:
+    store = _engine(request).store
+    await _db(store.job, job_id)
+    return [results.item_dict(it) for it in await _db(store.items, job_id, state, offset, limit)]
+
+
+@router.get("/jobs/{job_id}/events")
+async def job_events(job_id: str, request: Request) -> StreamingResponse:
+    """Progress as Server-Sent Events (``event: progress``), one when it changes, until the
+    job ends (``event: done``)."""
+    store = _engine(request).store
+    await _db(store.job, job_id)
+
+    async def stream():
+        last = None
+        while not await request.is_disconnected():
+            try:
+                p = await asyncio.to_thread(store.progress, job_id)
+            except SQLAlchemyError:
+                yield "event: error\ndata: {\"code\": \"database_unavailable\"}\n\n"
+                await asyncio.sleep(2)
+                continue
+            key = (p["state"], tuple(p["counts"].values()))
+            if key != last:
+                last = key
+                yield f"event: progress\ndata: {json.dumps(p)}\n\n"
+            if p["state"] != "running":
+                yield f"event: done\ndata: {json.dumps(p)}\n\n"
+                return
+            await asyncio.sleep(0.5)
+
+    return StreamingResponse(stream(), media_type="text/event-stream",
+                             headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
+
+
+@router.post("/jobs/{job_id}/cancel")
+async def cancel_job(job_id: str, request: Request) -> dict:
+    eng = _engine(request)
+    await _db(eng.cancel, job_id)
+    return await _db(eng.store.progress, job_id)
+
+
+@router.post("/jobs/{job_id}/items/{item_id}/cancel")
+async def cancel_item(job_id: str, item_id: int, request: Request) -> dict:
+    store = _engine(request).store
+    if not await _db(store.cancel_item, job_id, item_id):
+        raise ApiError("only a pending item of this job can be cancelled", "item_not_pending")
+    return await _db(store.progress, job_id)
+
+
+@router.post("/jobs/{job_id}/retry")
+async def retry_failed(job_id: str, request: Request) -> dict:
+    eng = _engine(request)
+    n = await _db(eng.retry, job_id)
+    return {"retried": n, **await _db(eng.store.progress, job_id)}
+
+
+@router.get("/jobs/{job_id}/results")
+async def job_results(job_id: str, request: Request,
+                      format: Literal["json", "csv", "summary", "report"] = "json"):  # noqa: A002
+    store = _engine(request).store
+    progress = await _db(store.progress, job_id)
+    items = await _db(store.items, job_id)
+    stem = f"job-{job_id[:8]}"
+    if format == "csv":
+        return PlainTextResponse(results.to_csv(items), media_type="text/csv",
+                                 headers={"Content-Disposition": f'attachment; filename="{stem}.csv"'})
+    if format == "summary":
+        return results.summary(progress, items)
+    if format == "report":
+        return HTMLResponse(results.report_html(progress, results.summary(progress, items)))
+    return PlainTextResponse(results.to_json(progress, items), media_type="application/json",
+                             headers={"Content-Disposition": f'attachment; filename="{stem}.json"'})
+
+
+@router.get("/tuning")
+async def get_tuning(request: Request) -> dict:
+    """The auto-tuner's recorded pick (``python -m gateway.batch tune`` measures it)."""
+    eng = _engine(request)
+    b, c = await _db(tuning.current, eng.store.sessions, eng.settings)
+    return {"batch_size": b, "concurrency": c}
