@@ -16,3 +16,123 @@ def test_compose_triton_service():
     assert "/v2/health/ready" in " ".join(t["healthcheck"]["test"])
     assert {"8000:8000", "8001:8001", "8002:8002"} <= set(t["ports"])
     assert (ROOT / t["build"]["dockerfile"]).exists()
+
+
+# ---- the whole platform on one GPU box ---------------------------------------------------
+
+def _compose() -> dict:
+    return yaml.safe_load((ROOT / "docker-compose.yml").read_text())
+
+
+def _env_example(name: str) -> dict[str, str]:
+    lines = (ROOT / "docker" / "env" / f"{name}.env.example").read_text().splitlines()
+    return dict(line.split("=", 1) for line in lines if line and not line.startswith("#"))
+
+
+def test_compose_services_healthchecks_and_start_order():
+    services = _compose()["services"]
+    assert set(services) == {"triton", "gateway", "batch-worker", "flower", "mysql", "redis", "rabbitmq",
+                             "prometheus", "grafana"}
+    for name, svc in services.items():
+        assert svc.get("healthcheck", {}).get("test"), f"{name} has no healthcheck"
+        for dep, cond in svc.get("depends_on", {}).items():
+            assert dep in services and cond["condition"] in ("service_healthy", "service_started"), (name, dep)
+    deps = {n: dict((d, c["condition"]) for d, c in s.get("depends_on", {}).items()) for n, s in services.items()}
+    # the gateway migrates the database at start; workers need its schema and the broker
+    assert {d: deps["gateway"][d] for d in ("mysql", "redis", "rabbitmq")} == dict.fromkeys(
+        ("mysql", "redis", "rabbitmq"), "service_healthy")
+    assert deps["batch-worker"]["gateway"] == deps["batch-worker"]["rabbitmq"] == "service_healthy"
+    assert deps["grafana"]["prometheus"] == "service_healthy"
+    # a start order exists (no cycle)
+    order: list[str] = []
+    while len(order) < len(services):
+        ready = [n for n in services if n not in order and set(deps[n]) <= set(order)]
+        assert ready, f"depends_on cycle among {set(services) - set(order)}"
+        order += ready
+    assert order.index("mysql") < order.index("gateway") < order.index("batch-worker")
+
+
+def test_compose_app_services_share_one_image_and_run_the_right_commands():
+    services = _compose()["services"]
+    apps = {n: services[n] for n in ("gateway", "batch-worker", "flower")}
+    assert {s["build"]["dockerfile"] for s in apps.values()} == {"docker/gateway.Dockerfile"}
+    assert len({s["image"] for s in apps.values()}) == 1
+    assert apps["batch-worker"]["command"] == ["python", "-m", "gateway.batch", "worker"]
+    assert " ".join(apps["flower"]["command"]) == "celery --app gateway.batch.celery_app flower --port=5555"
+    env = apps["gateway"]["environment"]
+    assert env["TRITON_URL"] == "triton:8001" and env["TRITON_HTTP_URL"] == "triton:8000"
+    assert env["REDIS_URL"].startswith("redis://redis:")
+    # admin promotions rewrite config.pbtxt: the gateway mounts Triton's repository where it looks
+    triton_repo = next(v for v in services["triton"]["volumes"] if v.endswith(":/models"))
+    assert triton_repo in apps["gateway"]["volumes"] and env["MODEL_REPOSITORY"] == "/models"
+    assert "8080:8080" in apps["gateway"]["ports"]
+
+
+def test_compose_dockerfile_copies_every_package():
+    """The gateway image installs the project: each package pyproject.toml includes is copied."""
+    import tomllib
+
+    include = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]["packages"]["find"]["include"]
+    dockerfile = (ROOT / "docker" / "gateway.Dockerfile").read_text()
+    for pattern in include:
+        pkg = pattern.rstrip("*")
+        if (ROOT / pkg).is_dir():
+            assert f"COPY {pkg} {pkg}" in dockerfile, f"docker/gateway.Dockerfile misses {pkg}/"
+    assert "-c constraints.txt" in dockerfile and '"--workers", "1"' in dockerfile
+
+
+def test_compose_volumes_are_named_and_declared():
+    doc = _compose()
+    declared = set(doc["volumes"])
+    used = set()
+    for svc in doc["services"].values():
+        for v in svc.get("volumes", []):
+            src = v.split(":", 1)[0]
+            if not src.startswith((".", "/", "$")):
+                used.add(src)
+    assert used == declared, (used, declared)
+    gw = doc["services"]["gateway"]["volumes"]
+    assert any(v.endswith(":/data/gateway") for v in gw), "the outbox must outlive the container"
+    assert doc["services"]["gateway"]["environment"]["OUTBOX_PATH"].startswith("/data/gateway/")
+    assert "mysql-data:/var/lib/mysql" in doc["services"]["mysql"]["volumes"]
+
+
+def test_compose_secrets_come_from_uncommitted_env_files():
+    import subprocess
+
+    services = _compose()["services"]
+    for name, svc in services.items():
+        for key in svc.get("environment", {}) or {}:
+            assert not any(w in key for w in ("PASSWORD", "TOKEN", "SECRET", "PASS", "AUTH")), (name, key)
+        for f in svc.get("env_file", []):
+            example = ROOT / (f + ".example")
+            assert example.exists(), f"{f}.example missing"
+            ignored = subprocess.run(["git", "check-ignore", "-q", f], cwd=ROOT).returncode == 0
+            assert ignored, f"{f} must be gitignored"
+            tracked = subprocess.run(["git", "ls-files", "--error-unmatch", f], cwd=ROOT, capture_output=True)
+            assert tracked.returncode != 0, f"{f} is committed"
+    # the templates agree with each other (one password per service, used on both ends)
+    gw, db, mq = _env_example("gateway"), _env_example("mysql"), _env_example("rabbitmq")
+    assert f"{db['MARIADB_USER']}:{db['MARIADB_PASSWORD']}@mysql:3306/{db['MARIADB_DATABASE']}" in gw["DATABASE_URL"]
+    assert gw["BATCH_BROKER_URL"].startswith(f"amqp://{mq['RABBITMQ_DEFAULT_USER']}:{mq['RABBITMQ_DEFAULT_PASS']}"
+                                             "@rabbitmq:5672/")
+    assert {"ADMIN_TOKEN", "FLOWER_BASIC_AUTH"} <= set(gw)
+
+
+def test_compose_monitoring_is_wired_to_the_services():
+    doc = _compose()
+    services = doc["services"]
+    assert "./monitoring:/etc/prometheus:ro" in services["prometheus"]["volumes"]
+    prom = yaml.safe_load((ROOT / "monitoring" / "prometheus.yml").read_text())
+    jobs = {j["job_name"]: j for j in prom["scrape_configs"]}
+    assert jobs["triton"]["static_configs"][0]["targets"] == ["triton:8002"]
+    assert jobs["gateway"]["static_configs"][0]["targets"] == ["gateway:8080"]
+    sd = jobs["batch-worker"]["dns_sd_configs"][0]
+    assert sd["names"] == ["batch-worker"]
+    assert str(sd["port"]) == services["batch-worker"]["environment"]["BATCH_METRICS_PORT"]
+    grafana = services["grafana"]
+    mounts = dict(v.rsplit(":", 2)[:2] if v.endswith(":ro") else v.split(":", 1) for v in grafana["volumes"])
+    assert mounts["./monitoring/grafana/provisioning"] == "/etc/grafana/provisioning"
+    provider = yaml.safe_load((ROOT / "monitoring" / "grafana" / "provisioning" / "dashboards" / "pcb.yml").read_text())
+    assert mounts["./monitoring/grafana/dashboards"] == provider["providers"][0]["options"]["path"]
+    assert grafana["environment"]["PROMETHEUS_URL"] == "http://prometheus:9090"
