@@ -5,6 +5,7 @@ Logic in enhance/ (pipeline.py); this file only moves tensors."""
 import json
 import os
 
+import cv2
 import numpy as np
 import triton_python_backend_utils as pb_utils
 
@@ -29,6 +30,8 @@ def _scalar(request, name):
 
 class TritonPythonModel:
     def initialize(self, args):
+        # one OpenCV thread per instance: the instances and onnxruntime share the cores
+        cv2.setNumThreads(1)
         params = {k: v["string_value"] for k, v in json.loads(args["model_config"])["parameters"].items()}
         self.restorer = params["restorer"]
         self.upsampler = params["upsampler"]
