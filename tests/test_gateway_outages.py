@@ -8,7 +8,6 @@ import time
 import uuid
 import zlib
 
-import pymysql
 import pytest
 from fastapi.testclient import TestClient
 from sqlalchemy import select
@@ -85,20 +84,6 @@ def test_rate_limit_429(monkeypatch, tmp_path, triton):
         assert codes[:2] == [200, 200] and 429 in codes[2:]
         r = _post(c, key, "R9", device="pi-right")
         assert r.status_code == 429 and r.json()["code"] == "rate_limited" and "Retry-After" in r.headers
-
-
-@pytest.fixture
-def mariadb():
-    name = f"pcb_test_{uuid.uuid4().hex[:10]}"
-    conn = pymysql.connect(host="127.0.0.1", port=3306, user="root", password="")
-    conn.cursor().execute(f"CREATE DATABASE {name} CHARACTER SET utf8mb4")
-    proxy = TcpProxy("127.0.0.1", 3306)
-    try:
-        yield proxy, f"mysql+pymysql://root:@127.0.0.1:{proxy.port}/{name}"
-    finally:
-        proxy.close()
-        conn.cursor().execute(f"DROP DATABASE IF EXISTS {name}")
-        conn.close()
 
 
 def test_database_outage_answers_and_loses_nothing(monkeypatch, tmp_path, triton, mariadb):

@@ -1,0 +1,196 @@
+"""The batch engine distributed for real: a gateway (submits, dispatches) and Celery worker
+processes over the machine's RabbitMQ, state in MariaDB, inference on the CPU Triton server.
+
+Priority order, cancel, retry with backoff (Triton cut by a proxy), a worker killed mid-job
+(and the gateway too), two workers sharing one job, bad files."""
+
+from __future__ import annotations
+
+import uuid
+
+import httpx
+import pymysql
+import pytest
+from sqlalchemy import select
+
+from gateway.batch.store import JobStore
+from gateway.db.models import BatchChunk
+from gateway.db.session import make_engine, make_sessionmaker
+from pcb.synthetic import render_board
+from tests.batch_worker import RABBIT, Worker, delete_queue, wait_for
+from tests.conftest import encode
+from tests.gateway_server import GatewayServer
+from tests.tcp_proxy import TcpProxy
+
+WINDOW = 4
+
+
+@pytest.fixture(scope="module")
+def images(tmp_path_factory):
+    root = tmp_path_factory.mktemp("archive")
+    for i in range(120):
+        (root / "boards" / f"{i // 40}").mkdir(parents=True, exist_ok=True)
+        (root / "boards" / f"{i // 40}" / f"b{i:03d}.jpg").write_bytes(encode(render_board(500 + i).image))
+    return root
+
+
+@pytest.fixture(scope="module")
+def env(triton, images, tmp_path_factory):
+    name = f"pcb_test_{uuid.uuid4().hex[:10]}"
+    conn = pymysql.connect(host="127.0.0.1", port=3306, user="root", password="")
+    conn.cursor().execute(f"CREATE DATABASE {name} CHARACTER SET utf8mb4")
+    queue = f"pcb-batch-test-{uuid.uuid4().hex[:8]}"
+    tmp = tmp_path_factory.mktemp("batch")
+    e = {"DATABASE_URL": f"mysql+pymysql://root:@127.0.0.1:3306/{name}", "TRITON_URL": triton.grpc_url,
+         "BATCH_BROKER_URL": RABBIT, "BATCH_QUEUE": queue, "BATCH_WINDOW": str(WINDOW),
+         "BATCH_AGING_S": "3600", "BATCH_MAX_RETRIES": "2", "BATCH_DATA_DIR": str(tmp / "data"),
+         "BATCH_ALLOWED_ROOTS": str(images), "OUTBOX_PATH": str(tmp / "outbox.db"),
+         "IMAGE_DIR": str(tmp / "images"), "ENHANCE_DIR": str(tmp / "enhance")}
+    try:
+        yield e
+    finally:
+        delete_queue(queue)
+        conn.cursor().execute(f"DROP DATABASE IF EXISTS {name}")
+        conn.close()
+
+
+@pytest.fixture(scope="module")
+def gateway(env, tmp_path_factory):
+    gw = GatewayServer(env, tmp_path_factory.mktemp("gw") / "gateway.log").start()
+    try:
+        yield gw
+    finally:
+        gw.stop()
+
+
+@pytest.fixture(scope="module")
+def store(env):
+    return JobStore(make_sessionmaker(make_engine(env["DATABASE_URL"])))
+
+
+@pytest.fixture
+def workers(env, tmp_path):
+    started: list[Worker] = []
+
+    def start(concurrency: int = 1, **extra) -> Worker:
+        w = Worker({**env, **extra}, tmp_path / f"worker{len(started)}.log", concurrency).start()
+        started.append(w)
+        return w
+    yield start
+    for w in started:
+        w.stop()
+
+
+def submit(gw, folder, priority="normal", chunk_size=2, name="") -> str:
+    r = httpx.post(f"{gw.url}/api/v1/jobs", data={"source_dir": str(folder), "priority": priority,
+                                                  "chunk_size": str(chunk_size), "name": name}, timeout=30)
+    assert r.status_code == 201, r.text
+    return r.json()["job_id"]
+
+
+def finished(store, job_id, timeout=120):
+    return wait_for(lambda: (p := store.progress(job_id))["state"] != "running" and p, timeout, 0.2,
+                    f"job {job_id} to finish")
+
+
+def test_urgent_job_overtakes_a_running_low_job(gateway, store, images, workers):
+    low = submit(gateway, images / "boards" / "0", "low", name="archive")  # 40 items, 20 chunks
+    urgent = submit(gateway, images / "boards" / "1" , "urgent", name="rush")
+    workers(concurrency=1)
+    pu, pl = finished(store, urgent), finished(store, low)
+    assert pu["counts"]["completed"] == 40 and pl["counts"]["completed"] == 40
+    urgent_done = max(i.finished_at for i in store.items(urgent))
+    low_before = [i for i in store.items(low) if i.finished_at < urgent_done]
+    # the low job's chunks already in the broker window may run first, nothing more
+    print("low items before urgent finished:", len(low_before))
+    assert len(low_before) <= 2 * WINDOW, len(low_before)
+    assert pu["finished_at"] < pl["finished_at"]
+
+
+def test_cancel_stops_a_job_before_and_during_work(gateway, store, images, workers):
+    jid = submit(gateway, images / "boards", "normal", chunk_size=4)  # 120 items
+    r = httpx.post(f"{gateway.url}/api/v1/jobs/{jid}/cancel")
+    assert r.status_code == 200 and r.json()["state"] == "cancelled"
+    workers(concurrency=2)
+    # the window's messages are delivered, but a cancelled job's chunks do nothing
+    wait_for(lambda: all(c.state == "done" for c in _chunks(store, jid)), 30, what="chunks drained")
+    p = store.progress(jid)
+    assert p["counts"]["cancelled"] == 120 and p["counts"]["completed"] == 0
+
+
+def _chunks(store, job_id):
+    with store.sessions() as s:
+        return list(s.scalars(select(BatchChunk).where(BatchChunk.job_id == job_id)))
+
+
+def test_two_workers_share_one_job(gateway, store, images, workers):
+    workers(concurrency=1)
+    workers(concurrency=1)
+    jid = submit(gateway, images / "boards" / "2", "high", chunk_size=2)
+    p = finished(store, jid)
+    items = store.items(jid)
+    assert p["counts"]["completed"] == 40 == len({i.id for i in items if i.result})
+    hosts = {i.worker.rsplit(":", 1)[0] for i in items}  # host:pid
+    assert len(hosts) == 2, hosts
+
+
+def test_killed_worker_and_gateway_lose_nothing_and_count_nothing_twice(gateway, store, images, workers):
+    a = workers(concurrency=2)
+    jid = submit(gateway, images / "boards", "normal", chunk_size=4)  # 120 items
+    wait_for(lambda: store.progress(jid)["counts"]["completed"] >= 16, 60, 0.05, what="some progress")
+    a.kill()  # mid-job: its unacknowledged chunks go back to the queue
+    held = {i.id for i in store.items(jid, "processing")}
+    gateway.stop()  # and the gateway goes down too
+    b = workers(concurrency=2)
+    p = finished(store, jid)
+    gateway.start()
+    assert httpx.get(f"{gateway.url}/api/v1/jobs/{jid}").json()["state"] == "completed"
+    items = store.items(jid)
+    assert p["counts"] == {"pending": 0, "processing": 0, "completed": 120, "failed": 0, "cancelled": 0}
+    assert all(i.result and i.result["verdict"] for i in items)
+    # what the killed worker held was done again by the other one, and counted once
+    redone = [i for i in items if i.id in held]
+    print("held by the killed worker:", len(held))
+    assert all(i.attempts >= 2 for i in redone)
+    workers_seen = {i.worker.rsplit(":", 1)[0] for i in items}
+    assert len(workers_seen) == 2 and b.proc.poll() is None
+
+
+def test_transient_triton_outage_is_retried_with_backoff_then_given_up(gateway, store, images, workers, triton):
+    host, port = triton.grpc_url.rsplit(":", 1)
+    proxy = TcpProxy(host, int(port))
+    try:
+        workers(concurrency=1, TRITON_URL=f"127.0.0.1:{proxy.port}")
+        proxy.cut()
+        jid = submit(gateway, images / "boards" / "1", "urgent", chunk_size=20)  # 2 chunks
+        wait_for(lambda: any(i.attempts >= 2 for i in store.items(jid)), 30, 0.2, what="a retry")
+        proxy.restore()
+        p = finished(store, jid)
+        assert p["counts"]["completed"] == 40
+
+        proxy.cut()
+        jid = submit(gateway, images / "boards" / "0", "urgent", chunk_size=20)
+        p = finished(store, jid, 60)  # 2 retries with backoff, then the items fail visibly
+        assert p["counts"]["failed"] == 40
+        assert all("gave up after 2 retries" in i.error for i in store.items(jid))
+        proxy.restore()
+        r = httpx.post(f"{gateway.url}/api/v1/jobs/{jid}/retry")
+        assert r.status_code == 200 and r.json()["retried"] == 40
+        assert finished(store, jid)["counts"]["completed"] == 40
+    finally:
+        proxy.close()
+
+
+def test_bad_files_fail_alone_with_a_reason(gateway, store, workers, tmp_path):
+    good = encode(render_board(7).image)
+    files = [("files", ("ok1.jpg", good, "image/jpeg")), ("files", ("notes.jpg", b"hello", "image/jpeg")),
+             ("files", ("cut.jpg", good[: len(good) // 3], "image/jpeg")), ("files", ("ok2.jpg", good, "image/jpeg"))]
+    r = httpx.post(f"{gateway.url}/api/v1/jobs", files=files, data={"priority": "high"}, timeout=30)
+    assert r.status_code == 201, r.text
+    jid = r.json()["job_id"]
+    workers(concurrency=1)
+    p = finished(store, jid)
+    assert p["state"] == "completed" and p["counts"]["completed"] == 2 and p["counts"]["failed"] == 2
+    errors = {i.name: i.error for i in store.items(jid) if i.state == "failed"}
+    assert errors["notes.jpg"].startswith("unsupported_image") and errors["cut.jpg"].startswith("invalid_image")
+
