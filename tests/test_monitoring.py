@@ -69,6 +69,16 @@ def test_promtool_rule_unit_tests():
     assert alerts <= tested, f"alerts without a unit test: {alerts - tested}"
 
 
+def test_every_alert_has_a_runbook_section():
+    headings = {re.sub(r"[^a-z0-9 -]", "", h.lower()).replace(" ", "-")
+                for h in re.findall(r"^#+ (.+)$", (ROOT / "docs" / "deployment.md").read_text(), re.M)}
+    for group in yaml.safe_load((MON / "rules" / "pcb.rules.yml").read_text())["groups"]:
+        for rule in group["rules"]:
+            if "alert" in rule:
+                doc, anchor = rule["annotations"]["runbook"].split("#")
+                assert doc == "docs/deployment.md" and anchor in headings, (rule["alert"], anchor)
+
+
 def test_dashboards_are_generated_and_provisioned():
     mod = _dashboards()
     assert mod.main(["--check"]) == 0
