@@ -71,7 +71,7 @@ def test_tensorrt_export_dry_run(tmp_path):
                        capture_output=True, text=True, cwd=ROOT, timeout=300)
     assert p.returncode == 0, p.stderr[-2000:]
     assert "[dry-run] precision: FP16" in p.stdout
-    assert "min (1,(3, 320, 320)) opt (8,(3, 320, 320)) max (32,(3, 320, 320))" in p.stdout
+    assert "min (1, 3, 320, 320) opt (8, 3, 320, 320) max (32, 3, 320, 320)" in p.stdout
     assert versions(repo / "pcb_detector") == []
     assert not list((repo / "pcb_detector").glob(".*"))
 
