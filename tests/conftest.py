@@ -99,6 +99,7 @@ def mariadb():
     import uuid
 
     import pymysql
+
     from tests.tcp_proxy import TcpProxy
 
     name = f"pcb_test_{uuid.uuid4().hex[:10]}"

@@ -84,3 +84,23 @@ def test_dashboard_fills_up_live(gateway):
     img = cv2.imread(str(path))
     assert img is not None and img.shape[1] == 1400 and img.shape[0] >= 900
     assert float(np.std(img)) > 10  # not a blank page
+
+
+def test_dashboard_shows_batch_job_progress(gateway):
+    from playwright.sync_api import sync_playwright
+
+    files = [("files", (f"{i}.jpg", encode(render_board(700 + i).image), "image/jpeg")) for i in range(6)]
+    files.append(("files", ("broken.jpg", b"not a picture", "image/jpeg")))
+    r = httpx.post(f"{gateway.url}/api/v1/jobs", files=files, data={"priority": "high", "name": "lot-42"}, timeout=30)
+    assert r.status_code == 201
+    job = r.json()["job_id"]
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=ARGS)
+        page = browser.new_page(viewport={"width": 1400, "height": 900})
+        page.goto(gateway.url + "/")
+        row = f"tr[data-job='{job}']"
+        page.wait_for_selector(f"{row}[data-state='completed']", timeout=30000)
+        assert page.inner_text(f"{row} .pct") == "100%"
+        assert "6 / 1 / 0" in page.inner_text(row) and "high" in page.inner_text(row)
+        page.locator("#jobs-section").screenshot(path=str(ROOT / "build" / "screenshots" / "dashboard_jobs.png"))
+        browser.close()

@@ -16,7 +16,7 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 from gateway.batch import tuning
 from gateway.batch.processors import ItemError, TritonBatch, make_processor
-from gateway.batch.resources import ResourceMonitor
+from gateway.batch.resources import ResourceMonitor, Thresholds
 from gateway.batch.scheduler import Send, dispatch
 from gateway.batch.store import Claimed, JobStore
 from gateway.core.config import Settings
@@ -44,7 +44,8 @@ class Runtime:
         self.store = store or JobStore(make_sessionmaker(make_engine(settings.database_url)))
         self.triton = TritonBatch(settings.triton_url)
         batch, conc = tuning.current(self.store.sessions, settings)
-        self.monitor = ResourceMonitor(batch, conc)
+        self.monitor = ResourceMonitor(batch, conc, thresholds=Thresholds(settings.batch_cpu_high,
+                                                                          settings.batch_mem_high))
         self.name = f"{socket.gethostname()}:{os.getpid()}"
 
     def start(self) -> Runtime:

@@ -48,6 +48,8 @@ class Settings(BaseSettings):
     batch_max_items: int = 100_000
     batch_max_upload_bytes: int = 512 * 1024 * 1024
     batch_metrics_port: int = 9810  # each worker's own /metrics
+    batch_cpu_high: float = 90.0  # resource monitor: above this CPU % or memory % the worker
+    batch_mem_high: float = 85.0  # halves its batch size and concurrency
     # photo enhancement (gateway/services/enhance.py, the face_enhance model in Triton)
     enhance_model: str = "face_enhance"
     enhance_dir: str = "build/enhance"  # uploads and results, deleted after the TTL
