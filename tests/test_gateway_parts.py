@@ -41,3 +41,32 @@ async def test_live_events_cross_workers_through_redis():
         for f in (a, b):
             await f.stop()
             await f.redis.aclose()
+
+
+def test_heartbeats_seen_by_one_worker_count_on_every_worker(tmp_path):
+    """Two workers (or pods) over one database: a heartbeat flushed by one is picked up by
+    the other's refresh (online status and edge metrics agree) and not written back."""
+    from gateway.core.metrics import EDGE_LAST_SEEN, EDGES_ONLINE, observe_edges
+    from gateway.db.migrate import upgrade
+    from gateway.db.session import make_engine, make_sessionmaker
+    from gateway.services.devices import DeviceRegistry
+
+    url = f"sqlite:///{tmp_path / 'g.db'}"
+    upgrade(url)
+    a, b = (DeviceRegistry(make_sessionmaker(make_engine(url))) for _ in range(2))
+    _, key = a.create("pi-left", "left", True)
+    b.refresh()
+    a.authenticate("pi-left", key)  # a heartbeat reaches worker a only
+    assert a.flush_last_seen() == 1
+    observe_edges(b, online_after_s=30)
+    assert EDGES_ONLINE._value.get() == 0
+    b.refresh()
+    assert abs(b.last_seen["pi-left"] - a.last_seen["pi-left"]) < 1  # the database keeps seconds
+    assert b.flush_last_seen() == 0
+    observe_edges(b, online_after_s=30)
+    assert EDGES_ONLINE._value.get() == 1
+    assert EDGE_LAST_SEEN.labels("pi-left", "left")._value.get() == b.last_seen["pi-left"]
+    a.last_seen["pi-left"] += 120  # a later heartbeat, again on worker a: b follows
+    a.flush_last_seen()
+    b.refresh()
+    assert abs(b.last_seen["pi-left"] - a.last_seen["pi-left"]) < 1
