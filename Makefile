@@ -10,7 +10,7 @@ DETECTOR_V1 := $(REPO)/pcb_detector/1/model.onnx
 ENHANCE_V1 := $(REPO)/face_restorer/1/model.onnx
 export YOLO_OFFLINE := 1
 
-.PHONY: help venv sysdeps repository triton demo test test-fast bench bench-triton bench-gateway bench-enhance train export-tensorrt-dry-run lint clean
+.PHONY: help venv sysdeps repository triton demo test test-fast bench bench-triton bench-gateway bench-batch bench-enhance train export-tensorrt-dry-run lint clean
 
 help:
 	@echo "make demo           CPU Triton + a simulated dual-camera inspection line"
@@ -71,10 +71,13 @@ test: venv sysdeps
 test-fast: venv
 	$(PY) -m pytest -q -m "not slow"
 
-bench: bench-triton bench-gateway bench-enhance
+bench: bench-triton bench-gateway bench-enhance bench-batch
 
 bench-triton: repository
 	$(PY) -m bench.perf_triton
+
+bench-batch: repository
+	$(PY) -m bench.batch_bench
 
 bench-gateway: repository
 	$(PY) -m bench.gateway_bench

@@ -23,7 +23,7 @@ class Worker:
     def start(self) -> Worker:
         out = open(self.log, "ab")
         self.proc = subprocess.Popen([sys.executable, "-m", "gateway.batch", "worker",
-                                      "--concurrency", str(self.concurrency), "--loglevel", "WARNING"],
+                                      "--concurrency", str(self.concurrency), "--loglevel", os.environ.get("BATCH_TEST_LOGLEVEL", "WARNING")],
                                      cwd=ROOT, env=self.env, stdout=out, stderr=subprocess.STDOUT,
                                      start_new_session=True)
         return self

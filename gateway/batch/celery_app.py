@@ -18,15 +18,18 @@ from gateway.core.config import Settings, get_settings
 
 
 def configure(app: Celery, settings: Settings) -> Celery:
+    memory = settings.batch_broker_url.startswith("memory://")
     queue = Queue(settings.batch_queue, Exchange(settings.batch_queue), routing_key=settings.batch_queue,
                   queue_arguments={"x-max-priority": MAX_BROKER_PRIORITY})
     app.conf.update(
         broker_url=settings.batch_broker_url,
         broker_connection_retry_on_startup=True,
         broker_connection_timeout=3,
-        # the Redis transport emulates priorities with one list per step
-        broker_transport_options={"priority_steps": list(range(MAX_BROKER_PRIORITY + 1)),
-                                  "queue_order_strategy": "priority", "sep": ":"},
+        # the in-memory transport polls (1 s by default: a chunk handed over just after a poll
+        # would wait that long); the Redis one emulates priorities with one list per step
+        broker_transport_options=({"polling_interval": 0.01} if memory else
+                                  {"priority_steps": list(range(MAX_BROKER_PRIORITY + 1)),
+                                   "queue_order_strategy": "priority", "sep": ":"}),
         task_queues=[queue],
         task_default_queue=settings.batch_queue,
         task_default_routing_key=settings.batch_queue,

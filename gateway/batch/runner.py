@@ -90,11 +90,11 @@ class Runtime:
         t0 = time.perf_counter()
         outcomes = processor.run(payloads, [it.name for it in ready], job_dir)
         per_item_ms = (time.perf_counter() - t0) * 1000 / len(ready)
-        for it, out in zip(ready, outcomes, strict=True):
-            if isinstance(out, ItemError):
-                self._fail(it, str(out), per_item_ms)
-            elif self.store.complete(it.id, out, per_item_ms):
-                ITEMS.labels("completed").inc()
+        rows = [(it.id, "failed", None, str(out), per_item_ms) if isinstance(out, ItemError)
+                else (it.id, "completed", out, None, per_item_ms) for it, out in zip(ready, outcomes, strict=True)]
+        for r, applied in zip(rows, self.store.finish_items(rows), strict=True):
+            if applied:  # a redelivered chunk's already-finished items are not counted again
+                ITEMS.labels(r[1]).inc()
 
     def _fail(self, it: Claimed, reason: str, ms: float | None = None) -> None:
         if self.store.fail(it.id, reason, ms):

@@ -208,17 +208,22 @@ class JobStore:
                     for i in s.scalars(select(BatchItem).where(*where).order_by(BatchItem.seq))]
 
     def complete(self, item_id: int, result: dict, duration_ms: float) -> bool:
-        return self._finish_item(item_id, "completed", result=result, error=None, duration_ms=duration_ms)
+        return self.finish_items([(item_id, "completed", result, None, duration_ms)]) == [True]
 
     def fail(self, item_id: int, error: str, duration_ms: float | None = None) -> bool:
-        return self._finish_item(item_id, "failed", result=None, error=error[:2000], duration_ms=duration_ms)
+        return self.finish_items([(item_id, "failed", None, error, duration_ms)]) == [True]
 
-    def _finish_item(self, item_id: int, state: str, **values) -> bool:
+    def finish_items(self, outcomes: list[tuple[int, str, dict | None, str | None, float | None]]) -> list[bool]:
+        """(item id, completed/failed, result, error, ms) for a whole Triton batch in one
+        transaction; each write only applies to an unfinished item. Returns which applied."""
+        now, applied = utcnow(), []
         with self.sessions.begin() as s:
-            n = s.execute(update(BatchItem)
-                          .where(BatchItem.id == item_id, BatchItem.state.in_(("pending", "processing")))
-                          .values(state=state, finished_at=utcnow(), **values)).rowcount
-        return n == 1
+            for item_id, state, result, error, ms in outcomes:
+                applied.append(1 == s.execute(update(BatchItem)
+                               .where(BatchItem.id == item_id, BatchItem.state.in_(("pending", "processing")))
+                               .values(state=state, finished_at=now, result=result,
+                                       error=None if error is None else error[:2000], duration_ms=ms)).rowcount)
+        return applied
 
     def release(self, job_id: str, seq: int) -> None:
         """A transient failure: the chunk's unfinished items wait for the retry."""
