@@ -188,3 +188,29 @@ def test_dead_database_is_503_and_the_upload_is_not_kept(env, mariadb, tmp_path,
         assert _wait_done(gw, r.json()["job_id"])["counts"]["completed"] == 1
     finally:
         gw.stop()
+
+
+def test_enhancement_job_through_the_engine(enhance_triton, tmp_path):
+    """The same engine runs photo-enhancement batches: ``--kind enhance`` calls the
+    ``face_enhance`` pipeline and writes each result under the job's out/ folder."""
+    from enhance.synthetic import face_photo
+
+    folder = tmp_path / "photos"
+    folder.mkdir()
+    for i in range(3):
+        (folder / f"p{i}.jpg").write_bytes(encode(face_photo(40 + i, faces=1)[0]))
+    (folder / "wall.png").write_bytes(encode(face_photo(50, faces=0)[0], ".png"))
+    (folder / "junk.jpg").write_bytes(b"\xff\xd8 truncated")
+    env = {"DATABASE_URL": f"sqlite:///{tmp_path / 'e.db'}", "TRITON_URL": enhance_triton.grpc_url,
+           "BATCH_BROKER_URL": "memory://", "BATCH_DATA_DIR": str(tmp_path / "data")}
+    p = subprocess.run([sys.executable, "-m", "gateway.batch", "run", str(folder), "--kind", "enhance",
+                        "--out", str(tmp_path / "res")], cwd=ROOT, env={**os.environ, **env},
+                       capture_output=True, text=True, timeout=300)
+    assert p.returncode == 0, p.stderr[-2000:]
+    items = {i["name"]: i for i in json.loads((tmp_path / "res" / "results.json").read_text())["items"]}
+    assert items["junk.jpg"]["state"] == "failed" and items["junk.jpg"]["error"].startswith("invalid_image")
+    assert items["wall.png"]["result"]["no_face"] is True
+    for name in ("p0.jpg", "p1.jpg", "p2.jpg", "wall.png"):
+        out = items[name]["result"]["output"]
+        assert out.endswith(name) and os.path.getsize(out) > 1000
+    assert sum(items[f"p{i}.jpg"]["result"]["faces"] for i in range(3)) >= 2  # Haar on drawn faces

@@ -124,7 +124,7 @@ class EnhanceProcessor:
     written beside the job's files and the result points at it."""
 
     kind = "enhance"
-    outputs = ["IMAGE_OUT", "FACES"]
+    outputs = ["IMAGE_OUT", "FACES", "INFO"]
 
     def __init__(self, triton: TritonBatch, options: dict | None = None):
         self.triton = triton
@@ -142,10 +142,13 @@ class EnhanceProcessor:
                     raise err
                 out.append(err)
                 continue
-            target = job_dir / "out" / (Path(name).stem + ".png")
+            # same relative name under out/ (the pipeline keeps the format: PNG stays PNG)
+            target = job_dir / "out" / name
             target.parent.mkdir(parents=True, exist_ok=True)
             target.write_bytes(bytes(a.as_numpy("IMAGE_OUT").reshape(-1)[0]))
-            out.append({"output": str(target), "faces": int(a.as_numpy("FACES").reshape(-1)[0])})
+            info = json.loads(bytes(a.as_numpy("INFO").reshape(-1)[0]) or b"{}")
+            out.append({"output": str(target), "faces": int(a.as_numpy("FACES").reshape(-1)[0]),
+                        "no_face": bool(info.get("no_face", False))})
         return out
 
 
