@@ -15,7 +15,9 @@ driver) over synthetic boards, with gpiozero's mock pins standing in for the sor
 from __future__ import annotations
 
 import argparse
+import json
 import os
+import shutil
 import subprocess
 import sys
 import time
@@ -90,6 +92,28 @@ def run_line(gateway: str, boards: int, fps: float) -> list[float]:
     return latencies
 
 
+def run_batch(gateway: str, folder: Path) -> None:
+    """Re-inspect the line's image archive as a batch job (the batch engine embedded in the
+    gateway), following its progress over SSE, then print the summary report's numbers."""
+    r = httpx.post(f"{gateway}/api/v1/jobs", data={"source_dir": str(folder), "priority": "low",
+                                                   "name": "demo archive re-inspection"}, timeout=30)
+    r.raise_for_status()
+    job = r.json()
+    print(f"\nbatch job {job['job_id'][:8]}: re-inspecting {job['total']} archived images (priority low)")
+    with httpx.stream("GET", f"{gateway}/api/v1/jobs/{job['job_id']}/events", timeout=120) as s:
+        for line in s.iter_lines():
+            if line.startswith("data: "):
+                p = json.loads(line[6:])
+                c = p["counts"]
+                print(f"  {p['percent']:5.1f} %  completed {c['completed']:>4}  failed {c['failed']}  "
+                      f"{p['items_per_s']:6.1f} img/s", flush=True)
+                if p["state"] != "running":
+                    break
+    summ = httpx.get(f"{gateway}/api/v1/jobs/{job['job_id']}/results", params={"format": "summary"}).json()
+    print(f"  verdicts {summ['verdicts']}, defect rate {summ['defect_rate']}; report: "
+          f"{gateway}/api/v1/jobs/{job['job_id']}/results?format=report")
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m serving.demo_line", description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -104,6 +128,8 @@ def main(argv: list[str] | None = None) -> int:
     build.mkdir(parents=True, exist_ok=True)
     for f in ("gateway.db", "outbox.db"):
         (build / f).unlink(missing_ok=True)
+    for d in ("images", "batch"):  # a fresh archive each run
+        shutil.rmtree(build / d, ignore_errors=True)
     srv = TritonServer(repository=args.repository,
                        ports={"http": free_port(), "grpc": free_port(), "metrics": free_port()},
                        log_file=build / "triton.log")
@@ -113,7 +139,8 @@ def main(argv: list[str] | None = None) -> int:
         env = {**os.environ, "TRITON_URL": srv.grpc_url, "TRITON_HTTP_URL": srv.http_url,
                "MODEL_REPOSITORY": str(args.repository), "DATABASE_URL": f"sqlite:///{build / 'gateway.db'}",
                "OUTBOX_PATH": str(build / "outbox.db"), "IMAGE_DIR": str(build / "images"), "IMAGE_POLICY": "all",
-               "ADMIN_TOKEN": ADMIN_TOKEN, "LOG_LEVEL": "WARNING"}
+               "ADMIN_TOKEN": ADMIN_TOKEN, "LOG_LEVEL": "WARNING", "BATCH_DATA_DIR": str(build / "batch"),
+               "BATCH_ALLOWED_ROOTS": str(build / "images")}
         gw = subprocess.Popen([sys.executable, "-m", "uvicorn", "gateway.main:app", "--host", "127.0.0.1",
                                "--port", str(args.port), "--no-access-log", "--log-level", "warning"],
                               cwd=ROOT, env=env)
@@ -124,6 +151,7 @@ def main(argv: list[str] | None = None) -> int:
             run_line(url, args.boards, args.fps)
             stats = httpx.get(url + "/api/statistics").json()
             print(f"statistics: {stats['total_inspections']} boards, defect rate {stats['defect_rate']} %")
+            run_batch(url, build / "images")
             if args.hold:
                 print(f"\nholding; dashboard at {url}/ (Ctrl-C to stop)")
                 while True:

@@ -54,6 +54,18 @@ class TritonBatch:
             c = self._local.client = grpcclient.InferenceServerClient(self.url)
         return c
 
+    def reset(self) -> None:
+        """Drop this thread's channel. After Triton was unreachable, gRPC's channel waits out
+        its own reconnect backoff (up to minutes) and fails calls fast meanwhile; a fresh
+        channel connects at once, so the task's retry really tries again."""
+        c = getattr(self._local, "client", None)
+        self._local.client = None
+        if c is not None:
+            try:
+                c.close()
+            except Exception:  # noqa: BLE001 - closing a broken channel
+                pass
+
     def infer_all(self, model: str, inputs: Sequence[list], outputs: list[str]) -> list:
         """All requests in flight at once; one InferResult or exception per request."""
         done = threading.Semaphore(0)
@@ -75,7 +87,10 @@ class TritonBatch:
                 done.release()
         for _ in inputs:
             if not done.acquire(timeout=self.timeout_s + 5):
+                self.reset()
                 raise Transient("triton: no answer in time")
+        if any(isinstance(r, InferenceServerException) and isinstance(classify(r), Transient) for r in results):
+            self.reset()
         return results
 
 
