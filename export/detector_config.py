@@ -27,6 +27,19 @@ class DetectorShape:
     num_anchors: int
 
 
+def set_runtime(cfg: mc.ModelConfig, target: str, intra_op_threads: int) -> int:
+    """CPU layout: the python backend over onnxruntime; GPU layout: a TensorRT plan.
+    Returns the instance kind that goes with it."""
+    if target == "onnx":
+        cfg.backend = "python"
+        cfg.parameters["intra_op_threads"].string_value = str(intra_op_threads)
+        return mc.ModelInstanceGroup.KIND_CPU
+    if target == "tensorrt":
+        cfg.platform = "tensorrt_plan"
+        return mc.ModelInstanceGroup.KIND_GPU
+    raise ValueError(f"unknown target {target!r}")
+
+
 def detector_config(
     shape: DetectorShape,
     target: str,
@@ -51,15 +64,7 @@ def detector_config(
         # wait fills batches, which is where a GPU gains.
         queue_delay_us = 0 if target == "onnx" else 500
     cfg = mc.ModelConfig(name=DETECTOR, max_batch_size=max_batch)
-    if target == "onnx":
-        cfg.backend = "python"
-        cfg.parameters["intra_op_threads"].string_value = str(intra_op_threads)
-        kind = mc.ModelInstanceGroup.KIND_CPU
-    elif target == "tensorrt":
-        cfg.platform = "tensorrt_plan"
-        kind = mc.ModelInstanceGroup.KIND_GPU
-    else:
-        raise ValueError(f"unknown target {target!r}")
+    kind = set_runtime(cfg, target, intra_op_threads)
     cfg.input.add(name="images", data_type=mc.TYPE_FP32, dims=[3, shape.imgsz, shape.imgsz])
     cfg.output.add(name="output0", data_type=mc.TYPE_FP32, dims=[shape.num_outputs, shape.num_anchors])
     cfg.output.add(name="version", data_type=mc.TYPE_INT32, dims=[1])

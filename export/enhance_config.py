@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from tritonclient.grpc import model_config_pb2 as mc
 
+from export.detector_config import set_runtime
 from export.enhance_nets import NetSpec
 
 HEADER = """# Written by `python -m export gfpgan|realesrgan`. Aligned face crops (GFPGAN) or image tiles
@@ -22,15 +23,7 @@ def enhance_config(spec: NetSpec, target: str, max_batch: int = 8, versions: lis
     if queue_delay_us is None:
         queue_delay_us = 2000 if target == "onnx" else 1000
     cfg = mc.ModelConfig(name=spec.model_name, max_batch_size=max_batch)
-    if target == "onnx":
-        cfg.backend = "python"
-        cfg.parameters["intra_op_threads"].string_value = str(intra_op_threads)
-        kind = mc.ModelInstanceGroup.KIND_CPU
-    elif target == "tensorrt":
-        cfg.platform = "tensorrt_plan"
-        kind = mc.ModelInstanceGroup.KIND_GPU
-    else:
-        raise ValueError(f"unknown target {target!r}")
+    kind = set_runtime(cfg, target, intra_op_threads)
     cfg.parameters["scale"].string_value = str(spec.scale)
     cfg.input.add(name="input", data_type=mc.TYPE_FP32, dims=list(spec.channels_hw))
     out_dims = [3, -1, -1] if spec.channels_hw[1] < 0 else list(spec.channels_hw)

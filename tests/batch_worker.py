@@ -8,6 +8,8 @@ import signal
 import subprocess
 import sys
 import time
+import uuid
+from contextlib import contextmanager
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -41,6 +43,16 @@ class Worker:
                 self.proc.wait(20)
             except subprocess.TimeoutExpired:
                 self.kill()
+
+
+@contextmanager
+def rabbit_queue(prefix: str):
+    """A queue name of this test's own on the machine's RabbitMQ, deleted afterwards."""
+    name = f"{prefix}-{uuid.uuid4().hex[:8]}"
+    try:
+        yield name
+    finally:
+        delete_queue(name)
 
 
 def delete_queue(name: str) -> None:

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import os
 import shutil
+from contextlib import contextmanager
 from pathlib import Path
 
 import cv2
@@ -92,23 +93,32 @@ def encode(img: np.ndarray, ext: str = ".jpg", **params) -> bytes:
     return buf.tobytes()
 
 
-@pytest.fixture
-def mariadb():
-    """A fresh database on the machine's MariaDB behind a TcpProxy (cut it for an outage);
-    yields (proxy, SQLAlchemy URL) and drops the database afterwards."""
+@contextmanager
+def fresh_mariadb():
+    """A database of its own on the machine's MariaDB (never the machine's service itself),
+    dropped afterwards; yields its name."""
     import uuid
 
     import pymysql
 
-    from tests.tcp_proxy import TcpProxy
-
     name = f"pcb_test_{uuid.uuid4().hex[:10]}"
     conn = pymysql.connect(host="127.0.0.1", port=3306, user="root", password="")
     conn.cursor().execute(f"CREATE DATABASE {name} CHARACTER SET utf8mb4")
-    proxy = TcpProxy("127.0.0.1", 3306)
     try:
-        yield proxy, f"mysql+pymysql://root:@127.0.0.1:{proxy.port}/{name}"
+        yield name
     finally:
-        proxy.close()
         conn.cursor().execute(f"DROP DATABASE IF EXISTS {name}")
         conn.close()
+
+
+@pytest.fixture
+def mariadb():
+    """A fresh database behind a TcpProxy (cut it for an outage): (proxy, SQLAlchemy URL)."""
+    from tests.tcp_proxy import TcpProxy
+
+    with fresh_mariadb() as name:
+        proxy = TcpProxy("127.0.0.1", 3306)
+        try:
+            yield proxy, f"mysql+pymysql://root:@127.0.0.1:{proxy.port}/{name}"
+        finally:
+            proxy.close()

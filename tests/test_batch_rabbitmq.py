@@ -6,10 +6,7 @@ Priority order, cancel, retry with backoff (Triton cut by a proxy), a worker kil
 
 from __future__ import annotations
 
-import uuid
-
 import httpx
-import pymysql
 import pytest
 from sqlalchemy import select
 
@@ -17,8 +14,8 @@ from gateway.batch.store import JobStore
 from gateway.db.models import BatchChunk
 from gateway.db.session import make_engine, make_sessionmaker
 from pcb.synthetic import render_board
-from tests.batch_worker import RABBIT, Worker, delete_queue, wait_for
-from tests.conftest import encode
+from tests.batch_worker import RABBIT, Worker, rabbit_queue, wait_for
+from tests.conftest import encode, fresh_mariadb
 from tests.gateway_server import GatewayServer
 from tests.tcp_proxy import TcpProxy
 
@@ -36,22 +33,13 @@ def images(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def env(triton, images, tmp_path_factory):
-    name = f"pcb_test_{uuid.uuid4().hex[:10]}"
-    conn = pymysql.connect(host="127.0.0.1", port=3306, user="root", password="")
-    conn.cursor().execute(f"CREATE DATABASE {name} CHARACTER SET utf8mb4")
-    queue = f"pcb-batch-test-{uuid.uuid4().hex[:8]}"
     tmp = tmp_path_factory.mktemp("batch")
-    e = {"DATABASE_URL": f"mysql+pymysql://root:@127.0.0.1:3306/{name}", "TRITON_URL": triton.grpc_url,
-         "BATCH_BROKER_URL": RABBIT, "BATCH_QUEUE": queue, "BATCH_WINDOW": str(WINDOW),
-         "BATCH_AGING_S": "3600", "BATCH_MAX_RETRIES": "2", "BATCH_DATA_DIR": str(tmp / "data"),
-         "BATCH_ALLOWED_ROOTS": str(images), "OUTBOX_PATH": str(tmp / "outbox.db"),
-         "IMAGE_DIR": str(tmp / "images"), "ENHANCE_DIR": str(tmp / "enhance")}
-    try:
-        yield e
-    finally:
-        delete_queue(queue)
-        conn.cursor().execute(f"DROP DATABASE IF EXISTS {name}")
-        conn.close()
+    with fresh_mariadb() as name, rabbit_queue("pcb-batch-test") as queue:
+        yield {"DATABASE_URL": f"mysql+pymysql://root:@127.0.0.1:3306/{name}", "TRITON_URL": triton.grpc_url,
+               "BATCH_BROKER_URL": RABBIT, "BATCH_QUEUE": queue, "BATCH_WINDOW": str(WINDOW),
+               "BATCH_AGING_S": "3600", "BATCH_MAX_RETRIES": "2", "BATCH_DATA_DIR": str(tmp / "data"),
+               "BATCH_ALLOWED_ROOTS": str(images), "OUTBOX_PATH": str(tmp / "outbox.db"),
+               "IMAGE_DIR": str(tmp / "images"), "ENHANCE_DIR": str(tmp / "enhance")}
 
 
 @pytest.fixture(scope="module")

@@ -14,7 +14,6 @@ import shutil
 import subprocess
 import sys
 import time
-import uuid
 
 import httpx
 import pytest
@@ -22,7 +21,7 @@ import yaml
 
 from pcb.synthetic import render_board
 from serving.cpu_server import free_port, wait_http
-from tests.conftest import ROOT, encode
+from tests.conftest import ROOT, encode, fresh_mariadb
 from tests.gateway_server import GatewayServer
 
 MON = ROOT / "monitoring"
@@ -100,28 +99,19 @@ def test_dashboards_are_generated_and_provisioned():
 def env(triton, tmp_path_factory):
     """Settings shared by the gateway and the batch worker: a fresh MariaDB database and a
     RabbitMQ queue of this module's own (both removed afterwards)."""
-    import pymysql
-
-    from tests.batch_worker import RABBIT, delete_queue
+    from tests.batch_worker import RABBIT, rabbit_queue
 
     d = tmp_path_factory.mktemp("mon")
     images = d / "archive"
     images.mkdir()
     for i in range(BATCH_IMAGES):
         (images / f"b{i}.jpg").write_bytes(encode(render_board(900 + i).image))
-    name, queue = f"pcb_test_{uuid.uuid4().hex[:10]}", f"pcb-batch-mon-{uuid.uuid4().hex[:8]}"
-    conn = pymysql.connect(host="127.0.0.1", port=3306, user="root", password="")
-    conn.cursor().execute(f"CREATE DATABASE {name} CHARACTER SET utf8mb4")
-    try:
+    with fresh_mariadb() as name, rabbit_queue("pcb-batch-mon") as queue:
         yield {"TRITON_URL": triton.grpc_url, "TRITON_HTTP_URL": triton.http_url,
                "DATABASE_URL": f"mysql+pymysql://root:@127.0.0.1:3306/{name}", "OUTBOX_PATH": str(d / "o.db"),
                "IMAGE_DIR": str(d / "img"), "ADMIN_TOKEN": TOKEN, "PAIRING_WINDOW_MS": "300", "REDIS_URL": "",
                "BATCH_BROKER_URL": RABBIT, "BATCH_QUEUE": queue, "BATCH_DATA_DIR": str(d / "batch"),
                "BATCH_ALLOWED_ROOTS": str(images), "ENHANCE_DIR": str(d / "enhance"), "ARCHIVE": str(images)}
-    finally:
-        delete_queue(queue)
-        conn.cursor().execute(f"DROP DATABASE IF EXISTS {name}")
-        conn.close()
 
 
 @pytest.fixture(scope="module")
