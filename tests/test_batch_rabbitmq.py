@@ -182,3 +182,25 @@ def test_bad_files_fail_alone_with_a_reason(gateway, store, workers, tmp_path):
     errors = {i.name: i.error for i in store.items(jid) if i.state == "failed"}
     assert errors["notes.jpg"].startswith("unsupported_image") and errors["cut.jpg"].startswith("invalid_image")
 
+
+
+def test_broker_outage_delays_but_loses_nothing(env, store, images, workers, tmp_path):
+    """RabbitMQ unreachable (a proxy cut, never the machine's service): the submission is
+    stored and answered, the worker waits; when the broker is back the job completes."""
+    proxy = TcpProxy("127.0.0.1", 5672)
+    broker = f"amqp://guest:guest@127.0.0.1:{proxy.port}//"
+    gw = GatewayServer({**env, "BATCH_BROKER_URL": broker}, tmp_path / "gw-broker.log").start()
+    try:
+        workers(concurrency=1, BATCH_BROKER_URL=broker)
+        proxy.cut()
+        r = httpx.post(f"{gw.url}/api/v1/jobs", data={"source_dir": str(images / "boards" / "2"),
+                                                      "priority": "high", "chunk_size": "4"}, timeout=60)
+        assert r.status_code == 201, r.text
+        jid = r.json()["job_id"]
+        assert store.progress(jid)["counts"]["completed"] == 0
+        proxy.restore()
+        p = finished(store, jid, 180)  # the sweepers send it, the worker reconnects
+        assert p["counts"] == {"pending": 0, "processing": 0, "completed": 40, "failed": 0, "cancelled": 0}
+    finally:
+        gw.stop()
+        proxy.close()
