@@ -58,7 +58,7 @@ async def _db_start(settings, app: FastAPI, attempts: int = 30) -> None:
 @asynccontextmanager
 async def lifespan(app: FastAPI):
     settings = get_settings()
-    app.state.triton = TritonService(settings.triton_url, settings.triton_timeout_s)
+    app.state.triton = TritonService(settings.triton_url, settings.triton_timeout_s, settings.triton_grpc_lb_policy)
     await _db_start(settings, app)
     app.state.devices = DeviceRegistry(app.state.sessions)
     await asyncio.to_thread(app.state.devices.refresh)

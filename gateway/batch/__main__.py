@@ -124,7 +124,7 @@ def cmd_tune(a) -> int:
     s = get_settings()
     eng = _engine(sweep=False, start=False)
     images = _tune_images(a.images)
-    tb = TritonBatch(s.triton_url)
+    tb = TritonBatch(s.triton_url, lb_policy=s.triton_grpc_lb_policy)
 
     def infer_batch(batch):
         for r in tb.infer_all(INSPECT_MODEL, [[_bytes_input("IMAGE", b)] for b in batch], ["VERDICT"]):

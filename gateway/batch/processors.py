@@ -17,6 +17,7 @@ import numpy as np
 import tritonclient.grpc as grpcclient
 from tritonclient.utils import InferenceServerException
 
+from gateway.services.triton import channel_args
 from pcb import taxonomy
 
 INSPECT_MODEL = "pcb_inspect"
@@ -43,15 +44,16 @@ def classify(e: InferenceServerException) -> Exception:
 class TritonBatch:
     """One gRPC client per worker thread (the sync client is not shared across threads)."""
 
-    def __init__(self, url: str, timeout_s: float = 30.0):
+    def __init__(self, url: str, timeout_s: float = 30.0, lb_policy: str | None = None):
         self.url = url
         self.timeout_s = timeout_s
+        self.channel_args = channel_args(lb_policy)
         self._local = threading.local()
 
     def client(self) -> grpcclient.InferenceServerClient:
         c = getattr(self._local, "client", None)
         if c is None:
-            c = self._local.client = grpcclient.InferenceServerClient(self.url)
+            c = self._local.client = grpcclient.InferenceServerClient(self.url, channel_args=self.channel_args)
         return c
 
     def reset(self) -> None:

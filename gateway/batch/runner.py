@@ -42,7 +42,7 @@ class Runtime:
         self.settings = settings
         self.send = send
         self.store = store or JobStore(make_sessionmaker(make_engine(settings.database_url)))
-        self.triton = TritonBatch(settings.triton_url)
+        self.triton = TritonBatch(settings.triton_url, lb_policy=settings.triton_grpc_lb_policy)
         batch, conc = tuning.current(self.store.sessions, settings)
         self.monitor = ResourceMonitor(batch, conc, thresholds=Thresholds(settings.batch_cpu_high,
                                                                           settings.batch_mem_high))

@@ -90,11 +90,27 @@ def translate(e: InferenceServerException) -> Exception:
     return ServiceUnavailable(f"inference service unavailable: {msg[:200]}", "inference_unavailable", 2)
 
 
+INT32_MAX = 2**31 - 1
+
+
+def channel_args(lb_policy: str | None) -> list[tuple[str, object]] | None:
+    """gRPC channel options for client-side balancing over several Triton replicas: with
+    ``lb_policy="round_robin"`` and a target naming them all (``dns:///triton-pods:8001`` for a
+    headless Service, ``ipv4:10.0.0.5:8001,10.0.0.6:8001``), every request picks the next
+    replica, where one long-lived connection through a ClusterIP Service would pin a client
+    to one replica. ``None`` keeps tritonclient's defaults (whose message-size limits are
+    restated here, because passing options replaces them)."""
+    if not lb_policy:
+        return None
+    return [("grpc.max_send_message_length", INT32_MAX), ("grpc.max_receive_message_length", INT32_MAX),
+            ("grpc.lb_policy_name", lb_policy)]
+
+
 class TritonService:
-    def __init__(self, url: str, timeout_s: float = 5.0):
+    def __init__(self, url: str, timeout_s: float = 5.0, lb_policy: str | None = None):
         self.url = url
         self.timeout_s = timeout_s
-        self.client = grpcclient.InferenceServerClient(url)
+        self.client = grpcclient.InferenceServerClient(url, channel_args=channel_args(lb_policy))
 
     async def close(self) -> None:
         await self.client.close()
