@@ -15,7 +15,7 @@ from gateway.db.models import BatchChunk
 from gateway.db.session import make_engine, make_sessionmaker
 from pcb.synthetic import render_board
 from tests.batch_worker import RABBIT, Worker, rabbit_queue, wait_for
-from tests.conftest import encode, fresh_mariadb
+from tests.conftest import ROOT, encode, fresh_mariadb
 from tests.gateway_server import GatewayServer
 from tests.tcp_proxy import TcpProxy
 
@@ -204,3 +204,31 @@ def test_broker_outage_delays_but_loses_nothing(env, store, images, workers, tmp
     finally:
         gw.stop()
         proxy.close()
+
+
+def test_flower_shows_the_workers_and_the_queue(env, workers, tmp_path):
+    """The operators' view documented in the README: Flower on the same Celery app."""
+    import os
+    import subprocess
+    import sys
+
+    from serving.cpu_server import free_port, wait_http
+
+    w = workers(concurrency=1)
+    port = free_port()
+    log = open(tmp_path / "flower.log", "ab")
+    flower = subprocess.Popen([sys.executable, "-m", "celery", "--app", "gateway.batch.celery_app", "flower",
+                               f"--port={port}", "--address=127.0.0.1"], cwd=ROOT,
+                              env={**os.environ, **env, "FLOWER_UNAUTHENTICATED_API": "true"},
+                              stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    try:
+        wait_http(f"http://127.0.0.1:{port}/healthcheck", 60, flower)
+        seen = wait_for(lambda: [n for n in httpx.get(f"http://127.0.0.1:{port}/api/workers",
+                                                      params={"refresh": "1"}, timeout=20).json()
+                                 if str(w.proc.pid) in n], 60, 1.0, "the worker in Flower")
+        assert seen[0].startswith("batch@")
+        page = httpx.get(f"http://127.0.0.1:{port}/workers", timeout=20)
+        assert page.status_code == 200 and "batch@" in page.text
+    finally:
+        os.killpg(flower.pid, 15)
+        flower.wait(20)
