@@ -214,3 +214,15 @@ def test_enhancement_job_through_the_engine(enhance_triton, tmp_path):
         out = items[name]["result"]["output"]
         assert out.endswith(name) and os.path.getsize(out) > 1000
     assert sum(items[f"p{i}.jpg"]["result"]["faces"] for i in range(3)) >= 2  # Haar on drawn faces
+
+
+def test_idempotency_key_makes_a_retried_submission_find_its_job(gateway, boards):
+    files = [("files", ("a.jpg", boards[0], "image/jpeg")), ("files", ("b.jpg", boards[1], "image/jpeg"))]
+    key = {"Idempotency-Key": "lot-77-upload-1"}
+    first = httpx.post(f"{gateway.url}/api/v1/jobs", files=files, headers=key, timeout=30)
+    again = httpx.post(f"{gateway.url}/api/v1/jobs", files=files, headers=key, timeout=30)
+    assert first.status_code == 201 and again.status_code == 200
+    assert again.json()["job_id"] == first.json()["job_id"]
+    assert len(httpx.get(f"{gateway.url}/api/v1/jobs").json()) == 1
+    other = httpx.post(f"{gateway.url}/api/v1/jobs", files=files, headers={"Idempotency-Key": "lot-77-upload-2"})
+    assert other.status_code == 201 and other.json()["job_id"] != first.json()["job_id"]

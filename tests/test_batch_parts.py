@@ -204,3 +204,12 @@ def test_tuner_climbs_to_the_peak_in_fewer_points_than_a_sweep():
     assert (best.batch_size, best.concurrency) == (8, 3)
     assert len(t.points) < len(t.batch_sizes) * len(t.concurrencies)
     assert _FakeTuner(lambda batch: None, [b"x"]).sweep() == best
+
+
+def test_a_client_key_names_one_job_only(store):
+    from sqlalchemy.exc import IntegrityError
+
+    jid = _job(store, 2, client_key="k1")
+    assert store.find_by_key("k1") == jid and store.find_by_key("k2") is None
+    with pytest.raises(IntegrityError):  # the API turns this race into "here is your job"
+        _job(store, 2, client_key="k1")

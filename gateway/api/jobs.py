@@ -11,9 +11,9 @@ import uuid
 from pathlib import Path
 from typing import Annotated, Literal
 
-from fastapi import APIRouter, File, Form, Query, Request, UploadFile
-from fastapi.responses import HTMLResponse, PlainTextResponse, StreamingResponse
-from sqlalchemy.exc import SQLAlchemyError
+from fastapi import APIRouter, File, Form, Header, Query, Request, UploadFile
+from fastapi.responses import HTMLResponse, JSONResponse, PlainTextResponse, StreamingResponse
+from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 
 from gateway.batch import results, sources, tuning
 from gateway.batch.engine import BatchEngine
@@ -48,10 +48,15 @@ async def submit(request: Request,
                  priority: Annotated[Literal["urgent", "high", "normal", "low"], Form()] = "normal",
                  kind: Annotated[Literal["inspect", "enhance"], Form()] = "inspect",
                  name: Annotated[str, Form(max_length=255)] = "",
-                 chunk_size: Annotated[int | None, Form(ge=1, le=64)] = None) -> dict:
+                 chunk_size: Annotated[int | None, Form(ge=1, le=64)] = None,
+                 idempotency_key: Annotated[str | None, Header(alias="Idempotency-Key", max_length=128)] = None):
+    """With an ``Idempotency-Key``, a retried submission (a timeout, a lost answer) gets the
+    job the first one created (200) instead of a second job."""
     eng, s = _engine(request), get_settings()
     if bool(files) == bool(source_dir):
         raise ApiError("give either files (images or ZIPs) or source_dir", "invalid_request")
+    if idempotency_key and (existing := await _db(eng.store.find_by_key, idempotency_key)):
+        return JSONResponse(await _db(eng.store.progress, existing), status_code=200)
     job_id = str(uuid.uuid4())
     staging = eng.job_dir(job_id)  # uploads land where the workers will read them
     try:
@@ -65,8 +70,13 @@ async def submit(request: Request,
                                             staging, s.batch_max_items, s.batch_max_upload_bytes)
         if not items:
             raise ApiError("no image files found", "empty_job")
-        await _db(lambda: eng.submit(items, priority=Priority.parse(priority), kind=kind, job_id=job_id,
-                                     name=name or (source_dir or "upload"), chunk_size=chunk_size))
+        created = await _db(_create, eng, items, dict(priority=Priority.parse(priority), kind=kind, job_id=job_id,
+                                                      name=name or (source_dir or "upload"), chunk_size=chunk_size,
+                                                      client_key=idempotency_key))
+        if not created:  # the same key won a race a moment ago
+            shutil.rmtree(staging, ignore_errors=True)
+            return JSONResponse(await _db(eng.store.progress, await _db(eng.store.find_by_key, idempotency_key)),
+                                status_code=200)
     except sources.SourceError as e:
         shutil.rmtree(staging, ignore_errors=True)  # nothing half-written
         raise SOURCE_ERRORS.get(e.code, ApiError)(e.message, e.code) from None
@@ -74,6 +84,14 @@ async def submit(request: Request,
         shutil.rmtree(staging, ignore_errors=True)
         raise
     return await _db(eng.store.progress, job_id)
+
+
+def _create(eng: BatchEngine, items: list, kw: dict) -> bool:
+    try:
+        eng.submit(items, **kw)
+        return True
+    except IntegrityError:
+        return False
 
 
 @router.get("/jobs")

@@ -50,14 +50,16 @@ class JobStore:
     # -- creating and reading ------------------------------------------------------------
     def create_job(self, sources: Iterable[tuple[str, str]], *, priority: int, chunk_size: int,
                    kind: str = "inspect", name: str = "", options: dict | None = None,
-                   job_id: str | None = None) -> str:
+                   job_id: str | None = None, client_key: str | None = None) -> str:
+        """Raises sqlalchemy IntegrityError when ``client_key`` is already taken."""
         job_id = job_id or str(uuid.uuid4())
         now = utcnow()
         rows = list(sources)
         chunk_size = max(1, int(chunk_size))
         with self.sessions.begin() as s:
             s.add(BatchJob(id=job_id, name=name[:255], kind=kind, priority=int(priority), state="running",
-                           total=len(rows), chunk_size=chunk_size, options=options or {}, created_at=now))
+                           total=len(rows), chunk_size=chunk_size, options=options or {}, created_at=now,
+                           client_key=client_key))
             s.flush()
             s.add_all(BatchItem(job_id=job_id, seq=i, chunk=i // chunk_size, source=src, name=nm[:512],
                                 state="pending") for i, (src, nm) in enumerate(rows))
@@ -73,6 +75,10 @@ class JobStore:
             if job is None:
                 raise JobNotFound(job_id)
             return job
+
+    def find_by_key(self, client_key: str) -> str | None:
+        with self.sessions() as s:
+            return s.scalar(select(BatchJob.id).where(BatchJob.client_key == client_key))
 
     def jobs(self, limit: int = 50) -> list[BatchJob]:
         with self.sessions() as s:

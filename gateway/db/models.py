@@ -108,9 +108,13 @@ class BatchJob(Base):
     total: Mapped[int] = mapped_column(Integer, default=0)
     chunk_size: Mapped[int] = mapped_column(Integer)
     options: Mapped[dict | None] = mapped_column(JSON, nullable=True)
+    # the submitter's Idempotency-Key: a retried submission finds its job instead of a twin
+    client_key: Mapped[str | None] = mapped_column(String(128), nullable=True)
     created_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow, index=True)
     started_at: Mapped[datetime | None] = mapped_column(DateTime, nullable=True)
     finished_at: Mapped[datetime | None] = mapped_column(DateTime, nullable=True)
+
+    __table_args__ = (UniqueConstraint("client_key", name="uq_batch_jobs_client_key"),)
 
 
 class BatchChunk(Base):
