@@ -170,6 +170,7 @@ def test_cli_tune_records_the_pick(env):
     from gateway.core.config import Settings
 
     assert current(store.sessions, Settings()) == (pick["batch_size"], pick["concurrency"])
+    assert store.jobs() == []  # the probe jobs measured the worker's path and were deleted
 
 
 def test_dead_database_is_503_and_the_upload_is_not_kept(env, mariadb, tmp_path, boards):

@@ -118,19 +118,15 @@ def cmd_worker(a) -> int:
 
 
 def cmd_tune(a) -> int:
-    from gateway.batch.processors import INSPECT_MODEL, TritonBatch, _bytes_input
+    from gateway.batch import tasks
+    from gateway.batch.probe import EngineProbe
+    from gateway.batch.runner import Runtime
     from gateway.batch.tuning import AutoTuner, record
 
     s = get_settings()
     eng = _engine(sweep=False, start=False)
-    images = _tune_images(a.images)
-    tb = TritonBatch(s.triton_url, lb_policy=s.triton_grpc_lb_policy)
-
-    def infer_batch(batch):
-        for r in tb.infer_all(INSPECT_MODEL, [[_bytes_input("IMAGE", b)] for b in batch], ["VERDICT"]):
-            if isinstance(r, Exception):
-                raise r
-    tuner = AutoTuner(infer_batch, images, items_per_point=a.items)
+    probe = EngineProbe(Runtime(s, tasks.send, eng.store), _tune_files(a.images, Path(s.batch_data_dir)))
+    tuner = AutoTuner(probe, items_per_point=a.items)
     best = tuner.sweep() if a.sweep else tuner.tune((s.batch_chunk_size, s.batch_concurrency))
     value = record(eng.store.sessions, best, list(tuner.points.values()))
     for p in sorted(tuner.points.values(), key=lambda p: (p.batch_size, p.concurrency)):
@@ -140,16 +136,24 @@ def cmd_tune(a) -> int:
     return 0
 
 
-def _tune_images(folder: str | None) -> list[bytes]:
-    if folder:
-        from gateway.batch.sources import from_dir
+def _tune_files(folder: str | None, data_dir: Path) -> list[tuple[str, str]]:
+    """Sample images on disk (the probe reads files like a real job): the given folder, or
+    synthetic boards written once under BATCH_DATA_DIR."""
+    from gateway.batch.sources import from_dir
 
-        return [Path(p).read_bytes() for p, _ in from_dir(Path(folder))[:64]]
+    if folder:
+        return from_dir(Path(folder))[:64]
     import cv2
 
     from pcb.synthetic import render_board
 
-    return [cv2.imencode(".jpg", render_board(i).image)[1].tobytes() for i in range(32)]
+    samples = data_dir / "tuning-samples"
+    samples.mkdir(parents=True, exist_ok=True)
+    for i in range(32):
+        path = samples / f"{i:02d}.jpg"
+        if not path.exists():
+            path.write_bytes(cv2.imencode(".jpg", render_board(i).image)[1].tobytes())
+    return from_dir(samples)
 
 
 def cmd_simple(a) -> int:

@@ -12,7 +12,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from sqlalchemy import func, select, update
+from sqlalchemy import delete, func, select, update
 from sqlalchemy.orm import sessionmaker
 
 from gateway.batch.priority import effective_level
@@ -50,14 +50,15 @@ class JobStore:
     # -- creating and reading ------------------------------------------------------------
     def create_job(self, sources: Iterable[tuple[str, str]], *, priority: int, chunk_size: int,
                    kind: str = "inspect", name: str = "", options: dict | None = None,
-                   job_id: str | None = None, client_key: str | None = None) -> str:
-        """Raises sqlalchemy IntegrityError when ``client_key`` is already taken."""
+                   job_id: str | None = None, client_key: str | None = None, state: str = "running") -> str:
+        """Raises sqlalchemy IntegrityError when ``client_key`` is already taken. A job in any
+        state but "running" is never scheduled (the tuner's probe jobs)."""
         job_id = job_id or str(uuid.uuid4())
         now = utcnow()
         rows = list(sources)
         chunk_size = max(1, int(chunk_size))
         with self.sessions.begin() as s:
-            s.add(BatchJob(id=job_id, name=name[:255], kind=kind, priority=int(priority), state="running",
+            s.add(BatchJob(id=job_id, name=name[:255], kind=kind, priority=int(priority), state=state,
                            total=len(rows), chunk_size=chunk_size, options=options or {}, created_at=now,
                            client_key=client_key))
             s.flush()
@@ -75,6 +76,12 @@ class JobStore:
             if job is None:
                 raise JobNotFound(job_id)
             return job
+
+    def delete_job(self, job_id: str) -> None:
+        with self.sessions.begin() as s:
+            for table in (BatchItem, BatchChunk):
+                s.execute(delete(table).where(table.job_id == job_id))
+            s.execute(delete(BatchJob).where(BatchJob.id == job_id))
 
     def find_by_key(self, client_key: str) -> str | None:
         with self.sessions() as s:

@@ -84,12 +84,21 @@ def measure(infer_batch: Callable[[Sequence[bytes]], object], images: Sequence[b
     return items / (time.perf_counter() - t0)
 
 
+Rate = Callable[[int, int, int], float]  # (batch size, concurrency, items) -> items/s
+
+
+def bare_rate(infer_batch: Callable[[Sequence[bytes]], object], images: Sequence[bytes]) -> Rate:
+    """Triton alone: what a setting gives before the worker's own costs."""
+    return lambda b, c, items: measure(infer_batch, images, b, c, items)
+
+
 class AutoTuner:
-    def __init__(self, infer_batch: Callable[[Sequence[bytes]], object], images: Sequence[bytes],
-                 items_per_point: int = 64, batch_sizes: Sequence[int] = BATCH_SIZES,
+    """``rate`` measures one setting; ``gateway.batch.probe.EngineProbe`` runs the worker's
+    real path (claim, read, Triton, write) so the pick is the engine's best, not Triton's."""
+
+    def __init__(self, rate: Rate, items_per_point: int = 64, batch_sizes: Sequence[int] = BATCH_SIZES,
                  concurrencies: Sequence[int] = CONCURRENCIES, min_gain: float = 0.03):
-        self.infer_batch = infer_batch
-        self.images = list(images)
+        self.rate = rate
         self.items = items_per_point
         self.batch_sizes = list(batch_sizes)
         self.concurrencies = list(concurrencies)
@@ -98,8 +107,7 @@ class AutoTuner:
 
     def point(self, b: int, c: int) -> Point:
         if (b, c) not in self.points:
-            rate = measure(self.infer_batch, self.images, b, c, max(self.items, b * c * 2))
-            self.points[(b, c)] = Point(b, c, round(rate, 2))
+            self.points[(b, c)] = Point(b, c, round(self.rate(b, c, max(self.items, b * c * 2)), 2))
         return self.points[(b, c)]
 
     def _neighbours(self, b: int, c: int) -> list[tuple[int, int]]:
@@ -114,7 +122,7 @@ class AutoTuner:
         return min(values, key=lambda x: (abs(x - v), x))
 
     def tune(self, start: tuple[int, int] = (8, 2)) -> Point:
-        self.infer_batch(self.images[:2])  # warm the connection and the models
+        self.rate(2, 1, 4)  # warm the connections and the models
         best = self.point(self._nearest(self.batch_sizes, start[0]), self._nearest(self.concurrencies, start[1]))
         while True:
             cands = [self.point(b, c) for b, c in self._neighbours(best.batch_size, best.concurrency)]
@@ -124,6 +132,6 @@ class AutoTuner:
             best = top
 
     def sweep(self) -> Point:
-        self.infer_batch(self.images[:2])
+        self.rate(2, 1, 4)
         pts = [self.point(b, c) for b in self.batch_sizes for c in self.concurrencies]
         return max(pts, key=lambda p: p.items_per_s)
