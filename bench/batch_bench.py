@@ -15,7 +15,7 @@ from pathlib import Path
 import pymysql
 
 from bench.common import OUT, WEIGHTS, bench_images, bench_repository, git_rev, machine, write_section
-from gateway.batch.processors import INSPECT_MODEL, _bytes_input
+from gateway.batch.processors import INSPECT_MODEL, bytes_input
 from gateway.batch.sources import from_dir
 from gateway.batch.tuning import AutoTuner, record
 from gateway.core.config import Settings
@@ -30,7 +30,7 @@ def naive_loop(files: list[tuple[str, str]], url: str) -> float:
     client = grpcclient.InferenceServerClient(url)
     t0 = time.perf_counter()
     for path, _ in files:
-        r = client.infer(INSPECT_MODEL, [_bytes_input("IMAGE", Path(path).read_bytes())])
+        r = client.infer(INSPECT_MODEL, [bytes_input("IMAGE", Path(path).read_bytes())])
         int(r.as_numpy("VERDICT")[0, 0])
     return len(files) / (time.perf_counter() - t0)
 

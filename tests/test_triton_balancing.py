@@ -7,7 +7,7 @@ from __future__ import annotations
 import pytest
 import tritonclient.http as httpclient
 
-from gateway.batch.processors import INSPECT_MODEL, TritonBatch, _bytes_input
+from gateway.batch.processors import INSPECT_MODEL, TritonBatch, bytes_input
 from gateway.services.triton import TritonService
 from pcb.synthetic import render_board
 from tests.batch_worker import wait_for
@@ -70,6 +70,6 @@ def test_worker_client_round_robin_spreads_batches(replicas):
     images = [encode(render_board(10 + i).image) for i in range(4)]
     for _ in range(4):
         assert not any(isinstance(r, Exception) for r in
-                       tb.infer_all(INSPECT_MODEL, [[_bytes_input("IMAGE", b)] for b in images], ["VERDICT"]))
+                       tb.infer_all(INSPECT_MODEL, [[bytes_input("IMAGE", b)] for b in images], ["VERDICT"]))
     delta = _delta(replicas, before, 16)
     assert sum(delta) == 16 and min(delta) >= 1, delta  # both replicas served (one would be pinned)

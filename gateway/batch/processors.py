@@ -96,7 +96,7 @@ class TritonBatch:
         return results
 
 
-def _bytes_input(name: str, data: bytes, dtype: str = "UINT8") -> grpcclient.InferInput:
+def bytes_input(name: str, data: bytes, dtype: str = "UINT8") -> grpcclient.InferInput:
     if dtype == "BYTES":
         arr = np.array([[data]], dtype=object)
     else:
@@ -117,7 +117,7 @@ class InspectProcessor:
         self.tax = taxonomy.load()
 
     def run(self, payloads: Sequence[bytes], names: Sequence[str], job_dir: Path) -> list:
-        answers = self.triton.infer_all(INSPECT_MODEL, [[_bytes_input("IMAGE", p)] for p in payloads],
+        answers = self.triton.infer_all(INSPECT_MODEL, [[bytes_input("IMAGE", p)] for p in payloads],
                                         self.outputs)
         return [self._outcome(a) for a in answers]
 
@@ -148,7 +148,7 @@ class EnhanceProcessor:
         self.options = json.dumps(options or {}).encode()
 
     def run(self, payloads: Sequence[bytes], names: Sequence[str], job_dir: Path) -> list:
-        requests = [[_bytes_input("IMAGE", p, "BYTES"), _bytes_input("OPTIONS", self.options, "BYTES")]
+        requests = [[bytes_input("IMAGE", p, "BYTES"), bytes_input("OPTIONS", self.options, "BYTES")]
                     for p in payloads]
         answers = self.triton.infer_all(ENHANCE_MODEL, requests, self.outputs)
         out = []

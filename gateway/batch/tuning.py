@@ -1,5 +1,5 @@
-"""Auto-tuner: measures items/s over (batch size, concurrency) against the live Triton
-server and records the best point in ``system_config`` (key ``batch.tuning``); workers and new
+"""Auto-tuner: measures items/s over (batch size, concurrency) through the engine's own path
+against the live server (``probe.EngineProbe``) and records the best point in ``system_config`` (key ``batch.tuning``); workers and new
 jobs use it from then on.
 
 Search: hill-climbing from the configured default over the grid's neighbours (batch x2 / /2,
@@ -11,8 +11,6 @@ benchmark can check the pick against the true best.
 from __future__ import annotations
 
 import json
-import threading
-import time
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
 
@@ -57,39 +55,7 @@ def record(sessions: sessionmaker, best: Point, points: Sequence[Point]) -> dict
     return value
 
 
-def measure(infer_batch: Callable[[Sequence[bytes]], object], images: Sequence[bytes],
-            batch_size: int, concurrency: int, items: int) -> float:
-    """items/s with ``concurrency`` threads each sending ``batch_size`` images at once."""
-    lock = threading.Lock()
-    left = [items]
-
-    def take() -> int:
-        with lock:
-            n = min(batch_size, left[0])
-            left[0] -= n
-            return n
-
-    def work(t: int) -> None:
-        k = t
-        while (n := take()) > 0:
-            infer_batch([images[(k + j) % len(images)] for j in range(n)])
-            k += n
-
-    threads = [threading.Thread(target=work, args=(t * 7,)) for t in range(concurrency)]
-    t0 = time.perf_counter()
-    for th in threads:
-        th.start()
-    for th in threads:
-        th.join()
-    return items / (time.perf_counter() - t0)
-
-
 Rate = Callable[[int, int, int], float]  # (batch size, concurrency, items) -> items/s
-
-
-def bare_rate(infer_batch: Callable[[Sequence[bytes]], object], images: Sequence[bytes]) -> Rate:
-    """Triton alone: what a setting gives before the worker's own costs."""
-    return lambda b, c, items: measure(infer_batch, images, b, c, items)
 
 
 class AutoTuner:
