@@ -28,6 +28,7 @@ from gateway.services.devices import DeviceRegistry
 from gateway.services.drainer import Drainer
 from gateway.services.enhance import EnhanceService
 from gateway.services.housekeeping import Housekeeping
+from gateway.services.idempotency import Idempotency
 from gateway.services.image_store import ImageStore
 from gateway.services.inspection import InspectionService
 from gateway.services.live import LiveFeed
@@ -63,8 +64,8 @@ async def lifespan(app: FastAPI):
     app.state.devices = DeviceRegistry(app.state.sessions)
     await asyncio.to_thread(app.state.devices.refresh)
     app.state.outbox = Outbox(settings.outbox_path)
-    app.state.pairs = (FallbackPairStore(RedisPairStore(settings.redis_url)) if settings.redis_url
-                       else MemoryPairStore())
+    app.state.pairs = (FallbackPairStore(RedisPairStore(settings.redis_url, timeout_s=settings.redis_timeout_s))
+                       if settings.redis_url else MemoryPairStore())
     app.state.images = ImageStore(settings.image_dir, settings.image_policy, settings.image_max_age_days,
                                   settings.image_max_bytes)
     app.state.events = SystemLogger(app.state.outbox)
@@ -72,7 +73,10 @@ async def lifespan(app: FastAPI):
     app.state.live.start()
     app.state.inspections = InspectionService(app.state.triton, app.state.pairs, app.state.outbox,
                                               settings.pairing_window_ms, app.state.images, app.state.live,
-                                              app.state.events)
+                                              app.state.events,
+                                              Idempotency(app.state.outbox,
+                                                          app.state.pairs if settings.redis_url else None,
+                                                          ttl_s=settings.idempotency_ttl_s))
     app.state.rate_limiter = RateLimiter(settings.rate_limit_per_s, settings.rate_limit_burst)
     app.state.drainer = Drainer(app.state.outbox, DbWriter(app.state.sessions), events=app.state.events)
     app.state.drainer.start()

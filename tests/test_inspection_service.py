@@ -10,6 +10,7 @@ import uuid
 import pytest
 
 from gateway.services.devices import DeviceInfo
+from gateway.services.idempotency import IdempotencyConflict
 from gateway.services.inspection import InspectionService, Submission
 from gateway.services.outbox import Outbox
 from gateway.services.pair_store import MemoryPairStore, RedisPairStore
@@ -75,8 +76,23 @@ async def test_retry_with_idempotency_key_returns_the_first_answer(service):
     board = f"B-{uuid.uuid4().hex[:6]}"
     sub = Submission(RIGHT, board, idempotency_key="k-1")
     first = await service.inspect_side(sub, "right", _img(7))
-    again = await service.inspect_side(sub, "right", _img(8))
+    again = await service.inspect_side(sub, "right", _img(7))
     assert again == first
+    assert service.outbox.depth() == 1
+    # the same key with another image is another request: refused, nothing stored
+    with pytest.raises(IdempotencyConflict):
+        await service.inspect_side(sub, "right", _img(8))
+    with pytest.raises(IdempotencyConflict):  # or another board
+        await service.inspect_side(Submission(RIGHT, board + "x", idempotency_key="k-1"), "right", _img(7))
+    assert service.outbox.depth() == 1
+
+
+async def test_concurrent_duplicates_run_once(service):
+    board = f"B-{uuid.uuid4().hex[:6]}"
+    sub = Submission(LEFT, board, idempotency_key="k-2")
+    img = _img(11)
+    answers = await asyncio.gather(*[service.inspect_side(sub, "left", img) for _ in range(3)])
+    assert answers[0] == answers[1] == answers[2] and answers[0]["gpio"] is not None
     assert service.outbox.depth() == 1
 
 

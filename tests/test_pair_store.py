@@ -63,7 +63,18 @@ async def test_timeout_is_bounded_and_returns_none(make_store):
     assert 0.25 < time.monotonic() - t0 < 1.5
 
 
-async def test_claim_once_across_workers(make_store):
+async def test_one_decision_per_board_across_workers(make_store):
     a, b = make_store(), make_store()
-    results = await asyncio.gather(*[s.claim_once("gpio:B4") for s in (a, b, a, b)])
-    assert sorted(results) == [False, False, False, True]
+    results = await asyncio.gather(*[s.decide("B4", lambda sides, i=i: {"owner": i, "sides": sorted(sides)})
+                                     for i, s in enumerate((a, b, a, b))])
+    assert len({r["owner"] for r in results}) == 1  # the first decision stands for everyone
+    assert await a.decision("B4") == results[0] == await b.decision("B4")
+
+
+async def test_decision_sees_the_sides_present_at_that_instant(make_store):
+    a, b = make_store(), make_store()
+    await b.put("B5", "right", {"code": 2})
+    d = await a.decide("B5", lambda sides: {"sides": sorted(sides)})
+    assert d == {"sides": ["right"]}
+    await a.put("B5", "left", {"code": 0})  # a side after the decision changes nothing
+    assert await b.decide("B5", lambda sides: {"sides": sorted(sides)}) == {"sides": ["right"]}

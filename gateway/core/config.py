@@ -22,9 +22,16 @@ class Settings(BaseSettings):
     triton_grpc_lb_policy: str = ""
     database_url: str = "sqlite:///build/gateway.db"
     redis_url: str | None = None
+    # every Redis call (pairing, idempotency records) waits at most this long: a blackholed
+    # Redis costs one timeout per request, then the gateway pairs in-process until it answers
+    redis_timeout_s: float = 0.25
+    idempotency_ttl_s: float = 3600  # shared records in Redis; the outbox keeps 24 h locally
     max_upload_bytes: int = 10 * 1024 * 1024
     max_pixels: int = MAX_PIXELS
     pairing_window_ms: int = 1500
+    # captured_at must be a finite time in [now - max age, now + skew]; anything else is 422
+    captured_at_max_age_s: float = 30 * 86400  # a spool replayed after a long outage
+    captured_at_max_skew_s: float = 86400  # an edge's clock ahead of the gateway's
     admin_token: str | None = None
     outbox_path: str = "build/outbox.db"  # local, durable; one per gateway machine
     image_dir: str = "build/images"

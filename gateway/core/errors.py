@@ -9,11 +9,14 @@ class ApiError(Exception):
     status = 400
     code = "bad_request"
 
-    def __init__(self, message: str, code: str | None = None, headers: dict[str, str] | None = None):
+    def __init__(self, message: str, code: str | None = None, headers: dict[str, str] | None = None,
+                 status: int | None = None):
         super().__init__(message)
         self.message = message
         if code:
             self.code = code
+        if status:
+            self.status = status
         self.headers = headers or {}
 
 

@@ -7,8 +7,13 @@ transaction committed. Database writes are idempotent (primary key = inspection 
 crash between commit and delete re-sends a row without storing it twice. The file survives
 a database outage and a gateway restart; any worker can drain it.
 
-The same file keeps the idempotency keys (device, Idempotency-Key) -> first response, so a
-retried submission is answered from here even while the database is down.
+The same file keeps the idempotency keys (device, Idempotency-Key) -> the request's
+fingerprint and first response, so a retried submission is answered from here even while
+the database and Redis are down (``gateway/services/idempotency.py`` shares them between
+replicas through Redis).
+
+A storage failure (disk full, the file locked past its busy timeout, a corrupt file) raises
+``StorageError``: the caller refuses the request (503) instead of answering without a record.
 """
 
 from __future__ import annotations
@@ -35,9 +40,20 @@ CREATE TABLE IF NOT EXISTS idempotency (
     key TEXT NOT NULL,
     response TEXT NOT NULL,
     created_at REAL NOT NULL,
+    fingerprint TEXT,
     PRIMARY KEY (device_id, key)
 );
 """
+
+
+class StorageError(Exception):
+    """The local outbox cannot store now (disk full, locked, unreadable)."""
+
+
+@dataclass(frozen=True)
+class IdempotencyRecord:
+    fingerprint: str | None  # None: written before fingerprints existed (matches anything)
+    response: dict
 
 
 @dataclass(frozen=True)
@@ -49,17 +65,22 @@ class PendingRow:
 
 
 class Outbox:
-    def __init__(self, path: str | Path):
+    def __init__(self, path: str | Path, busy_timeout_s: float = 2.0):
         self.path = Path(path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
+        # a locked file must cost a bounded wait on the request path, then a 503
+        self.busy_timeout_s = busy_timeout_s
         self._local = threading.local()
         with self._conn() as c:
             c.executescript(SCHEMA)
+            cols = {r[1] for r in c.execute("PRAGMA table_info(idempotency)")}
+            if "fingerprint" not in cols:  # a file from before fingerprints
+                c.execute("ALTER TABLE idempotency ADD COLUMN fingerprint TEXT")
 
     def _conn(self) -> sqlite3.Connection:
         c = getattr(self._local, "conn", None)
         if c is None:
-            c = sqlite3.connect(self.path, timeout=30, isolation_level=None)
+            c = sqlite3.connect(self.path, timeout=self.busy_timeout_s, isolation_level=None)
             c.execute("PRAGMA journal_mode=WAL")
             c.execute("PRAGMA synchronous=FULL")
             self._local.conn = c
@@ -67,33 +88,49 @@ class Outbox:
 
     # ---- write side (request path) -----------------------------------------------------
     def put(self, row_id: str, kind: str, payload: dict,
-            idempotency: tuple[str, str, dict] | None = None) -> dict | None:
-        """Store one row (and its idempotency record) in one local transaction. If the
-        idempotency key was already used, store nothing and return the first response."""
+            idempotency: tuple[str, str, str, dict] | None = None) -> IdempotencyRecord | None:
+        """Store one row (and its idempotency record: scope, key, fingerprint, response) in
+        one local transaction. If the key was already used, store nothing and return the
+        first record. Raises ``StorageError`` when the file cannot take it."""
+        try:
+            return self._put(row_id, kind, payload, idempotency)
+        except sqlite3.Error as e:  # "database or disk is full", "database is locked", ...
+            raise StorageError(f"outbox: {e}") from e
+        except OSError as e:
+            raise StorageError(f"outbox: {e}") from e
+
+    def _put(self, row_id, kind, payload, idempotency) -> IdempotencyRecord | None:
         c = self._conn()
         c.execute("BEGIN IMMEDIATE")
         try:
             if idempotency:
-                device_id, key, response = idempotency
-                old = c.execute("SELECT response FROM idempotency WHERE device_id=? AND key=?",
-                                (device_id, key)).fetchone()
+                device_id, key, fp, response = idempotency
+                old = self._seen(c, device_id, key)
                 if old:
                     c.execute("ROLLBACK")
-                    return json.loads(old[0])
-                c.execute("INSERT INTO idempotency VALUES (?,?,?,?)",
-                          (device_id, key, json.dumps(response), time.time()))
+                    return old
+                c.execute("INSERT INTO idempotency (device_id, key, response, created_at, fingerprint) "
+                          "VALUES (?,?,?,?,?)", (device_id, key, json.dumps(response), time.time(), fp))
             c.execute("INSERT OR IGNORE INTO pending (id, kind, payload, created_at) VALUES (?,?,?,?)",
                       (row_id, kind, json.dumps(payload), time.time()))
             c.execute("COMMIT")
         except BaseException:
-            c.execute("ROLLBACK")
+            if c.in_transaction:
+                c.execute("ROLLBACK")
             raise
         return None
 
-    def seen(self, device_id: str, key: str) -> dict | None:
-        row = self._conn().execute("SELECT response FROM idempotency WHERE device_id=? AND key=?",
-                                   (device_id, key)).fetchone()
-        return json.loads(row[0]) if row else None
+    @staticmethod
+    def _seen(c: sqlite3.Connection, device_id: str, key: str) -> IdempotencyRecord | None:
+        row = c.execute("SELECT fingerprint, response FROM idempotency WHERE device_id=? AND key=?",
+                        (device_id, key)).fetchone()
+        return IdempotencyRecord(row[0], json.loads(row[1])) if row else None
+
+    def seen(self, device_id: str, key: str) -> IdempotencyRecord | None:
+        try:
+            return self._seen(self._conn(), device_id, key)
+        except sqlite3.Error as e:
+            raise StorageError(f"outbox: {e}") from e
 
     # ---- drain side ----------------------------------------------------------------------
     def depth(self) -> int:

@@ -1,65 +1,85 @@
-"""Pairing of the two sides of one board, posted separately by Pi 1 (left) and Pi 2 (right).
+"""Pairing state of the two sides of one board, posted separately by Pi 1 (left) and Pi 2
+(right), and the board's one decision (``pcb.pairing``).
 
-Each side's result is put under the board id; whoever needs the other side waits for it
-up to the pairing window. Two implementations behind one interface:
+Each side's result is put under the board id; the driving side waits for the other up to
+the pairing window, then *decides* atomically: the decision is written once, against the
+sides present at that instant, and every later caller (a retry, another replica, a late
+side) reads that decision. Two implementations behind one interface:
 
 - ``MemoryPairStore``: in-process (the embedded default, one gateway worker);
 - ``RedisPairStore``: shared by every gateway worker and machine. A side is written with
   HSET on ``pair:{board}`` (with a TTL), then announced on the channel ``pair:{board}``; a
   waiter subscribes *before* it reads the hash, so an arrival between the two is never
-  missed.
+  missed. The decision is an optimistic transaction (WATCH the board's hash, read it,
+  decide, MULTI/EXEC), so two deciders never both win.
 
-``claim_once`` is the guard against two GPIO pulses for one board: an atomic set-if-absent
-(SET NX in Redis) that only the first caller wins, whatever worker it runs on.
+``FallbackPairStore`` puts the two together: Redis while it answers, this process's memory
+while it does not, and back to Redis as soon as a probe gets a PONG.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
+import logging
 import time
+from collections.abc import Callable
 from typing import Protocol
 
-OTHER = {"left": "right", "right": "left"}
+from pcb.pairing import OTHER  # noqa: F401 - re-exported for the callers of this module
+
+log = logging.getLogger("gateway.pairing")
+
+# make(sides) -> decision: called inside the store's atomic section with the board's sides
+# as stored at that instant, only when the board has no decision yet
+MakeDecision = Callable[[dict[str, dict]], dict]
+
+# long enough for a retry or a late side to find its board's decision (an hour of a line at
+# 10 boards/s is ~36,000 small hashes)
+DEFAULT_TTL_S = 3600
 
 
 class PairStore(Protocol):
     async def put(self, board_id: str, side: str, result: dict) -> None: ...
     async def get(self, board_id: str, side: str) -> dict | None: ...
     async def wait_for(self, board_id: str, side: str, timeout_s: float) -> dict | None: ...
-    async def claim_once(self, key: str, ttl_s: int = 3600) -> bool: ...
+    async def decide(self, board_id: str, make: MakeDecision) -> dict: ...
+    async def decision(self, board_id: str) -> dict | None: ...
     async def close(self) -> None: ...
 
 
 class MemoryPairStore:
-    # long enough for a late side to find its board's decision, short enough that a line
-    # at 10 boards/s keeps only a few thousand small entries
-    def __init__(self, ttl_s: float = 300):
+    def __init__(self, ttl_s: float = DEFAULT_TTL_S):
         self.ttl_s = ttl_s
-        self._sides: dict[str, dict[str, dict]] = {}
+        self._boards: dict[str, dict[str, dict]] = {}  # board -> {"left"|"right"|"decision": ...}
         self._events: dict[str, asyncio.Event] = {}
-        self._claims: dict[str, float] = {}
         self._born: dict[str, float] = {}
+        self._next_evict = 0.0
 
     def _evict(self) -> None:
         now = time.monotonic()
+        if now < self._next_evict:
+            return
+        self._next_evict = now + 1.0
         for b in [b for b, t in self._born.items() if now - t > self.ttl_s]:
-            self._sides.pop(b, None)
+            self._boards.pop(b, None)
             self._events.pop(b, None)
             self._born.pop(b, None)
-        for k in [k for k, t in self._claims.items() if now > t]:
-            self._claims.pop(k, None)
+
+    def _board(self, board_id: str) -> dict[str, dict]:
+        self._evict()
+        self._born.setdefault(board_id, time.monotonic())
+        return self._boards.setdefault(board_id, {})
 
     async def put(self, board_id: str, side: str, result: dict) -> None:
-        self._evict()
-        self._sides.setdefault(board_id, {})[side] = result
-        self._born.setdefault(board_id, time.monotonic())
+        self._board(board_id)[side] = result
         ev = self._events.pop(board_id, None)
         if ev:
             ev.set()
 
     async def get(self, board_id: str, side: str) -> dict | None:
-        return self._sides.get(board_id, {}).get(side)
+        return self._boards.get(board_id, {}).get(side)
 
     async def wait_for(self, board_id: str, side: str, timeout_s: float) -> dict | None:
         deadline = time.monotonic() + timeout_s
@@ -74,24 +94,40 @@ class MemoryPairStore:
             except TimeoutError:
                 return await self.get(board_id, side)
 
-    async def claim_once(self, key: str, ttl_s: int = 3600) -> bool:
-        self._evict()
-        if key in self._claims:
-            return False
-        self._claims[key] = time.monotonic() + ttl_s
-        return True
+    async def decide(self, board_id: str, make: MakeDecision) -> dict:
+        board = self._board(board_id)  # no await below: atomic on the event loop
+        if "decision" not in board:
+            board["decision"] = make({k: v for k, v in board.items() if k in OTHER})
+        return board["decision"]
+
+    async def decision(self, board_id: str) -> dict | None:
+        return await self.get(board_id, "decision")
 
     async def close(self) -> None:
         return None
 
 
-class RedisPairStore:
-    def __init__(self, url: str, prefix: str = "pcb:", ttl_s: int = 600):
-        import redis.asyncio as aioredis
+def redis_client(url: str, timeout_s: float = 0.25):
+    """The gateway's Redis client. Short timeouts: a dead or blackholed Redis must cost one
+    timeout, not a hung request. One immediate retry on a *connection* error only (a pooled
+    connection that an outage killed is replaced at once, instead of failing the call),
+    never on a timeout (that would double the cost of a blackhole); redis-py's default of
+    three retries with backoff measured 3.7 s per call against a blackholed Redis. Idle
+    pooled connections are pinged before use (``health_check_interval``)."""
+    import redis.asyncio as aioredis
+    from redis.backoff import NoBackoff
+    from redis.exceptions import ConnectionError as RedisConnectionError
+    from redis.retry import Retry
 
-        # short timeouts: a dead Redis must cost a pairing window, not a hung request
-        self.redis = aioredis.from_url(url, decode_responses=True, socket_connect_timeout=1,
-                                       socket_timeout=2)
+    return aioredis.from_url(url, decode_responses=True, socket_connect_timeout=timeout_s,
+                             socket_timeout=timeout_s, health_check_interval=1,
+                             retry=Retry(NoBackoff(), 1, supported_errors=(RedisConnectionError,)),
+                             retry_on_timeout=False)
+
+
+class RedisPairStore:
+    def __init__(self, url: str, prefix: str = "pcb:", ttl_s: int = DEFAULT_TTL_S, timeout_s: float = 0.25):
+        self.redis = redis_client(url, timeout_s)
         self.prefix, self.ttl_s = prefix, ttl_s
 
     def _key(self, board_id: str) -> str:
@@ -111,11 +147,11 @@ class RedisPairStore:
 
     async def wait_for(self, board_id: str, side: str, timeout_s: float) -> dict | None:
         key = self._key(board_id)
+        deadline = time.monotonic() + timeout_s
         pubsub = self.redis.pubsub()
-        await pubsub.subscribe(key)
         try:
+            await pubsub.subscribe(key)
             found = await self.get(board_id, side)  # after subscribing: no lost wake-up
-            deadline = time.monotonic() + timeout_s
             while found is None:
                 left = deadline - time.monotonic()
                 if left <= 0:
@@ -125,51 +161,86 @@ class RedisPairStore:
                     found = await self.get(board_id, side)
             return found
         finally:
-            await pubsub.unsubscribe(key)
-            await pubsub.aclose()
+            with contextlib.suppress(Exception):  # a broken pubsub connection is dropped
+                await pubsub.aclose()
 
-    async def claim_once(self, key: str, ttl_s: int = 3600) -> bool:
-        return bool(await self.redis.set(f"{self.prefix}claim:{key}", "1", nx=True, ex=ttl_s))
+    async def decide(self, board_id: str, make: MakeDecision) -> dict:
+        from redis.exceptions import WatchError
+
+        key = self._key(board_id)
+        async with self.redis.pipeline(transaction=True) as p:
+            while True:
+                try:
+                    await p.watch(key)
+                    stored = await p.hgetall(key)
+                    if "decision" in stored:
+                        return json.loads(stored["decision"])
+                    decision = make({k: json.loads(v) for k, v in stored.items() if k in OTHER})
+                    p.multi()
+                    p.hset(key, "decision", json.dumps(decision))
+                    p.expire(key, self.ttl_s)
+                    await p.execute()
+                    return decision
+                except WatchError:  # a side or a decision landed meanwhile: look again
+                    continue
+
+    async def decision(self, board_id: str) -> dict | None:
+        return await self.get(board_id, "decision")
 
     async def close(self) -> None:
         await self.redis.aclose()
 
 
-class FallbackPairStore:
-    """Redis first; while Redis is unreachable, this worker's own memory. The line keeps
-    moving through a Redis outage: sides that reach the same worker still pair, the others
-    are answered ``partial`` after the window (never a hang, never an error to the edge).
-    ``degraded`` says which mode the last call ran in (exported in /api/system-status)."""
+def _is_redis_failure(e: BaseException) -> bool:
+    return isinstance(e, OSError | ConnectionError | TimeoutError) or type(e).__module__.startswith("redis")
 
-    def __init__(self, primary: RedisPairStore, retry_after_s: float = 5.0):
+
+class FallbackPairStore:
+    """Redis first; while Redis does not answer, this process's memory. The line keeps
+    moving through a Redis outage: sides that reach the same process still pair, the others
+    are decided ``partial`` after the window (never a hang, never an error to the edge).
+    Once down, calls go straight to memory (no timeout per call) while a probe pings Redis
+    every ``probe_s``; the first PONG switches back. ``degraded`` is exported in
+    /api/system-status."""
+
+    def __init__(self, primary: RedisPairStore, probe_s: float = 0.25):
         self.primary, self.local = primary, MemoryPairStore()
-        self.retry_after_s = retry_after_s
-        self._down_until = 0.0
+        self.probe_s = probe_s
         self.redis = primary.redis
+        self._down = False
+        self._probe: asyncio.Task | None = None
 
     @property
     def degraded(self) -> bool:
-        return time.monotonic() < self._down_until
+        return self._down
 
     async def _call(self, name: str, *args, **kwargs):
-        if not self.degraded:
+        if not self._down:
             try:
                 return await getattr(self.primary, name)(*args, **kwargs)
-            except (OSError, ConnectionError, TimeoutError) as e:
-                self._mark_down(e)
-            except Exception as e:  # redis.exceptions.ConnectionError/TimeoutError and kin
-                if type(e).__module__.startswith("redis"):
-                    self._mark_down(e)
-                else:
+            except Exception as e:  # noqa: BLE001 - only Redis failures fall back
+                if not _is_redis_failure(e):
                     raise
+                self.report_failure(e)
         return await getattr(self.local, name)(*args, **kwargs)
 
-    def _mark_down(self, e: Exception) -> None:
-        import logging
+    def report_failure(self, e: BaseException) -> None:
+        """A Redis call failed (here or in a neighbour sharing the client): go local."""
+        if not self._down:
+            log.warning("Redis unreachable (%r): pairing in-process until it answers", e)
+        self._down = True
+        if self._probe is None or self._probe.done():
+            self._probe = asyncio.create_task(self._wait_for_redis(), name="redis-probe")
 
-        if not self.degraded:
-            logging.getLogger("gateway.pairing").warning("Redis unreachable (%r): pairing in-process for now", e)
-        self._down_until = time.monotonic() + self.retry_after_s
+    async def _wait_for_redis(self) -> None:
+        while self._down:
+            await asyncio.sleep(self.probe_s)
+            try:
+                await self.redis.ping()
+            except Exception:  # noqa: BLE001 - still down
+                continue
+            self._down = False
+            log.warning("Redis answers again: pairing through Redis")
 
     async def put(self, board_id: str, side: str, result: dict) -> None:
         await self._call("put", board_id, side, result)
@@ -178,10 +249,24 @@ class FallbackPairStore:
         return await self._call("get", board_id, side)
 
     async def wait_for(self, board_id: str, side: str, timeout_s: float) -> dict | None:
-        return await self._call("wait_for", board_id, side, timeout_s)
+        deadline = time.monotonic() + timeout_s
+        if not self._down:
+            try:
+                return await self.primary.wait_for(board_id, side, timeout_s)
+            except Exception as e:  # noqa: BLE001
+                if not _is_redis_failure(e):
+                    raise
+                self.report_failure(e)
+        # whatever the failed call cost comes out of the window, never on top of it
+        return await self.local.wait_for(board_id, side, max(0.0, deadline - time.monotonic()))
 
-    async def claim_once(self, key: str, ttl_s: int = 3600) -> bool:
-        return await self._call("claim_once", key, ttl_s)
+    async def decide(self, board_id: str, make: MakeDecision) -> dict:
+        return await self._call("decide", board_id, make)
+
+    async def decision(self, board_id: str) -> dict | None:
+        return await self._call("decision", board_id)
 
     async def close(self) -> None:
+        if self._probe is not None:
+            self._probe.cancel()
         await self.primary.close()
