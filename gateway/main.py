@@ -31,6 +31,7 @@ from gateway.services.housekeeping import Housekeeping
 from gateway.services.idempotency import Idempotency
 from gateway.services.image_store import ImageStore
 from gateway.services.inspection import InspectionService
+from gateway.services.line_sessions import LineSessions
 from gateway.services.live import LiveFeed
 from gateway.services.outbox import Outbox
 from gateway.services.pair_store import FallbackPairStore, MemoryPairStore, RedisPairStore
@@ -66,6 +67,7 @@ async def lifespan(app: FastAPI):
     app.state.outbox = Outbox(settings.outbox_path)
     app.state.pairs = (FallbackPairStore(RedisPairStore(settings.redis_url, timeout_s=settings.redis_timeout_s))
                        if settings.redis_url else MemoryPairStore())
+    app.state.line_sessions = LineSessions(app.state.pairs if settings.redis_url else None)
     app.state.images = ImageStore(settings.image_dir, settings.image_policy, settings.image_max_age_days,
                                   settings.image_max_bytes)
     app.state.events = SystemLogger(app.state.outbox)

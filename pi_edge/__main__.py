@@ -68,8 +68,8 @@ def main(argv: list[str] | None = None) -> int:
     else:
         configs = [cfg]
     setup_logging(cfg.log_dir, "pi_edge" if not args.simulate else "pi_edge_sim")
-    session = None if not args.simulate else "SIM"
-    edges = [Edge(c, session=session) for c in configs]
+    # no fixed session, simulated or not: each start asks the gateway for a fresh one
+    edges = [Edge(c) for c in configs]
     try:
         asyncio.run(_run(edges, args.boards))
     finally:

@@ -44,6 +44,7 @@ class EdgeConfig(BaseSettings):
     backoff_base_s: float = 0.2
     backoff_max_s: float = 5.0
     heartbeat_s: float = 5.0
+    replay_rate_per_s: float = 5.0  # spooled frames sent again per second (their own lane)
     spool_dir: str = "spool"
     spool_max_bytes: int = 200 << 20
     spool_max_items: int = 20_000
@@ -53,6 +54,9 @@ class EdgeConfig(BaseSettings):
     overlay: Literal["none", "save", "window"] = "none"
     overlay_dir: str = "overlay"
     gpio_driver: Literal["auto", "gpiozero", "mock"] = "auto"
+    # the longest pulse the edge will fire, whatever an answer says; None: the taxonomy's
+    # longest pulse (a corrupted or hostile answer must not hold a sorter gate open)
+    max_pulse_ms: int | None = Field(None, ge=1)
 
 
 def load_config(path: str | Path | None = None, **overrides) -> EdgeConfig:

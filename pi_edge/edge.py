@@ -27,12 +27,19 @@ def sorter_pins() -> list[int]:
     return sorted({v.gpio.pin for v in taxonomy.load().verdicts})
 
 
+def longest_pulse_ms() -> int:
+    """The default actuation bound: the taxonomy's longest pulse."""
+    return max(v.gpio.duration_ms for v in taxonomy.load().verdicts)
+
+
 class Edge:
     def __init__(self, cfg: EdgeConfig, source: Source | None = None, session: str | None = None):
         self.cfg = cfg
         self.source = source or open_source(cfg.source, cfg.width, cfg.height, cfg.fps, cfg.side)
         self.counter = BoardCounter(cfg.line_id, session)
-        self.gpio = SorterGpio(sorter_pins(), cfg.gpio_driver) if cfg.drives_gpio else None
+        self._session_given = session is not None  # a simulation pins it; a real start asks
+        self.gpio = (SorterGpio(sorter_pins(), cfg.gpio_driver, cfg.max_pulse_ms or longest_pulse_ms())
+                     if cfg.drives_gpio else None)
         self.spool = Spool(cfg.spool_dir, cfg.spool_max_bytes, cfg.spool_max_items)
         self.sender = Sender(cfg, self.spool, on_result=self.on_result)
         self.results: list[dict] = []
@@ -45,7 +52,10 @@ class Edge:
         age = time.time() - frame.captured_at
         if self.gpio is not None and gpio:
             if age <= self.cfg.decision_window_s:
-                self.gpio.pulse(int(gpio["pin"]), int(gpio["duration_ms"]))
+                try:
+                    self.gpio.pulse(int(gpio["pin"]), int(gpio["duration_ms"]))
+                except (ValueError, TypeError, KeyError):  # refused and logged by SorterGpio
+                    pass
             else:
                 self.late_verdicts += 1
                 log.warning("board %s: verdict after %.1f s, past the %.1f s decision window: no pulse",
@@ -74,7 +84,21 @@ class Edge:
             cv2.imshow(f"pi_edge {self.cfg.device_id}", img)
             cv2.waitKey(1)
 
+    async def start_session(self) -> str:
+        """This start's board-id session: from the gateway (the two edges of the line agree),
+        else a random one (unique, but it pairs with nothing until both edges restart)."""
+        if not self._session_given:
+            session = await self.sender.line_session()
+            if session is None:
+                log.warning("no line session from the gateway: using %s (boards will not pair until "
+                            "both edges restart together)", self.counter.session)
+            else:
+                self.counter.start_session(session)
+        log.info("line %s, session %s", self.cfg.line_id, self.counter.session)
+        return self.counter.session
+
     async def run(self, max_boards: int | None = None) -> None:
+        await self.start_session()
         if self.cfg.trigger_pin is not None:
             return await self._run_triggered(max_boards)
         sender_task = asyncio.create_task(self.sender.run())

@@ -19,9 +19,11 @@ log = logging.getLogger("pi_edge.gpio")
 
 
 class SorterGpio:
-    def __init__(self, pins: Iterable[int], driver: str = "auto"):
+    def __init__(self, pins: Iterable[int], driver: str = "auto", max_pulse_ms: int = 1000):
         self.pins = sorted(set(int(p) for p in pins))
         self.driver = driver
+        self.max_pulse_ms = max_pulse_ms  # the actuation bound, besides the pin allow-list
+        self.refused = 0
         self._outputs: dict[int, object] = {}
         self._rpi = None
         self._timers: dict[int, threading.Timer] = {}
@@ -73,9 +75,15 @@ class SorterGpio:
             dev.on() if high else dev.off()
 
     def pulse(self, pin: int, duration_ms: int) -> None:
-        """Raise ``pin`` for ``duration_ms`` without blocking the caller."""
-        if pin not in self.pins:
-            raise ValueError(f"pin {pin} is not one of the sorter pins {self.pins}")
+        """Raise ``pin`` for ``duration_ms`` without blocking the caller. A pin off the
+        allow-list or a pulse outside 1..``max_pulse_ms`` is refused (ValueError), logged
+        and counted: nothing moves."""
+        if pin not in self.pins or not 0 < duration_ms <= self.max_pulse_ms:
+            self.refused += 1
+            why = (f"pin {pin} is not one of the sorter pins {self.pins}" if pin not in self.pins
+                   else f"a {duration_ms} ms pulse is outside 1..{self.max_pulse_ms} ms")
+            log.error("GPIO pulse refused: %s", why)
+            raise ValueError(why)
         with self._lock:
             old = self._timers.pop(pin, None)
             if old:

@@ -8,12 +8,16 @@
   ``2 x (timeout_s + retry backoff)`` whatever the gateway does.
 - Each frame carries an ``Idempotency-Key`` (device, board, side): a retry after a lost
   answer is answered from the gateway's first result and stored once.
-- Transient failures (connection refused, timeout, 429, 503) are retried with exponential
-  backoff and full jitter, up to ``retries`` times; then the frame goes to the on-disk spool.
-  Definite refusals (4xx other than 429) are logged and dropped: resending cannot help.
+- Transient failures (connection refused, timeout, 408, 429, any 5xx) are retried with
+  exponential backoff and full jitter, up to ``retries`` times; then the frame goes to the
+  on-disk spool. Definite refusals (other 4xx, e.g. 409 ``idempotency_conflict``) are
+  logged and dropped: resending cannot help.
 - While the gateway is unreachable every frame goes straight to the spool (no skipping:
   these are boards already captured). When a heartbeat gets through again, the spool is
-  replayed oldest first, before new frames, with the same idempotency keys.
+  replayed oldest first with the same idempotency keys, marked ``replay``: the gateway
+  records them (no pairing, no pulse: those boards are long past the sorter). Replays use
+  a lane of their own (one at a time, at most ``replay_rate_per_s``), never the live
+  frames' slots, so a long replay never makes the live line skip a frame.
 """
 
 from __future__ import annotations
@@ -33,7 +37,9 @@ from pi_edge.spool import Spool
 
 log = logging.getLogger("pi_edge.sender")
 
-RETRYABLE = {429, 502, 503, 504}
+def retryable(status: int) -> bool:
+    """Worth sending again: the gateway or something before it was busy or failing."""
+    return status in (408, 429) or status >= 500
 
 
 @dataclass
@@ -95,8 +101,26 @@ class Sender:
         self.stats.spooled += 1
 
     # ---- sending -----------------------------------------------------------------------
-    async def _post(self, frame: Frame) -> dict:
+    async def line_session(self, attempts: int = 3) -> str | None:
+        """The session for this start's board ids, from the gateway (None if unreachable)."""
+        for i in range(attempts):
+            try:
+                r = await self.client.post("/v1/line-session", headers=self.headers, json={"line_id": self.cfg.line_id},
+                                           timeout=min(2.0, self.cfg.timeout_s))
+                if r.status_code == 200:
+                    return r.json()["session"]
+                if not retryable(r.status_code):
+                    log.error("gateway refused a line session: %s %s", r.status_code, r.text[:200])
+                    return None
+            except (httpx.TransportError, httpx.TimeoutException, ValueError, KeyError):
+                pass
+            await asyncio.sleep(min(1.0, self.cfg.backoff_base_s * 2 ** i))
+        return None
+
+    async def _post(self, frame: Frame, replay: bool = False) -> dict:
         data = {"board_id": frame.board_id, "side": self.cfg.side, "captured_at": str(frame.captured_at)}
+        if replay:
+            data["replay"] = "true"
         files = {"image": (f"{frame.board_id}.jpg", frame.jpeg, "image/jpeg")}
         attempt = 0
         while True:
@@ -106,7 +130,7 @@ class Sender:
                                            data=data, files=files)
                 if r.status_code == 200:
                     return r.json()
-                if r.status_code not in RETRYABLE:
+                if not retryable(r.status_code):
                     raise ValueError(f"gateway refused the frame: {r.status_code} {r.text[:200]}")
                 retry_after = float(r.headers.get("Retry-After", 0) or 0)
             except (httpx.TransportError, httpx.TimeoutException) as e:
@@ -124,7 +148,7 @@ class Sender:
     async def _send(self, frame: Frame, replay_seq: int | None = None) -> bool:
         try:
             self.stats.sent += 1
-            result = await self._post(frame)
+            result = await self._post(frame, replay=replay_seq is not None)
         except GatewayDown as e:
             if replay_seq is None:
                 log.warning("gateway unreachable (%s): spooling", e)
@@ -140,6 +164,7 @@ class Sender:
         if replay_seq is not None:
             self.spool.done(replay_seq)
             self.stats.replayed += 1
+            return True  # a record: not a live answer, never a pulse
         self.stats.answered += 1
         self.stats.latencies_ms.append((time.time() - frame.captured_at) * 1000)
         if self.on_result:
@@ -175,19 +200,28 @@ class Sender:
             return False
 
     async def replay(self) -> int:
-        """Send spooled frames oldest first; stop at the first failure."""
+        """Send spooled frames oldest first, on the replay lane (one at a time, at most
+        ``replay_rate_per_s``; never a live slot); stop at the first failure."""
         n = 0
-        while True:
+        period = 1.0 / self.cfg.replay_rate_per_s if self.cfg.replay_rate_per_s > 0 else 0.0
+        while not self._closing:
             entries = self.spool.oldest(1)
             if not entries:
                 return n
             e = entries[0]
-            frame = Frame(e.image.read_bytes(), e.meta["board_id"], e.meta["captured_at"], e.meta["idempotency_key"])
-            async with self._slots:
-                ok = await self._send(frame, replay_seq=e.seq)
+            t0 = time.monotonic()
+            try:
+                frame = Frame(e.image.read_bytes(), e.meta["board_id"], e.meta["captured_at"],
+                              e.meta["idempotency_key"])
+            except (OSError, KeyError):  # a damaged entry: drop it rather than stall the spool
+                self.spool.done(e.seq)
+                continue
+            ok = await self._send(frame, replay_seq=e.seq)
             if not ok:
                 return n
             n += 1
+            await asyncio.sleep(max(0.0, period - (time.monotonic() - t0)))
+        return n
 
     async def _heartbeat_loop(self) -> None:
         while not self._closing:

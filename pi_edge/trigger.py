@@ -16,16 +16,27 @@ that the PLC triggers itself.
 
 from __future__ import annotations
 
+import secrets
 import threading
 import time
+
+
+def local_session() -> str:
+    """A session made on the edge alone (gateway unreachable at start): unique per start."""
+    return f"{time.strftime('%Y%m%d%H%M%S', time.gmtime())}{secrets.token_hex(4)}"
 
 
 class BoardCounter:
     def __init__(self, line_id: str, session: str | None = None):
         self.line_id = line_id
-        self.session = session or time.strftime("%Y%m%d%H%M")
+        self.session = session or local_session()
         self.n = 0
         self._lock = threading.Lock()
+
+    def start_session(self, session: str) -> None:
+        """A new session restarts the count (before the first board of this start)."""
+        with self._lock:
+            self.session, self.n = session, 0
 
     def next_id(self) -> str:
         with self._lock:

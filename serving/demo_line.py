@@ -55,7 +55,8 @@ def run_line(gateway: str, boards: int, fps: float) -> list[float]:
         cfg = EdgeConfig(gateway_url=gateway, device_id=dev, api_key=keys[dev], side=side, drives_gpio=side == "left",
                          fps=fps, source="synthetic", spool_dir=str(spool / side), gpio_driver="mock",
                          log_dir=str(ROOT / "build" / "demo" / "logs"), line_id="demo")
-        edges.append(Edge(cfg, SyntheticBoards(side, 640, 480, count=boards), session=time.strftime("%H%M%S")))
+        # the two edges start together, so the gateway hands both the same fresh line session
+        edges.append(Edge(cfg, SyntheticBoards(side, 640, 480, count=boards)))
     left = edges[0]
     latencies: list[float] = []
     print(f"{'board':<24} {'left side':<22} {'board verdict':<26} {'Pi 1 GPIO pulse':<18} {'ms':>6}")

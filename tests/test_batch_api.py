@@ -227,3 +227,9 @@ def test_idempotency_key_makes_a_retried_submission_find_its_job(gateway, boards
     assert len(httpx.get(f"{gateway.url}/api/v1/jobs").json()) == 1
     other = httpx.post(f"{gateway.url}/api/v1/jobs", files=files, headers={"Idempotency-Key": "lot-77-upload-2"})
     assert other.status_code == 201 and other.json()["job_id"] != first.json()["job_id"]
+    # the same key with other content (one file changed, or another priority) is refused
+    changed = [files[0], ("files", ("b.jpg", boards[2], "image/jpeg"))]
+    for kw in ({"files": changed}, {"files": files, "data": {"priority": "urgent"}}):
+        r = httpx.post(f"{gateway.url}/api/v1/jobs", headers=key, timeout=30, **kw)
+        assert r.status_code == 409 and r.json()["code"] == "idempotency_conflict", r.text
+    assert len(httpx.get(f"{gateway.url}/api/v1/jobs").json()) == 2

@@ -72,11 +72,32 @@ def test_idempotency_key_returns_the_first_response(tmp_path):
     box = Outbox(tmp_path / "outbox.db")
     a_id, a = _inspection(1)
     b_id, b = _inspection(2)
-    assert box.put(a_id, "inspection", a, ("pi-1", "key-1", {"inspection_id": a_id})) is None
-    first = box.put(b_id, "inspection", b, ("pi-1", "key-1", {"inspection_id": b_id}))
-    assert first == {"inspection_id": a_id}
+    assert box.put(a_id, "inspection", a, ("pi-1", "key-1", "fp-a", {"inspection_id": a_id})) is None
+    first = box.put(b_id, "inspection", b, ("pi-1", "key-1", "fp-a", {"inspection_id": b_id}))
+    assert first.response == {"inspection_id": a_id} and first.fingerprint == "fp-a"
     assert box.depth() == 1  # the retry wrote nothing
-    assert box.put(b_id, "inspection", b, ("pi-2", "key-1", {"inspection_id": b_id})) is None  # other device
+    assert box.seen("pi-1", "key-1") == first
+    assert box.put(b_id, "inspection", b, ("pi-2", "key-1", "fp-b", {"inspection_id": b_id})) is None  # other device
+
+
+def test_storage_failures_are_storage_errors(tmp_path):
+    """A locked file (another writer holds it past the busy timeout) is a StorageError the
+    gateway answers 503, never an sqlite3 error that would be a 500."""
+    import sqlite3
+
+    from gateway.services.outbox import StorageError
+
+    box = Outbox(tmp_path / "outbox.db", busy_timeout_s=0.2)
+    other = sqlite3.connect(tmp_path / "outbox.db", isolation_level=None)
+    other.execute("BEGIN EXCLUSIVE")
+    try:
+        a_id, a = _inspection(3)
+        with pytest.raises(StorageError):
+            box.put(a_id, "inspection", a)
+    finally:
+        other.execute("ROLLBACK")
+        other.close()
+    assert box.put(a_id, "inspection", a) is None and box.depth() == 1
 
 
 def test_mariadb_outage_and_restart_lose_nothing(tmp_path, mariadb_url):

@@ -2,6 +2,8 @@
 
 import time
 
+import pytest
+
 from pi_edge.gpio import SorterGpio
 
 PINS = [17, 22, 23, 27]
@@ -26,7 +28,7 @@ def test_pulse_is_non_blocking_and_times_out_low():
 
 
 def test_close_drives_everything_low_mid_pulse():
-    g = SorterGpio(PINS, driver="mock")
+    g = SorterGpio(PINS, driver="mock", max_pulse_ms=10_000)
     g.pulse(17, 5000)
     assert g.state(17)
     pins = {p: d.pin for p, d in g._outputs.items()}
@@ -43,5 +45,23 @@ def test_unknown_pin_is_refused():
             assert "not one of the sorter pins" in str(e)
         else:
             raise AssertionError("pulse on a non-sorter pin was accepted")
+    finally:
+        g.close()
+
+
+def test_a_pulse_over_the_cap_is_refused_and_nothing_moves():
+    """Bounded actuation: whatever an answer says, the gate opens at most max_pulse_ms (the
+    edge's default: the taxonomy's longest pulse)."""
+    from pi_edge.edge import longest_pulse_ms
+
+    assert longest_pulse_ms() == 500
+    g = SorterGpio(PINS, driver="mock", max_pulse_ms=longest_pulse_ms())
+    try:
+        for duration in (501, 60_000, 0, -5):
+            with pytest.raises(ValueError):
+                g.pulse(17, duration)
+        assert g.refused == 4 and not g.pulses and not any(g.state(p) for p in PINS)
+        g.pulse(17, 500)  # the longest legitimate pulse still fires
+        assert g.state(17) and len(g.pulses) == 1
     finally:
         g.close()

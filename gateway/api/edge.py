@@ -1,9 +1,13 @@
-"""Edge housekeeping routes: heartbeats (so operators see each Pi online) and the GPIO
-table the edge uses as its offline default."""
+"""Edge housekeeping routes: heartbeats (so operators see each Pi online), line sessions
+(board ids that never repeat across restarts) and the GPIO table the edge uses as its
+offline default."""
 
 from __future__ import annotations
 
-from fastapi import APIRouter
+from typing import Annotated
+
+from fastapi import APIRouter, Request
+from pydantic import BaseModel, Field
 
 from gateway.api.deps import Device
 from pcb import taxonomy
@@ -15,6 +19,17 @@ router = APIRouter(prefix="/v1", tags=["edge"])
 async def heartbeat(device: Device) -> dict:
     # authenticating already stamped last_seen
     return {"device_id": device.id, "side": device.side, "drives_gpio": device.drives_gpio}
+
+
+class LineSessionIn(BaseModel):
+    line_id: Annotated[str, Field(min_length=1, max_length=32, pattern=r"^[A-Za-z0-9._-]+$")]
+
+
+@router.post("/line-session")
+async def line_session(device: Device, body: LineSessionIn, request: Request) -> dict:
+    """The session part of this edge's board ids for this start (``gateway/services/line_sessions.py``)."""
+    session = await request.app.state.line_sessions.open(body.line_id, device.side)
+    return {"line_id": body.line_id, "session": session, "side": device.side}
 
 
 @router.get("/taxonomy")

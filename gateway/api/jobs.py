@@ -5,6 +5,7 @@ results as JSON, CSV, a summary or an HTML report."""
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import json
 import shutil
 import uuid
@@ -21,6 +22,7 @@ from gateway.batch.priority import Priority
 from gateway.batch.store import JobNotFound
 from gateway.core.config import get_settings
 from gateway.core.errors import ApiError, NotFound, PayloadTooLarge, ServiceUnavailable
+from gateway.services.idempotency import IdempotencyConflict, fingerprint
 
 router = APIRouter(prefix="/api/v1", tags=["batch"])
 SOURCE_ERRORS = {"payload_too_large": PayloadTooLarge, "archive_too_large": PayloadTooLarge,
@@ -50,13 +52,18 @@ async def submit(request: Request,
                  name: Annotated[str, Form(max_length=255)] = "",
                  chunk_size: Annotated[int | None, Form(ge=1, le=64)] = None,
                  idempotency_key: Annotated[str | None, Header(alias="Idempotency-Key", max_length=128)] = None):
-    """With an ``Idempotency-Key``, a retried submission (a timeout, a lost answer) gets the
-    job the first one created (200) instead of a second job."""
+    """With an ``Idempotency-Key`` (scoped by submitter), a retried submission (a timeout, a
+    lost answer) gets the job the first one created (200) instead of a second job; the same
+    key with a different submission is 409 ``idempotency_conflict``."""
     eng, s = _engine(request), get_settings()
     if bool(files) == bool(source_dir):
         raise ApiError("give either files (images or ZIPs) or source_dir", "invalid_request")
-    if idempotency_key and (existing := await _db(eng.store.find_by_key, idempotency_key)):
-        return JSONResponse(await _db(eng.store.progress, existing), status_code=200)
+    client_key = fp = None
+    if idempotency_key:
+        client_key = f"{submitter(request)}:{idempotency_key}"
+        fp = await asyncio.to_thread(_submission_fingerprint, files, source_dir, priority, kind, name, chunk_size)
+        if (existing := await _existing(eng, client_key, fp)) is not None:
+            return existing
     job_id = str(uuid.uuid4())
     staging = eng.job_dir(job_id)  # uploads land where the workers will read them
     try:
@@ -72,11 +79,13 @@ async def submit(request: Request,
             raise ApiError("no image files found", "empty_job")
         created = await _db(_create, eng, items, dict(priority=Priority.parse(priority), kind=kind, job_id=job_id,
                                                       name=name or (source_dir or "upload"), chunk_size=chunk_size,
-                                                      client_key=idempotency_key))
+                                                      client_key=client_key, client_fingerprint=fp))
         if not created:  # the same key won a race a moment ago
             shutil.rmtree(staging, ignore_errors=True)
-            return JSONResponse(await _db(eng.store.progress, await _db(eng.store.find_by_key, idempotency_key)),
-                                status_code=200)
+            existing = await _existing(eng, client_key, fp)
+            if existing is None:
+                raise ServiceUnavailable("the job under this Idempotency-Key vanished; retry", "job_conflict", 1)
+            return existing
     except sources.SourceError as e:
         shutil.rmtree(staging, ignore_errors=True)  # nothing half-written
         raise SOURCE_ERRORS.get(e.code, ApiError)(e.message, e.code) from None
@@ -84,6 +93,35 @@ async def submit(request: Request,
         shutil.rmtree(staging, ignore_errors=True)
         raise
     return await _db(eng.store.progress, job_id)
+
+
+def submitter(request: Request) -> str:
+    """Whose Idempotency-Keys these are: the authenticated principal when there is one."""
+    return getattr(request.state, "principal", None) or "anonymous"
+
+
+def _submission_fingerprint(files: list[UploadFile] | None, source_dir: str | None, *fields) -> str:
+    """What makes a submission *this* submission: its fields and every file's name and bytes."""
+    parts: list[str | bytes | None] = [source_dir, *(str(f) for f in fields)]
+    for f in files or []:
+        h = hashlib.sha256()
+        f.file.seek(0)
+        while chunk := f.file.read(1 << 20):
+            h.update(chunk)
+        f.file.seek(0)
+        parts += [f.filename, h.hexdigest()]
+    return fingerprint("jobs", *parts)
+
+
+async def _existing(eng: BatchEngine, client_key: str, fp: str) -> JSONResponse | None:
+    found = await _db(eng.store.find_keyed, client_key)
+    if found is None:
+        return None
+    job_id, stored_fp = found
+    if stored_fp is not None and stored_fp != fp:
+        raise IdempotencyConflict("this Idempotency-Key was used for another submission (other files, folder or "
+                                  "options); nothing was created")
+    return JSONResponse(await _db(eng.store.progress, job_id), status_code=200)
 
 
 def _create(eng: BatchEngine, items: list, kw: dict) -> bool:

@@ -73,12 +73,14 @@ class BatchEngine:
     # -- jobs ------------------------------------------------------------------------------
     def submit(self, sources: list[tuple[str, str]], *, priority: Priority | str | int = Priority.NORMAL,
                kind: str = "inspect", name: str = "", options: dict | None = None,
-               chunk_size: int | None = None, job_id: str | None = None, client_key: str | None = None) -> str:
+               chunk_size: int | None = None, job_id: str | None = None, client_key: str | None = None,
+               client_fingerprint: str | None = None) -> str:
         if chunk_size is None:
             chunk_size, _ = tuning.current(self.store.sessions, self.settings)
         job_id = self.store.create_job(sources, priority=Priority.parse(priority), chunk_size=chunk_size,
                                        kind=kind, name=name, options=options,
-                                       job_id=job_id, client_key=client_key)
+                                       job_id=job_id, client_key=client_key,
+                                       client_fingerprint=client_fingerprint)
         try:
             self.refill()
         except Exception as e:  # noqa: BLE001 - broker down: the job is stored, the sweeper sends it

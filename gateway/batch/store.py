@@ -50,7 +50,8 @@ class JobStore:
     # -- creating and reading ------------------------------------------------------------
     def create_job(self, sources: Iterable[tuple[str, str]], *, priority: int, chunk_size: int,
                    kind: str = "inspect", name: str = "", options: dict | None = None,
-                   job_id: str | None = None, client_key: str | None = None, state: str = "running") -> str:
+                   job_id: str | None = None, client_key: str | None = None, client_fingerprint: str | None = None,
+                   state: str = "running") -> str:
         """Raises sqlalchemy IntegrityError when ``client_key`` is already taken. A job in any
         state but "running" is never scheduled (the tuner's probe jobs)."""
         job_id = job_id or str(uuid.uuid4())
@@ -60,7 +61,7 @@ class JobStore:
         with self.sessions.begin() as s:
             s.add(BatchJob(id=job_id, name=name[:255], kind=kind, priority=int(priority), state=state,
                            total=len(rows), chunk_size=chunk_size, options=options or {}, created_at=now,
-                           client_key=client_key))
+                           client_key=client_key, client_fingerprint=client_fingerprint))
             s.flush()
             s.add_all(BatchItem(job_id=job_id, seq=i, chunk=i // chunk_size, source=src, name=nm[:512],
                                 state="pending") for i, (src, nm) in enumerate(rows))
@@ -84,8 +85,15 @@ class JobStore:
             s.execute(delete(BatchJob).where(BatchJob.id == job_id))
 
     def find_by_key(self, client_key: str) -> str | None:
+        found = self.find_keyed(client_key)
+        return found[0] if found else None
+
+    def find_keyed(self, client_key: str) -> tuple[str, str | None] | None:
+        """(job id, submission fingerprint) of the job created under ``client_key``."""
         with self.sessions() as s:
-            return s.scalar(select(BatchJob.id).where(BatchJob.client_key == client_key))
+            row = s.execute(select(BatchJob.id, BatchJob.client_fingerprint)
+                            .where(BatchJob.client_key == client_key)).first()
+            return (row[0], row[1]) if row else None
 
     def jobs(self, limit: int = 50) -> list[BatchJob]:
         with self.sessions() as s:

@@ -108,8 +108,10 @@ class BatchJob(Base):
     total: Mapped[int] = mapped_column(Integer, default=0)
     chunk_size: Mapped[int] = mapped_column(Integer)
     options: Mapped[dict | None] = mapped_column(JSON, nullable=True)
-    # the submitter's Idempotency-Key: a retried submission finds its job instead of a twin
-    client_key: Mapped[str | None] = mapped_column(String(128), nullable=True)
+    # "<submitter>:<Idempotency-Key>": a retried submission finds its job instead of a twin;
+    # the fingerprint of what was submitted tells a retry from another job under the same key
+    client_key: Mapped[str | None] = mapped_column(String(255), nullable=True)
+    client_fingerprint: Mapped[str | None] = mapped_column(String(64), nullable=True)
     created_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow, index=True)
     started_at: Mapped[datetime | None] = mapped_column(DateTime, nullable=True)
     finished_at: Mapped[datetime | None] = mapped_column(DateTime, nullable=True)
