@@ -1,5 +1,5 @@
-"""A small TCP proxy the tests put between the gateway and MariaDB/Redis, to cut and
-restore a service without touching the machine's real one."""
+"""A small TCP proxy the tests put between the gateway and MariaDB/Redis, to cut, blackhole
+and restore a service without touching the machine's real one."""
 
 from __future__ import annotations
 
@@ -18,6 +18,7 @@ class TcpProxy:
         self.port = self.listener.getsockname()[1]
         self.up = threading.Event()
         self.up.set()
+        self.blackholed = False  # connections accepted, nothing forwarded either way
         self._conns: list[socket.socket] = []
         self._lock = threading.Lock()
         self._stop = False
@@ -29,6 +30,10 @@ class TcpProxy:
                 client, _ = self.listener.accept()
             except OSError:
                 return
+            if self.blackholed:  # hold it open, answer nothing
+                with self._lock:
+                    self._conns.append(client)
+                continue
             if not self.up.is_set():
                 client.close()
                 continue
@@ -42,8 +47,7 @@ class TcpProxy:
             threading.Thread(target=self._pipe, args=(client, upstream), daemon=True).start()
             threading.Thread(target=self._pipe, args=(upstream, client, self.delay_s), daemon=True).start()
 
-    @staticmethod
-    def _pipe(src: socket.socket, dst: socket.socket, delay_s: float = 0.0) -> None:
+    def _pipe(self, src: socket.socket, dst: socket.socket, delay_s: float = 0.0) -> None:
         import time
 
         try:
@@ -51,6 +55,8 @@ class TcpProxy:
                 data = src.recv(65536)
                 if not data:
                     break
+                if self.blackholed:
+                    continue  # swallowed: the peer waits for an answer that never comes
                 if delay_s:
                     time.sleep(delay_s)
                 dst.sendall(data)
@@ -75,7 +81,16 @@ class TcpProxy:
                     pass
             self._conns.clear()
 
+    def blackhole(self) -> None:
+        """Accept and keep connections, answer nothing (a hung server, a dropped route)."""
+        self.blackholed = True
+
     def restore(self) -> None:
+        """Back to forwarding. Connections opened during a cut or a blackhole are closed
+        (their requests are long gone), as a real recovery would leave them."""
+        if self.blackholed:
+            self.blackholed = False
+            self.cut()
         self.up.set()
 
     def close(self) -> None:

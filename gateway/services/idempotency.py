@@ -84,7 +84,7 @@ class Idempotency:
     def _failed(self, e: BaseException, what: str) -> None:
         log.warning("idempotency %s: Redis unavailable (%r), this replica's records only", what, e)
         if self.shared is not None:
-            self.shared.report_failure(e)
+            self.shared.report_failure(e, f"idempotency {what}")
 
     def _key(self, scope: str, key: str) -> str:
         return f"{self.prefix}idem:{scope}:{key}"

@@ -53,7 +53,7 @@ class LineSessions:
                 return await self._open_shared(redis, line_id, side, now)
             except Exception as e:  # noqa: BLE001 - Redis away: this replica decides alone
                 log.warning("line sessions: Redis unavailable (%r), deciding in-process", e)
-                self.shared.report_failure(e)
+                self.shared.report_failure(e, "line session")
         state = join(self._local.get(line_id), side, now, self.join_window_s)
         self._local[line_id] = state
         return state["session"]

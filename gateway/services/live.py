@@ -48,17 +48,23 @@ class LiveFeed(BackgroundTask):
 
     async def _relay(self) -> None:
         while True:
+            pubsub = self.redis.pubsub()
             try:
-                pubsub = self.redis.pubsub()
                 await pubsub.subscribe(CHANNEL)
-                async for msg in pubsub.listen():
-                    if msg.get("type") == "message":
+                while True:
+                    # an explicit read timeout: the shared client's short socket timeout is
+                    # for commands, a quiet channel is not an error
+                    msg = await pubsub.get_message(ignore_subscribe_messages=True, timeout=1.0)
+                    if msg is not None and msg.get("type") == "message":
                         self._fan_out(json.loads(msg["data"]))
             except asyncio.CancelledError:
                 raise
             except Exception as e:  # noqa: BLE001 - reconnect after a Redis outage
                 log.debug("live relay lost Redis: %r", e)
                 await asyncio.sleep(1)
+            finally:
+                with contextlib.suppress(Exception):
+                    await pubsub.aclose()
 
     def start(self) -> None:
         if self.redis is not None:

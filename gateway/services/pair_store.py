@@ -113,16 +113,20 @@ def redis_client(url: str, timeout_s: float = 0.25):
     connection that an outage killed is replaced at once, instead of failing the call),
     never on a timeout (that would double the cost of a blackhole); redis-py's default of
     three retries with backoff measured 3.7 s per call against a blackholed Redis. Idle
-    pooled connections are pinged before use (``health_check_interval``)."""
+    pooled connections are pinged before use (``health_check_interval``). RESP2: with
+    redis-py 8's RESP3 a connection re-made after an outage kept failing its first health
+    check (one pairing call in three failed for seconds after Redis came back, each
+    sending the worker back to in-process pairing); with RESP2 none did."""
     import redis.asyncio as aioredis
     from redis.backoff import NoBackoff
     from redis.exceptions import ConnectionError as RedisConnectionError
     from redis.retry import Retry
 
     return aioredis.from_url(url, decode_responses=True, socket_connect_timeout=timeout_s,
-                             socket_timeout=timeout_s, health_check_interval=1,
+                             socket_timeout=timeout_s, health_check_interval=1, protocol=2,
                              retry=Retry(NoBackoff(), 1, supported_errors=(RedisConnectionError,)),
-                             retry_on_timeout=False)
+                             # pub/sub (the pairing wait) reconnects only on errors named here
+                             retry_on_error=[RedisConnectionError], retry_on_timeout=False)
 
 
 class RedisPairStore:
@@ -200,7 +204,10 @@ class FallbackPairStore:
     moving through a Redis outage: sides that reach the same process still pair, the others
     are decided ``partial`` after the window (never a hang, never an error to the edge).
     Once down, calls go straight to memory (no timeout per call) while a probe pings Redis
-    every ``probe_s``; the first PONG switches back. ``degraded`` is exported in
+    every ``probe_s``; the first PONG switches back. A board that was handled in memory on
+    this process stays there (sticky, for the store's TTL): its sides and its decision must
+    be read where they were written, or a board straddling the recovery would be decided
+    without the side this process already holds. ``degraded`` is exported in
     /api/system-status."""
 
     def __init__(self, primary: RedisPairStore, probe_s: float = 0.25):
@@ -209,25 +216,42 @@ class FallbackPairStore:
         self.redis = primary.redis
         self._down = False
         self._probe: asyncio.Task | None = None
+        self._local_boards: dict[str, float] = {}  # board -> when it went local (monotonic)
+
+    def _is_local(self, board_id: str) -> bool:
+        t = self._local_boards.get(board_id)
+        if t is None:
+            return False
+        if time.monotonic() - t > self.local.ttl_s:
+            del self._local_boards[board_id]
+            return False
+        return True
+
+    def _go_local(self, board_id: str) -> None:
+        if len(self._local_boards) > 100_000:  # an outage of hours: forget the oldest
+            self._local_boards = dict(list(self._local_boards.items())[-50_000:])
+        self._local_boards.setdefault(board_id, time.monotonic())
 
     @property
     def degraded(self) -> bool:
         return self._down
 
-    async def _call(self, name: str, *args, **kwargs):
-        if not self._down:
+    async def _call(self, name: str, board_id: str, *args, **kwargs):
+        if not self._down and not self._is_local(board_id):
             try:
-                return await getattr(self.primary, name)(*args, **kwargs)
+                return await getattr(self.primary, name)(board_id, *args, **kwargs)
             except Exception as e:  # noqa: BLE001 - only Redis failures fall back
                 if not _is_redis_failure(e):
                     raise
-                self.report_failure(e)
-        return await getattr(self.local, name)(*args, **kwargs)
+                self.report_failure(e, name)
+        self._go_local(board_id)
+        return await getattr(self.local, name)(board_id, *args, **kwargs)
 
-    def report_failure(self, e: BaseException) -> None:
+    def report_failure(self, e: BaseException, what: str = "") -> None:
         """A Redis call failed (here or in a neighbour sharing the client): go local."""
         if not self._down:
-            log.warning("Redis unreachable (%r): pairing in-process until it answers", e)
+            log.warning("Redis unreachable (%s in %s: %s): pairing in-process until it answers",
+                        type(e).__name__, what or "a call", e)
         self._down = True
         if self._probe is None or self._probe.done():
             self._probe = asyncio.create_task(self._wait_for_redis(), name="redis-probe")
@@ -250,13 +274,14 @@ class FallbackPairStore:
 
     async def wait_for(self, board_id: str, side: str, timeout_s: float) -> dict | None:
         deadline = time.monotonic() + timeout_s
-        if not self._down:
+        if not self._down and not self._is_local(board_id):
             try:
                 return await self.primary.wait_for(board_id, side, timeout_s)
             except Exception as e:  # noqa: BLE001
                 if not _is_redis_failure(e):
                     raise
-                self.report_failure(e)
+                self.report_failure(e, "wait_for")
+        self._go_local(board_id)
         # whatever the failed call cost comes out of the window, never on top of it
         return await self.local.wait_for(board_id, side, max(0.0, deadline - time.monotonic()))
 

@@ -8,7 +8,7 @@ import logging
 import uuid
 from datetime import UTC, datetime
 
-from gateway.services.outbox import Outbox
+from gateway.services.outbox import Outbox, StorageError
 
 log = logging.getLogger("gateway.events")
 
@@ -22,7 +22,7 @@ class SystemLogger:
                "details": details, "created_at": datetime.now(UTC).replace(tzinfo=None).isoformat()}
         try:
             self.outbox.put(row["id"], "system_log", row)
-        except OSError as e:  # the event is also in the process log; never fail a request over it
+        except (OSError, StorageError) as e:  # the event is also in the process log; never fail a request
             log.warning("system log not stored: %r", e)
         log.log(logging.getLevelName(level.upper()) if isinstance(logging.getLevelName(level.upper()), int)
                 else logging.INFO, "%s: %s", source, message)
