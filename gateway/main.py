@@ -67,7 +67,7 @@ async def lifespan(app: FastAPI):
     app.state.outbox = Outbox(settings.outbox_path)
     app.state.pairs = (FallbackPairStore(RedisPairStore(settings.redis_url, timeout_s=settings.redis_timeout_s))
                        if settings.redis_url else MemoryPairStore())
-    app.state.line_sessions = LineSessions(app.state.pairs if settings.redis_url else None)
+    app.state.line_sessions = LineSessions(app.state.pairs)
     app.state.images = ImageStore(settings.image_dir, settings.image_policy, settings.image_max_age_days,
                                   settings.image_max_bytes)
     app.state.events = SystemLogger(app.state.outbox)

@@ -76,3 +76,8 @@ def report(decision: dict | None) -> str:
     if decision is None:
         return PENDING
     return PAIRED if decision["pairing"] == PAIRED else LATE
+
+
+def board_id(line_id: str, session: str, n: int) -> str:
+    """The id both edges give the n-th board of a line session (``pi_edge/trigger.py``)."""
+    return f"{line_id}-{session}-{n:06d}"

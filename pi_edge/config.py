@@ -20,7 +20,8 @@ class EdgeConfig(BaseSettings):
     api_key: str = ""
     side: Literal["left", "right"] = "left"
     drives_gpio: bool = False
-    line_id: str = "line-1"  # first part of every board id
+    # first part of every board id (<line>-<session>-<n> must fit the gateway's 64 characters)
+    line_id: str = Field("line-1", min_length=1, max_length=32, pattern=r"^[A-Za-z0-9._-]+$")
 
     # capture (seed: 640x480 at ~10 fps, JPEG q85)
     source: str = "camera:0"  # camera:N | picamera2 | file:PATH | folder:DIR | video:PATH | synthetic

@@ -54,8 +54,8 @@ class Edge:
             if age <= self.cfg.decision_window_s:
                 try:
                     self.gpio.pulse(int(gpio["pin"]), int(gpio["duration_ms"]))
-                except (ValueError, TypeError, KeyError):  # refused and logged by SorterGpio
-                    pass
+                except (ValueError, TypeError, KeyError, OverflowError):  # refused, logged by SorterGpio
+                    log.error("board %s: GPIO command %r not fired", frame.board_id, gpio)
             else:
                 self.late_verdicts += 1
                 log.warning("board %s: verdict after %.1f s, past the %.1f s decision window: no pulse",

@@ -26,6 +26,7 @@ import asyncio
 import contextlib
 import logging
 import random
+import secrets
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -63,7 +64,29 @@ class SenderStats:
 
 
 class GatewayDown(Exception):
-    pass
+    """Retries exhausted. ``status`` is the last HTTP status, None when nothing answered."""
+
+    def __init__(self, message: str, status: int | None = None):
+        super().__init__(message)
+        self.status = status
+
+    @property
+    def unreachable(self) -> bool:
+        """The gateway cannot take frames now (down, overloaded, storage away): spool the
+        next ones too. Any other 5xx is about this frame, not the gateway."""
+        return self.status is None or self.status in (502, 503, 504)
+
+
+def _code(r: httpx.Response) -> str | None:
+    try:
+        return r.json().get("code")
+    except ValueError:
+        return None
+
+
+# a spooled frame the gateway keeps failing (a 5xx that is not an outage) is set aside after
+# this many replays, so one bad entry never blocks the spool behind it
+MAX_REPLAY_FAILURES = 3
 
 
 class Sender:
@@ -78,6 +101,7 @@ class Sender:
         self._mail = asyncio.Event()
         self._tasks: set[asyncio.Task] = set()
         self._closing = False
+        self._replay_failures: dict[int, int] = {}
 
     @property
     def headers(self) -> dict[str, str]:
@@ -102,10 +126,13 @@ class Sender:
 
     # ---- sending -----------------------------------------------------------------------
     async def line_session(self, attempts: int = 3) -> str | None:
-        """The session for this start's board ids, from the gateway (None if unreachable)."""
+        """The session for this start's board ids, from the gateway (None if unreachable).
+        One ``start_id`` for all attempts: a retry after a lost answer gets the same session."""
+        start_id = secrets.token_hex(8)
         for i in range(attempts):
             try:
-                r = await self.client.post("/v1/line-session", headers=self.headers, json={"line_id": self.cfg.line_id},
+                r = await self.client.post("/v1/line-session", headers=self.headers,
+                                           json={"line_id": self.cfg.line_id, "start_id": start_id},
                                            timeout=min(2.0, self.cfg.timeout_s))
                 if r.status_code == 200:
                     return r.json()["session"]
@@ -124,23 +151,30 @@ class Sender:
         files = {"image": (f"{frame.board_id}.jpg", frame.jpeg, "image/jpeg")}
         attempt = 0
         while True:
+            status = None
             try:
                 r = await self.client.post("/v1/inspect", headers={**self.headers,
                                                                    "Idempotency-Key": frame.idempotency_key},
                                            data=data, files=files)
                 if r.status_code == 200:
                     return r.json()
+                if r.status_code == 422 and "captured_at" in data and _code(r) == "invalid_captured_at":
+                    # this Pi's clock is off: the board still needs its verdict, so send it
+                    # without the time (the edge judges the age on its own clock anyway)
+                    log.error("gateway refused captured_at %s: is this Pi's clock set? sending without it",
+                              data.pop("captured_at"))
+                    continue
                 if not retryable(r.status_code):
                     raise ValueError(f"gateway refused the frame: {r.status_code} {r.text[:200]}")
                 retry_after = float(r.headers.get("Retry-After", 0) or 0)
+                status = r.status_code
+                last: Exception = RuntimeError(f"{r.status_code} {r.text[:200]}")
             except (httpx.TransportError, httpx.TimeoutException) as e:
                 retry_after = 0.0
                 last = e
-            else:
-                last = RuntimeError(f"{r.status_code}")
             attempt += 1
             if attempt > self.cfg.retries:
-                raise GatewayDown(repr(last))
+                raise GatewayDown(repr(last), status)
             self.stats.retries += 1
             cap = min(self.cfg.backoff_max_s, self.cfg.backoff_base_s * 2 ** (attempt - 1))
             await asyncio.sleep(max(retry_after, random.uniform(0, cap)))  # full jitter
@@ -151,9 +185,17 @@ class Sender:
             result = await self._post(frame, replay=replay_seq is not None)
         except GatewayDown as e:
             if replay_seq is None:
-                log.warning("gateway unreachable (%s): spooling", e)
+                log.warning("gateway did not take the frame (%s): spooling", e)
                 self._spool(frame)
-            self.online = False
+            elif not e.unreachable:
+                failures = self._replay_failures[replay_seq] = self._replay_failures.get(replay_seq, 0) + 1
+                if failures >= MAX_REPLAY_FAILURES:
+                    log.error("spooled board %s failed %d replays (%s): set aside in the spool's dead/ folder",
+                              frame.board_id, failures, e)
+                    self.spool.set_aside(replay_seq)
+                    return True
+            if e.unreachable:
+                self.online = False
             return False
         except ValueError as e:
             self.stats.refused += 1

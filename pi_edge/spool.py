@@ -93,3 +93,14 @@ class Spool:
     def done(self, seq: int) -> None:
         with self._lock:
             self._remove(seq)
+
+    def set_aside(self, seq: int) -> None:
+        """Move an entry the gateway keeps refusing to ``dead/`` (kept for an operator,
+        never replayed again, not counted against the spool's bounds)."""
+        dead = self.root / "dead"
+        dead.mkdir(exist_ok=True)
+        with self._lock:
+            for suffix in (".json", ".jpg"):
+                src = self.root / f"{seq:012d}{suffix}"
+                if src.exists():
+                    os.replace(src, dead / src.name)

@@ -20,10 +20,13 @@ import secrets
 import threading
 import time
 
+from pcb.pairing import board_id
+
 
 def local_session() -> str:
-    """A session made on the edge alone (gateway unreachable at start): unique per start."""
-    return f"{time.strftime('%Y%m%d%H%M%S', time.gmtime())}{secrets.token_hex(4)}"
+    """A session made on the edge alone (gateway unreachable at start): unique per start
+    (the second and 24 random bits), prefixed ``e`` so logs tell it from the gateway's."""
+    return f"e{time.strftime('%y%m%d%H%M%S', time.gmtime())}{secrets.token_hex(3)}"
 
 
 class BoardCounter:
@@ -41,7 +44,7 @@ class BoardCounter:
     def next_id(self) -> str:
         with self._lock:
             self.n += 1
-            return f"{self.line_id}-{self.session}-{self.n:06d}"
+            return board_id(self.line_id, self.session, self.n)
 
 
 class PhotoEye:

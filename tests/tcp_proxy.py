@@ -39,6 +39,7 @@ class TcpProxy:
                 continue
             try:
                 upstream = socket.create_connection(self.target, timeout=5)
+                upstream.settimeout(None)  # the 5 s were for connecting: idle links stay open
             except OSError:
                 client.close()
                 continue

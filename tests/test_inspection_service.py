@@ -91,8 +91,17 @@ async def test_concurrent_duplicates_run_once(service):
     board = f"B-{uuid.uuid4().hex[:6]}"
     sub = Submission(LEFT, board, idempotency_key="k-2")
     img = _img(11)
+    runs = []
+    inner = service._inspect_side
+
+    async def counted(*args):
+        runs.append(1)
+        return await inner(*args)
+
+    service._inspect_side = counted
     answers = await asyncio.gather(*[service.inspect_side(sub, "left", img) for _ in range(3)])
     assert answers[0] == answers[1] == answers[2] and answers[0]["gpio"] is not None
+    assert len(runs) == 1  # inspected once: the duplicates waited for the first answer
     assert service.outbox.depth() == 1
 
 

@@ -160,17 +160,23 @@ def test_edge_restarted_twice_within_a_second_gets_new_board_ids(line, tmp_path)
 def test_edges_started_together_share_a_session(line):
     line_id = f"L{uuid.uuid4().hex[:6]}"
 
-    def session(dev: str, gw: int) -> str:
-        r = httpx.post(f"{line.urls[gw]}/v1/line-session", json={"line_id": line_id},
+    def session(dev: str, gw: int, start: str) -> str:
+        r = httpx.post(f"{line.urls[gw]}/v1/line-session", json={"line_id": line_id, "start_id": start},
                        headers={"X-Device-Id": dev, "X-API-Key": line.keys[dev]})
         assert r.status_code == 200, r.text
         return r.json()["session"]
 
-    left, right = session("pi-left", 0), session("pi-right", 1)  # through different replicas
+    left, right = session("pi-left", 0, "l1"), session("pi-right", 1, "r1")  # through different replicas
     assert left == right
-    again = session("pi-left", 1)  # the left edge restarted alone: a session of its own
+    assert session("pi-left", 1, "l1") == left  # the same start asking again (a lost answer)
+    again = session("pi-left", 1, "l2")  # the left edge restarted alone: a session of its own
     assert again != left
-    assert session("pi-right", 0) == again  # then the right one restarted too: together again
+    assert session("pi-right", 0, "r2") == again  # then the right one restarted too: together again
+    # the right edge restarts alone and starts counting; a left restart seconds later must not
+    # join that session (its board 1 would be the right side's board 1 of seconds ago)
+    counting = session("pi-right", 0, "r3")
+    assert line.post("pi-right", f"{line_id}-{counting}-000001", _img(1), 1).status_code == 200
+    assert session("pi-left", 1, "l3") != counting
 
 
 # ---- 2: a key is bound to its request ------------------------------------------------------
@@ -273,7 +279,8 @@ def _warm_up(line: Line) -> None:
         for i in range(2):
             board = _board()
             with cf.ThreadPoolExecutor(2) as pool:
-                list(pool.map(lambda dev: line.post(dev, board, _img(90 + i), gw), ("pi-right", "pi-left")))
+                img = _img(90 + i)
+                list(pool.map(lambda dev, b=board, im=img, g=gw: line.post(dev, b, im, g), ("pi-right", "pi-left")))
 
 
 def test_redis_cut_and_restored_under_paired_traffic(line):
@@ -296,8 +303,11 @@ def test_redis_cut_and_restored_under_paired_traffic(line):
         left, right = fl.result(), fr.result()
         assert left.status_code == 200 and right.status_code == 200, (left.text, right.text)
         one_sided = left.json()["board"]["pairing"] != "paired"
-        # a board counts "after" once Redis has answered for a moment (the probe: 0.25 s)
-        phase = "before" if t0 < t_cut else "during" if t0 < t_restore else "after" if t0 > t_restore + 0.5 else None
+        # a board whose window straddles the cut or the restore is in no phase; "after" starts
+        # once Redis has answered for a moment (the probe: 0.25 s)
+        span = WINDOW_MS / 1000 + 0.5
+        phase = ("before" if t0 + span < t_cut else "during" if t_cut <= t0 and t0 + span < t_restore
+                 else "after" if t0 > t_restore + 0.5 else None)
         if phase:
             phases[phase].append(one_sided)
         if one_sided and phase != "during":

@@ -23,12 +23,14 @@ async def heartbeat(device: Device) -> dict:
 
 class LineSessionIn(BaseModel):
     line_id: Annotated[str, Field(min_length=1, max_length=32, pattern=r"^[A-Za-z0-9._-]+$")]
+    # random per edge start: the same start asking twice (a lost answer) gets the same session
+    start_id: Annotated[str, Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9._-]+$")] = "unknown"
 
 
 @router.post("/line-session")
 async def line_session(device: Device, body: LineSessionIn, request: Request) -> dict:
     """The session part of this edge's board ids for this start (``gateway/services/line_sessions.py``)."""
-    session = await request.app.state.line_sessions.open(body.line_id, device.side)
+    session = await request.app.state.line_sessions.open(body.line_id, device.side, body.start_id)
     return {"line_id": body.line_id, "session": session, "side": device.side}
 
 

@@ -30,7 +30,8 @@ class Settings(BaseSettings):
     max_pixels: int = MAX_PIXELS
     pairing_window_ms: int = 1500
     # captured_at must be a finite time in [now - max age, now + skew]; anything else is 422
-    captured_at_max_age_s: float = 30 * 86400  # a spool replayed after a long outage
+    # a spool replayed after a long outage, or a Pi without RTC/NTP booting on an old clock
+    captured_at_max_age_s: float = 365 * 86400
     captured_at_max_skew_s: float = 86400  # an edge's clock ahead of the gateway's
     admin_token: str | None = None
     outbox_path: str = "build/outbox.db"  # local, durable; one per gateway machine

@@ -35,6 +35,7 @@ from dataclasses import dataclass
 
 from gateway.core.errors import ApiError, ServiceUnavailable
 from gateway.services.outbox import Outbox, StorageError
+from gateway.services.pair_store import is_redis_failure
 
 log = logging.getLogger("gateway.idempotency")
 
@@ -108,16 +109,18 @@ class Idempotency:
                 await asyncio.wait_for(mine.done.wait(), max(0.01, deadline - time.monotonic()))
             except TimeoutError:
                 raise self._busy(key) from None
-        try:
-            local = await asyncio.to_thread(self.outbox.seen, scope, key)
-        except StorageError as e:
-            raise ServiceUnavailable(f"cannot read idempotency records: {e}", "storage_unavailable", 2) from e
-        if local is not None:
-            self._check(scope, key, local.fingerprint, fp)
-            return local.response
+        # held from here, before any await: a duplicate arriving meanwhile waits above
         self._running[k] = _Running(fp, asyncio.Event())
         try:
-            answer = await self._begin_shared(scope, key, fp, deadline)
+            local = await asyncio.to_thread(self.outbox.seen, scope, key)
+            if local is not None:
+                self._check(scope, key, local.fingerprint, fp)
+                answer = local.response
+            else:
+                answer = await self._begin_shared(scope, key, fp, deadline)
+        except StorageError as e:
+            self._end(k)
+            raise ServiceUnavailable(f"cannot read idempotency records: {e}", "storage_unavailable", 2) from e
         except BaseException:
             self._end(k)
             raise
@@ -146,9 +149,9 @@ class Idempotency:
                 if time.monotonic() >= deadline:  # another replica is still on it
                     raise self._busy(key)
                 await asyncio.sleep(0.05)
-        except ApiError:
-            raise
-        except Exception as e:  # noqa: BLE001 - Redis away: the local record is the fallback
+        except Exception as e:  # Redis away: the local record is the fallback
+            if not is_redis_failure(e):
+                raise
             self._failed(e, "check")
             return None
 
@@ -172,7 +175,9 @@ class Idempotency:
             if (redis := self.redis) is not None:
                 rec = json.dumps({"fp": fp, "state": "done", "answer": answer})
                 await redis.set(self._key(scope, key), rec, px=int(self.ttl_s * 1000))
-        except Exception as e:  # noqa: BLE001 - the local record still answers retries here
+        except Exception as e:  # the local record still answers retries here
+            if not is_redis_failure(e):
+                raise
             self._failed(e, "record")
         finally:
             self._end(k)
@@ -186,7 +191,9 @@ class Idempotency:
         try:
             if (redis := self.redis) is not None and running is not None:
                 await redis.eval(_RELEASE, 1, self._key(scope, key), running)
-        except Exception as e:  # noqa: BLE001 - it expires by itself (running_ttl_s)
+        except Exception as e:  # it expires by itself (running_ttl_s)
+            if not is_redis_failure(e):
+                raise
             self._failed(e, "release")
         finally:
             self._end(k)

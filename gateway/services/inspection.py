@@ -181,11 +181,16 @@ class InspectionService:
             decision = await self.pairs.decision(sub.board_id)
             return pairing_rules.report(decision), decision, 0.0
         other_side = OTHER[side]
-        await self.pairs.wait_for(sub.board_id, other_side, max(0.0, self.window_s - (time.monotonic() - t0)))
+        seen = await self.pairs.wait_for(sub.board_id, other_side, max(0.0, self.window_s - (time.monotonic() - t0)))
         wait_ms = (time.monotonic() - t0) * 1000
         owner = sub.owner or iid
-        decision = await self.pairs.decide(
-            sub.board_id, lambda sides: pairing_rules.decide(None, side, mine, sides.get(other_side), owner))
+
+        def make(sides: dict[str, dict]) -> dict:
+            # a side the wait already saw has arrived, even if the store that decides (memory,
+            # after a Redis failure in between) never held it
+            return pairing_rules.decide(None, side, mine, sides.get(other_side) or seen, owner)
+
+        decision = await self.pairs.decide(sub.board_id, make)
         return decision["pairing"], decision, wait_ms
 
     async def inspect_side(self, sub: Submission, side: str, image: bytes) -> dict:

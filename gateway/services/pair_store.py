@@ -134,8 +134,11 @@ class RedisPairStore:
         self.redis = redis_client(url, timeout_s)
         self.prefix, self.ttl_s = prefix, ttl_s
 
-    def _key(self, board_id: str) -> str:
+    def key(self, board_id: str) -> str:
+        """The Redis hash that holds a board's sides and decision."""
         return f"{self.prefix}pair:{board_id}"
+
+    _key = key
 
     async def put(self, board_id: str, side: str, result: dict) -> None:
         key = self._key(board_id)
@@ -195,7 +198,12 @@ class RedisPairStore:
         await self.redis.aclose()
 
 
-def _is_redis_failure(e: BaseException) -> bool:
+def is_redis_failure(e: BaseException) -> bool:
+    """Redis (or the network to it) failed, as opposed to a bug in what we asked."""
+    from redis.exceptions import ResponseError
+
+    if isinstance(e, ResponseError):  # a wrong command or type: a bug, not an outage
+        return False
     return isinstance(e, OSError | ConnectionError | TimeoutError) or type(e).__module__.startswith("redis")
 
 
@@ -241,7 +249,7 @@ class FallbackPairStore:
             try:
                 return await getattr(self.primary, name)(board_id, *args, **kwargs)
             except Exception as e:  # noqa: BLE001 - only Redis failures fall back
-                if not _is_redis_failure(e):
+                if not is_redis_failure(e):
                     raise
                 self.report_failure(e, name)
         self._go_local(board_id)
@@ -278,7 +286,7 @@ class FallbackPairStore:
             try:
                 return await self.primary.wait_for(board_id, side, timeout_s)
             except Exception as e:  # noqa: BLE001
-                if not _is_redis_failure(e):
+                if not is_redis_failure(e):
                     raise
                 self.report_failure(e, "wait_for")
         self._go_local(board_id)
@@ -286,7 +294,21 @@ class FallbackPairStore:
         return await self.local.wait_for(board_id, side, max(0.0, deadline - time.monotonic()))
 
     async def decide(self, board_id: str, make: MakeDecision) -> dict:
-        return await self._call("decide", board_id, make)
+        if not self._down and not self._is_local(board_id):
+            try:
+                return await self.primary.decide(board_id, make)
+            except Exception as e:  # noqa: BLE001
+                if not is_redis_failure(e):
+                    raise
+                # a timeout on EXEC leaves the outcome unknown: Redis may hold a decision
+                # already; one more read before deciding alone (never two decisions if avoidable)
+                with contextlib.suppress(Exception):
+                    found = await self.primary.decision(board_id)
+                    if found is not None:
+                        return found
+                self.report_failure(e, "decide")
+        self._go_local(board_id)
+        return await self.local.decide(board_id, make)
 
     async def decision(self, board_id: str) -> dict | None:
         return await self._call("decision", board_id)
