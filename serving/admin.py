@@ -36,6 +36,10 @@ class AdminError(RuntimeError):
     """A refused admin action, with a message meant for the operator."""
 
 
+class UnknownModel(AdminError):
+    """No such model in the repository."""
+
+
 @dataclass
 class ModelAdmin:
     url: str = "127.0.0.1:8000"
@@ -68,8 +72,14 @@ class ModelAdmin:
         return rows
 
     # ---- write -------------------------------------------------------------------------
-    def _set_policy(self, model: str, served: list[int]) -> None:
+    def _dir(self, model: str) -> Path:
         model_dir = self.repository / model
+        if not model or model.startswith(".") or "/" in model or not (model_dir / "config.pbtxt").is_file():
+            raise UnknownModel(f"no model {model!r} in the repository {self.repository}")
+        return model_dir
+
+    def _set_policy(self, model: str, served: list[int]) -> None:
+        model_dir = self._dir(model)
         on_disk = versions(model_dir)
         missing = [v for v in served if v not in on_disk]
         if missing:
@@ -91,10 +101,11 @@ class ModelAdmin:
             raise AdminError(f"Triton refused to load {model}: {e.message()}") from e
 
     def served(self, model: str) -> list[int]:
-        model_dir = self.repository / model
+        model_dir = self._dir(model)
         return served_versions(read_config(model_dir), versions(model_dir))
 
     def load(self, model: str, version: int | None = None) -> list[int]:
+        self._dir(model)
         if version is None:
             self._load(model)
             return self.served(model)
@@ -106,6 +117,7 @@ class ModelAdmin:
         return self.served(model)
 
     def unload(self, model: str, version: int | None = None) -> list[int]:
+        self._dir(model)
         if version is None:
             try:
                 self.client.unload_model(model)
@@ -117,7 +129,7 @@ class ModelAdmin:
 
     def rollback(self, model: str) -> list[int]:
         current = max(self.served(model))
-        older = [v for v in versions(self.repository / model) if v < current]
+        older = [v for v in versions(self._dir(model)) if v < current]
         if not older:
             raise AdminError(f"{model}: no version below {current} to roll back to")
         return self.promote(model, older[-1])

@@ -88,7 +88,7 @@ def test_rate_limit_429(monkeypatch, tmp_path, triton):
 
 def test_database_outage_answers_and_loses_nothing(monkeypatch, tmp_path, triton, mariadb):
     proxy, url = mariadb
-    with _app(monkeypatch, tmp_path, TRITON_URL=triton.grpc_url, DATABASE_URL=url) as c:
+    with _app(monkeypatch, tmp_path, TRITON_URL=triton.grpc_url, DATABASE_URL=url, ADMIN_TOKEN="outage-admin") as c:
         _, key = c.app.state.devices.create("pi-right", "right", False)
         assert _post(c, key, "D0", device="pi-right").status_code == 200
         proxy.cut()
@@ -97,6 +97,10 @@ def test_database_outage_answers_and_loses_nothing(monkeypatch, tmp_path, triton
             assert r.status_code == 200, r.text
         assert c.get("/api/inspections").status_code == 503
         assert c.get("/api/inspections").json()["code"] == "database_unavailable"
+        # a device key must be stored before it is shown: refused, not a 500
+        r = c.post("/admin/devices", headers={"Authorization": "Bearer outage-admin"},
+                   json={"device_id": "pi-new", "side": "left"})
+        assert r.status_code == 503 and r.json()["code"] == "database_unavailable", r.text
         time.sleep(1.0)
         assert c.app.state.outbox.depth() >= 5
         proxy.restore()

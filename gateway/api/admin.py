@@ -10,6 +10,7 @@ from typing import Annotated, Literal
 
 from fastapi import APIRouter, Depends, Header, Request
 from pydantic import BaseModel, Field
+from sqlalchemy.exc import SQLAlchemyError
 
 from gateway.core.config import get_settings
 from gateway.core.errors import ApiError, NotFound, ServiceUnavailable, Unauthorized
@@ -35,10 +36,12 @@ def _models():
 
 
 async def _admin_call(fn, *args):
-    from serving.admin import AdminError
+    from serving.admin import AdminError, UnknownModel
 
     try:
         return await asyncio.to_thread(lambda: fn(_models(), *args))
+    except UnknownModel as e:
+        raise NotFound(str(e), "unknown_model") from e
     except AdminError as e:
         raise ApiError(str(e), "model_admin_refused") from e
     except FileNotFoundError as e:
@@ -87,8 +90,12 @@ class DeviceIn(BaseModel):
 @router.post("/devices", status_code=201)
 async def create_device(body: DeviceIn, request: Request) -> dict:
     """Registers (or re-keys) a device; the API key is shown this once."""
-    info, key = await asyncio.to_thread(request.app.state.devices.create, body.device_id, body.side,
-                                        body.drives_gpio, body.name)
+    try:
+        info, key = await asyncio.to_thread(request.app.state.devices.create, body.device_id, body.side,
+                                            body.drives_gpio, body.name)
+    except SQLAlchemyError as e:  # a key must be stored before it is shown: refuse, retry later
+        raise ServiceUnavailable("the database is unavailable: device not registered", "database_unavailable",
+                                 5) from e
     await _event(request, f"device {info.id} registered ({info.side}, drives GPIO: {info.drives_gpio})")
     return {"device_id": info.id, "side": info.side, "drives_gpio": info.drives_gpio, "api_key": key}
 
@@ -104,7 +111,11 @@ async def list_devices(request: Request) -> list[dict]:
 async def disable_device(device_id: str, request: Request) -> dict:
     if request.app.state.devices.get(device_id) is None:
         raise NotFound(f"no device {device_id}", "unknown_device")
-    await asyncio.to_thread(request.app.state.devices.disable, device_id)
+    try:
+        await asyncio.to_thread(request.app.state.devices.disable, device_id)
+    except SQLAlchemyError as e:
+        raise ServiceUnavailable("the database is unavailable: device not disabled", "database_unavailable",
+                                 5) from e
     await _event(request, f"device {device_id} disabled")
     return {"device_id": device_id, "enabled": False}
 

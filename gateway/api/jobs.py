@@ -58,6 +58,8 @@ async def submit(request: Request,
     eng, s = _engine(request), get_settings()
     if bool(files) == bool(source_dir):
         raise ApiError("give either files (images or ZIPs) or source_dir", "invalid_request")
+    if source_dir is not None and ("\x00" in source_dir or len(source_dir) > 4096):
+        raise ApiError("source_dir is not a usable path (NUL byte or too long)", "invalid_source_dir", status=422)
     client_key = fp = None
     if idempotency_key:
         client_key = f"{submitter(request)}:{idempotency_key}"

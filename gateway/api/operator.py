@@ -5,9 +5,10 @@ from __future__ import annotations
 
 import asyncio
 import time
-from datetime import date, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
 from types import SimpleNamespace
 from typing import Annotated
+from zoneinfo import ZoneInfo
 
 import psutil
 from fastapi import APIRouter, Query, Request
@@ -15,6 +16,7 @@ from fastapi.responses import Response
 from sqlalchemy import case, func, select
 from sqlalchemy.exc import DBAPIError, OperationalError
 
+from gateway.core.config import get_settings
 from gateway.core.errors import NotFound, ServiceUnavailable
 from gateway.db.models import Inspection, SystemConfig, SystemLog
 from pcb import taxonomy
@@ -43,10 +45,29 @@ def _row(i: Inspection) -> dict:
     }
 
 
+def plant_today() -> date:
+    return datetime.now(plant_zone()).date()
+
+
+def plant_zone() -> ZoneInfo:
+    """The plant's time zone (``PLANT_TIMEZONE``): a "day" in statistics is the plant's day."""
+    return ZoneInfo(get_settings().plant_timezone)
+
+
 def _day_range(start: date | None, end: date | None) -> tuple[datetime, datetime]:
-    today = datetime.utcnow().date()
+    """[start 00:00, end+1 00:00) in the plant's zone, as the naive UTC the database stores.
+    Any date is accepted: the ends are clamped to what a datetime can hold (9999-12-31 is
+    "until the end", not an overflow)."""
+    today = plant_today()
     start, end = start or today, end or today
-    return datetime.combine(start, datetime.min.time()), datetime.combine(end + timedelta(days=1), datetime.min.time())
+    zone = plant_zone()
+
+    def utc(d: date) -> datetime:
+        local = datetime.combine(d, datetime.min.time(), zone)
+        return local.astimezone(UTC).replace(tzinfo=None)
+
+    first, last = date(1970, 1, 1), date(9998, 12, 31)  # what every database compares safely
+    return utc(min(max(start, first), last)), utc(min(max(end, first), last) + timedelta(days=1))
 
 
 @router.get("/inspections")
@@ -66,7 +87,7 @@ async def inspections(
         if device_id:
             stmt = stmt.where(Inspection.device_id == device_id)
         if date_from or date_to:
-            lo, hi = _day_range(date_from or date(1970, 1, 1), date_to or datetime.utcnow().date())
+            lo, hi = _day_range(date_from or date.min, date_to or date.max)
             stmt = stmt.where(Inspection.created_at >= lo, Inspection.created_at < hi)
         with sessions() as s:
             total = s.scalar(select(func.count()).select_from(stmt.subquery()))

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from functools import lru_cache
 
+from pydantic import field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from pcb.image_decode import MAX_PIXELS
@@ -42,6 +43,7 @@ class Settings(BaseSettings):
     rate_limit_per_s: float = 30.0  # per device, per worker; 0 switches it off
     rate_limit_burst: int = 60
     log_level: str = "INFO"
+    plant_timezone: str = "UTC"  # IANA name, e.g. Asia/Seoul: statistics count the plant's days
     seed_compat: bool = True  # the seed's /predict and /predict_dual (no credentials)
     seed_left_device: str = "seed-left"
     seed_right_device: str = "seed-right"
@@ -71,6 +73,18 @@ class Settings(BaseSettings):
     enhance_max_pixels: int = 16_000_000  # per photo; the x2 output stays under 64 MP
     enhance_result_ttl_s: float = 3600.0  # results kept this long after they finish
     enhance_timeout_s: float = 300.0  # one photo through Triton (a 512 px face is ~6 s on a CPU)
+
+
+    @field_validator("plant_timezone")
+    @classmethod
+    def _known_zone(cls, v: str) -> str:
+        from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+        try:
+            ZoneInfo(v)
+        except (ZoneInfoNotFoundError, ValueError) as e:
+            raise ValueError(f"PLANT_TIMEZONE {v!r} is not a known time zone") from e
+        return v
 
 
 @lru_cache(maxsize=1)

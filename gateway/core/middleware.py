@@ -1,7 +1,10 @@
 """One plain ASGI middleware for every request: refuse oversized bodies from their
 Content-Length (before the multipart parser spools them to disk), give the request an id
-(echoed as ``X-Request-Id`` and put in every log line), and record the route's count and
-latency. Plain ASGI rather than ``@app.middleware``: Starlette's BaseHTTPMiddleware adds a
+(echoed as ``X-Request-Id`` and put in every log line), record the route's count and
+latency, and turn any exception that escaped the routes into a JSON 500 (code
+``internal_error``, logged with its traceback). Here rather than in an exception handler:
+Starlette's outermost error middleware re-raises after answering, and the server then
+closes the keep-alive connection, so the client's *next* request would fail too. Plain ASGI rather than ``@app.middleware``: Starlette's BaseHTTPMiddleware adds a
 task and a stream per layer, per request, on the hot path."""
 
 from __future__ import annotations
@@ -32,10 +35,12 @@ class RequestMiddleware:
         status = 500
         rid_header = (b"x-request-id", rid.encode("latin-1"))
 
+        started = False
+
         async def send_with_id(message):
-            nonlocal status
+            nonlocal status, started
             if message["type"] == "http.response.start":
-                status = message["status"]
+                status, started = message["status"], True
                 message["headers"] = [*message.get("headers", []), rid_header]
             await send(message)
 
@@ -50,7 +55,18 @@ class RequestMiddleware:
                                                 (b"content-length", str(len(body)).encode())]})
                 await send({"type": "http.response.body", "body": body})
                 return
-            await self.app(scope, receive, send_with_id)
+            try:
+                await self.app(scope, receive, send_with_id)
+            except Exception:
+                log.exception("unhandled error")
+                if started:  # half an answer is out: nothing honest left to send
+                    raise
+                body = json.dumps({"code": "internal_error",
+                                   "message": "internal error; see the gateway log", "request_id": rid}).encode()
+                await send_with_id({"type": "http.response.start", "status": 500,
+                                    "headers": [(b"content-type", b"application/json"),
+                                                (b"content-length", str(len(body)).encode())]})
+                await send({"type": "http.response.body", "body": body})
         finally:
             route = scope.get("route")
             path = getattr(route, "path", "unmatched")

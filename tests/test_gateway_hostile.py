@@ -1,0 +1,141 @@
+"""Hostile inputs against a real gateway process, each sent over one raw keep-alive
+connection followed by a ``/health`` on the *same* connection: every answer is a 4xx (or a
+defined 2xx/503) with a JSON ``code``, never a 5xx, and the connection stays open (after a
+500 the server used to drop it, so the client's next request failed too)."""
+
+from __future__ import annotations
+
+import http.client
+import io
+import socket
+import zipfile
+
+import httpx
+import pytest
+
+from pcb.synthetic import render_board
+from tests.conftest import encode
+from tests.gateway_server import GatewayServer
+
+TOKEN = "hostile-admin"
+
+
+@pytest.fixture(scope="module")
+def gateway(triton, tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("hostile")
+    srv = GatewayServer({"TRITON_URL": triton.grpc_url, "TRITON_HTTP_URL": triton.http_url,
+                         "DATABASE_URL": f"sqlite:///{tmp / 'g.db'}", "OUTBOX_PATH": str(tmp / "o.db"),
+                         "IMAGE_DIR": str(tmp / "img"), "ADMIN_TOKEN": TOKEN, "RATE_LIMIT_PER_S": "0",
+                         "BATCH_DATA_DIR": str(tmp / "batch"), "BATCH_ALLOWED_ROOTS": str(tmp),
+                         "PLANT_TIMEZONE": "Asia/Seoul"}, tmp / "gw.log").start()
+    key = httpx.post(f"{srv.url}/admin/devices", headers={"Authorization": f"Bearer {TOKEN}"},
+                     json={"device_id": "pi-left", "side": "left", "drives_gpio": True}).json()["api_key"]
+    try:
+        yield srv, key
+    finally:
+        srv.stop()
+
+
+def _raw(sock: socket.socket, request: httpx.Request) -> tuple[int, dict, bytes]:
+    """Send one HTTP/1.1 request on an open socket, read one answer."""
+    body = request.read()
+    lines = [f"{request.method} {request.url.raw_path.decode()} HTTP/1.1"]
+    lines += [f"{k}: {v}" for k, v in request.headers.items() if k.lower() != "connection"]
+    sock.sendall(("\r\n".join(lines) + "\r\n\r\n").encode("latin-1") + body)
+    resp = http.client.HTTPResponse(sock)
+    resp.begin()
+    data = resp.read()
+    return resp.status, {k.lower(): v for k, v in resp.getheaders()}, data
+
+
+def _zip(members: list[tuple[str, bytes]], method: int = zipfile.ZIP_DEFLATED) -> bytes:
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w", method) as z:
+        for name, data in members:
+            z.writestr(name, data)
+    return buf.getvalue()
+
+
+def _hostile_zips() -> dict[str, bytes]:
+    img = encode(render_board(5).image)
+    good = _zip([("a.jpg", img)])
+    # the local and central headers say the member is 10 bytes: it is not
+    understated = bytearray(good)
+    for sig, off in ((b"PK\x03\x04", 22), (b"PK\x01\x02", 24)):
+        i = understated.find(sig)
+        understated[i + off:i + off + 4] = (10).to_bytes(4, "little")
+    corrupt = bytearray(good)
+    start = corrupt.find(b"PK\x03\x04") + 30 + len("a.jpg")
+    corrupt[start + 10:start + 60] = b"\xff" * 50  # the deflate stream itself
+    encrypted = bytearray(good)
+    for sig, off in ((b"PK\x03\x04", 6), (b"PK\x01\x02", 8)):
+        i = encrypted.find(sig)
+        encrypted[i + off] |= 0x01  # the "encrypted" flag bit
+    method99 = bytearray(good)
+    for sig, off in ((b"PK\x03\x04", 8), (b"PK\x01\x02", 10)):
+        i = method99.find(sig)
+        method99[i + off:i + off + 2] = (99).to_bytes(2, "little")  # AES / unknown compression
+    return {"understated": bytes(understated), "corrupt_deflate": bytes(corrupt), "encrypted": bytes(encrypted),
+            "method_99": bytes(method99)}
+
+
+def _cases(url: str, key: str) -> list[tuple[str, httpx.Request]]:
+    dev = {"X-Device-Id": "pi-left", "X-API-Key": key}
+    admin = {"Authorization": f"Bearer {TOKEN}"}
+    img = encode(render_board(3).image)
+    cases = []
+    for v in ("nan", "inf", "-inf", "1e20", "3e11", "-1e11"):
+        cases.append((f"captured_at={v}", httpx.Request("POST", f"{url}/v1/inspect", headers=dev,
+                                                          files={"image": ("b.jpg", img, "image/jpeg")},
+                                                          data={"board_id": "H1", "captured_at": v})))
+    cases += [
+        ("inspections date_to=9999-12-31", httpx.Request("GET", f"{url}/api/inspections?date_to=9999-12-31")),
+        ("inspections date_from=0001-01-01", httpx.Request("GET", f"{url}/api/inspections?date_from=0001-01-01")),
+        ("statistics end_date=9999-12-31", httpx.Request("GET", f"{url}/api/statistics?end_date=9999-12-31")),
+        ("statistics start_date=0001-01-01", httpx.Request("GET", f"{url}/api/statistics?start_date=0001-01-01")),
+        ("source_dir with NUL", httpx.Request("POST", f"{url}/api/v1/jobs", data={"source_dir": "/tmp/a\x00b"})),
+        ("unknown model load", httpx.Request("POST", f"{url}/admin/models/no_such_model/load", headers=admin,
+                                             json={"version": 1})),
+        ("model name traversal", httpx.Request("POST", f"{url}/admin/models/..%2F..%2Fetc/load", headers=admin,
+                                               json={"version": 1})),
+    ]
+    for name, data in _hostile_zips().items():
+        cases.append((f"zip {name}", httpx.Request("POST", f"{url}/api/v1/jobs",
+                                                   files={"files": ("lot.zip", data, "application/zip")})))
+    return cases
+
+
+CASE_NAMES = [n for n, _ in _cases("http://x", "k")]
+
+
+@pytest.mark.parametrize("name", CASE_NAMES)
+def test_hostile_input_is_a_defined_answer_and_keeps_the_connection(gateway, name):
+    srv, key = gateway
+    request = dict(_cases(srv.url, key))[name]
+    with socket.create_connection(("127.0.0.1", srv.port), timeout=60) as sock:
+        status, headers, body = _raw(sock, request)
+        assert status < 500 or status == 503, (status, body[:300])
+        if status >= 400:
+            assert headers.get("content-type", "").startswith("application/json")
+            assert httpx.Response(status, content=body).json()["code"], body
+        assert headers.get("connection", "").lower() != "close"
+        again, _, _ = _raw(sock, httpx.Request("GET", f"{srv.url}/health"))  # the same connection
+        assert again == 200
+
+
+def test_an_unexpected_error_is_a_json_500_on_a_live_connection(gateway, monkeypatch):
+    """The catch-all: a bug no hostile input above reaches must still answer JSON and keep
+    the connection (in-process app, the same middleware stack)."""
+    from fastapi.testclient import TestClient
+
+    from gateway.core.middleware import RequestMiddleware
+
+    async def broken(scope, receive, send):
+        raise RuntimeError("a bug")
+
+    async def app(scope, receive, send):
+        await RequestMiddleware(broken, 1000)(scope, receive, send)
+
+    with TestClient(app, raise_server_exceptions=False) as c:
+        r = c.get("/anything")
+        assert r.status_code == 500 and r.json()["code"] == "internal_error"
