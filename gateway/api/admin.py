@@ -8,7 +8,7 @@ import hmac
 from pathlib import Path
 from typing import Annotated, Literal
 
-from fastapi import APIRouter, Depends, Header, Request
+from fastapi import APIRouter, Depends, Header, Query, Request
 from pydantic import BaseModel, Field
 from sqlalchemy.exc import SQLAlchemyError
 
@@ -118,6 +118,27 @@ async def disable_device(device_id: str, request: Request) -> dict:
                                  5) from e
     await _event(request, f"device {device_id} disabled")
     return {"device_id": device_id, "enabled": False}
+
+
+@router.get("/outbox/quarantine")
+async def list_quarantine(request: Request, limit: Annotated[int, Query(ge=1, le=1000)] = 100) -> dict:
+    """Rows the database kept refusing, set aside on this gateway (kept, never deleted)."""
+    box = request.app.state.outbox
+    rows = await asyncio.to_thread(box.quarantined, limit)
+    return {"total": await asyncio.to_thread(box.quarantine_depth), "rows": rows}
+
+
+class RequeueIn(BaseModel):
+    ids: list[Annotated[str, Field(max_length=64)]] | None = Field(None, max_length=1000)
+
+
+@router.post("/outbox/quarantine/retry")
+async def retry_quarantine(body: RequeueIn, request: Request) -> dict:
+    """Send quarantined rows (``ids``, or all) back to the outbox, e.g. after a schema fix."""
+    n = await asyncio.to_thread(request.app.state.outbox.requeue, body.ids)
+    request.app.state.drainer.poke()
+    await _event(request, f"{n} quarantined outbox rows sent back for another try")
+    return {"requeued": n}
 
 
 class ConfigIn(BaseModel):

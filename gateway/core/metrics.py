@@ -23,8 +23,19 @@ TRITON_ERRORS = Counter("gateway_triton_errors_total", "Triton calls that failed
                         registry=REGISTRY)
 PAIRING = Counter("gateway_pairing_total", "Pairing outcomes", ["outcome"], registry=REGISTRY)
 OUTBOX_DEPTH = Gauge("gateway_outbox_depth", "Inspections waiting in the local outbox", registry=REGISTRY)
-DB_WRITE_FAILURES = Counter("gateway_db_write_failures_total", "Failed database writes (rows kept in the outbox)",
+DB_WRITE_FAILURES = Counter("gateway_db_write_failures_total",
+                            "Database writes that failed because the database was unavailable (rows kept)",
                             registry=REGISTRY)
+OUTBOX_REJECTED = Counter("gateway_outbox_rejected_total", "Outbox rows the database refused (one attempt each)",
+                          registry=REGISTRY)
+OUTBOX_QUARANTINED = Gauge("gateway_outbox_quarantined", "Outbox rows set aside after repeated refusals (kept)",
+                           registry=REGISTRY)
+# background chores (housekeeping, the outbox drainer, ...): an error is counted and the loop
+# goes on; a chore whose last success gets old is an alert (monitoring/rules)
+CHORE_ERRORS = Counter("gateway_chore_errors_total", "Background chore runs that failed", ["chore"],
+                       registry=REGISTRY)
+CHORE_LAST_SUCCESS = Gauge("gateway_chore_last_success_timestamp_seconds", "When a chore last ran cleanly",
+                           ["chore"], registry=REGISTRY)
 # Operations (monitoring/): filled in at scrape time by the /metrics handler, from what this
 # worker knows (device heartbeats, Triton's readiness as the gateway sees it).
 EDGE_LAST_SEEN = Gauge("gateway_edge_last_seen_timestamp_seconds", "When an edge was last heard from (unix time)",

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from sqlalchemy import select
+from sqlalchemy import select, text
+from sqlalchemy.exc import DataError, IntegrityError, InterfaceError, ProgrammingError
 from sqlalchemy.orm import sessionmaker
 
 from gateway.db.models import Inspection, SystemLog
@@ -24,6 +25,22 @@ def _inspection(payload: dict) -> Inspection:
 class DbWriter:
     def __init__(self, sessions: sessionmaker):
         self.sessions = sessions
+
+    def rejects(self, e: Exception) -> bool:
+        """Did the database refuse *these rows* (as opposed to being unavailable)? Integrity
+        and data errors, and payloads that do not build a row, are the rows' fault. Anything
+        else counts as the row's fault only if the database answers a ping right now."""
+        if isinstance(e, IntegrityError | DataError | TypeError | ValueError | KeyError):
+            return True
+        if isinstance(e, InterfaceError | ProgrammingError | TimeoutError | OSError) or \
+                getattr(e, "connection_invalidated", False):
+            return False  # unreachable, or a schema not migrated yet: never the rows' fault
+        try:
+            with self.sessions() as s:
+                s.execute(text("SELECT 1"))
+        except Exception:  # noqa: BLE001 - it is the database
+            return False
+        return True
 
     def __call__(self, rows: list[PendingRow]) -> None:
         with self.sessions.begin() as s:

@@ -71,7 +71,7 @@ class EnhanceService(BackgroundTask):
         shutil.rmtree(self.dir, ignore_errors=True)
         self.dir.mkdir(parents=True, exist_ok=True)
         self._workers = [asyncio.create_task(self._worker(), name=f"enhance-{i}") for i in range(self.concurrency)]
-        self._start(self._cleanup_loop(), "enhance-cleanup")
+        self._start(self._cleanup_loop, "enhance-cleanup")
 
     async def stop(self) -> None:
         self._stopping = True

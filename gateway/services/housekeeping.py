@@ -1,32 +1,37 @@
 """Periodic chores of each worker: reload the device registry (devices added through
-another worker), flush heartbeats to the database, prune old images and idempotency keys."""
+another worker), flush heartbeats to the database, prune old images and idempotency keys.
+Each chore is isolated (``run_chore``): one that fails is logged and counted and the others
+go on, this round and the next."""
 
 from __future__ import annotations
 
 import asyncio
 import logging
 
-from gateway.services.background import BackgroundTask
+from gateway.services.background import BackgroundTask, run_chore
 
 log = logging.getLogger("gateway.housekeeping")
 
 
 class Housekeeping(BackgroundTask):
-    def __init__(self, devices, images, outbox, every_s: float = 5.0, idempotency_ttl_s: float = 86400):
+    def __init__(self, devices, images, outbox, every_s: float = 5.0, idempotency_ttl_s: float = 86400,
+                 prune_every: int = 60):
         self.devices, self.images, self.outbox = devices, images, outbox
         self.every_s, self.idempotency_ttl_s = every_s, idempotency_ttl_s
+        self.prune_every = prune_every  # rounds: about every 5 minutes
         self.rounds = 0
 
-    async def once(self) -> None:
-        for name, fn in (("device registry", self.devices.refresh), ("heartbeats", self.devices.flush_last_seen)):
-            try:
-                await asyncio.to_thread(fn)
-            except Exception as e:  # noqa: BLE001 - database away: try again next round
-                log.debug("%s: %r", name, e)
-        if self.rounds % 60 == 0:  # about every 5 minutes
-            await asyncio.to_thread(self.images.prune)
-            await asyncio.to_thread(self.outbox.prune_idempotency, self.idempotency_ttl_s)
+    def chores(self) -> list[tuple[str, object]]:
+        due = [("device_registry", self.devices.refresh), ("heartbeats", self.devices.flush_last_seen)]
+        if self.rounds % self.prune_every == 0:
+            due += [("image_prune", self.images.prune),
+                    ("idempotency_prune", lambda: self.outbox.prune_idempotency(self.idempotency_ttl_s))]
+        return due
+
+    async def once(self) -> dict[str, bool]:
+        results = {name: await run_chore(name, fn) for name, fn in self.chores()}
         self.rounds += 1
+        return results
 
     async def run(self) -> None:
         while True:
@@ -34,4 +39,4 @@ class Housekeeping(BackgroundTask):
             await asyncio.sleep(self.every_s)
 
     def start(self) -> None:
-        self._start(self.run(), "housekeeping")
+        self._start(self.run, "housekeeping")

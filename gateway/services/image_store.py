@@ -57,8 +57,16 @@ class ImageStore:
         return cv2.imencode(".jpg", img, [cv2.IMWRITE_JPEG_QUALITY, 90])[1].tobytes()
 
     def prune(self) -> int:
-        files = sorted(((p.stat().st_mtime, p.stat().st_size, p) for p in self.root.rglob("*.jpg")),
-                       key=lambda t: t[0])
+        """Several gateways may share the volume and prune at once: a file that vanished
+        between listing and stat (or unlink) is simply gone, not an error."""
+        files = []
+        for p in self.root.rglob("*.jpg"):
+            try:
+                st = p.stat()
+            except FileNotFoundError:
+                continue
+            files.append((st.st_mtime, st.st_size, p))
+        files.sort(key=lambda t: t[0])
         total = sum(s for _, s, _ in files)
         now, removed = time.time(), 0
         for mtime, size, p in files:

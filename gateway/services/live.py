@@ -68,4 +68,4 @@ class LiveFeed(BackgroundTask):
 
     def start(self) -> None:
         if self.redis is not None:
-            self._start(self._relay(), "live-relay")
+            self._start(self._relay, "live-relay")

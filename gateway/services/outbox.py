@@ -14,6 +14,14 @@ replicas through Redis).
 
 A storage failure (disk full, the file locked past its busy timeout, a corrupt file) raises
 ``StorageError``: the caller refuses the request (503) instead of answering without a record.
+
+Draining: each drainer *leases* the rows it hands to the database (``lease_until``), so two
+workers (or pods) sharing one outbox file never write the same row at once. A batch the
+database refuses because of a row (an integrity or data error, as told by ``rejected``) is
+retried row by row: the good rows go through, the bad one gets an attempt counted, and
+after ``max_attempts`` it moves to the ``quarantine`` table: kept (never deleted), counted
+in a metric and an alert, listed and sent back by an admin (route and CLI). A database that
+is simply unavailable counts no attempts: those rows wait.
 """
 
 from __future__ import annotations
@@ -34,6 +42,15 @@ CREATE TABLE IF NOT EXISTS pending (
     attempts INTEGER NOT NULL DEFAULT 0,
     last_error TEXT,
     created_at REAL NOT NULL
+);
+CREATE TABLE IF NOT EXISTS quarantine (
+    id TEXT PRIMARY KEY,
+    kind TEXT NOT NULL,
+    payload TEXT NOT NULL,
+    attempts INTEGER NOT NULL,
+    last_error TEXT,
+    created_at REAL NOT NULL,
+    quarantined_at REAL NOT NULL
 );
 CREATE TABLE IF NOT EXISTS idempotency (
     device_id TEXT NOT NULL,
@@ -76,6 +93,8 @@ class Outbox:
             cols = {r[1] for r in c.execute("PRAGMA table_info(idempotency)")}
             if "fingerprint" not in cols:  # a file from before fingerprints
                 c.execute("ALTER TABLE idempotency ADD COLUMN fingerprint TEXT")
+            if "lease_until" not in {r[1] for r in c.execute("PRAGMA table_info(pending)")}:
+                c.execute("ALTER TABLE pending ADD COLUMN lease_until REAL NOT NULL DEFAULT 0")
 
     def _conn(self) -> sqlite3.Connection:
         c = getattr(self._local, "conn", None)
@@ -146,24 +165,101 @@ class Outbox:
             "SELECT id, kind, payload, attempts FROM pending ORDER BY created_at, id LIMIT ?", (limit,)).fetchall()
         return [PendingRow(r[0], r[1], json.loads(r[2]), r[3]) for r in rows]
 
-    def drain_once(self, write: Callable[[list[PendingRow]], None], limit: int = 100) -> int:
-        """Hand the oldest rows to ``write`` (one database transaction); delete them only if
-        it returned. Returns how many were moved; raises what ``write`` raised."""
-        rows = self.peek(limit)
+    def _claim(self, limit: int, lease_s: float) -> list[PendingRow]:
+        """The oldest rows no other drainer holds, leased to this one."""
+        c = self._conn()
+        now = time.time()
+        c.execute("BEGIN IMMEDIATE")
+        try:
+            rows = c.execute("SELECT id, kind, payload, attempts FROM pending WHERE lease_until < ? "
+                             "ORDER BY created_at, id LIMIT ?", (now, limit)).fetchall()
+            c.executemany("UPDATE pending SET lease_until = ? WHERE id = ?", [(now + lease_s, r[0]) for r in rows])
+            c.execute("COMMIT")
+        except BaseException:
+            if c.in_transaction:
+                c.execute("ROLLBACK")
+            raise
+        return [PendingRow(r[0], r[1], json.loads(r[2]), r[3]) for r in rows]
+
+    def _settle(self, done: list[PendingRow], release: list[PendingRow] = (), error: str | None = None) -> None:
+        """Delete what the database took; hand the rest back (lease ended)."""
+        c = self._conn()
+        c.execute("BEGIN IMMEDIATE")
+        c.executemany("DELETE FROM pending WHERE id = ?", [(r.id,) for r in done])
+        c.executemany("UPDATE pending SET lease_until = 0, last_error = coalesce(?, last_error) WHERE id = ?",
+                      [(error, r.id) for r in release])
+        c.execute("COMMIT")
+
+    def _reject(self, row: PendingRow, error: Exception, max_attempts: int) -> bool:
+        """Count a refusal of ``row``; quarantine it at ``max_attempts``. True if quarantined."""
+        c = self._conn()
+        c.execute("BEGIN IMMEDIATE")
+        c.execute("UPDATE pending SET attempts = attempts + 1, last_error = ?, lease_until = 0 WHERE id = ?",
+                  (repr(error)[:500], row.id))
+        moved = c.execute("INSERT INTO quarantine SELECT id, kind, payload, attempts, last_error, created_at, ? "
+                          "FROM pending WHERE id = ? AND attempts >= ?", (time.time(), row.id, max_attempts)).rowcount
+        if moved:
+            c.execute("DELETE FROM pending WHERE id = ?", (row.id,))
+        c.execute("COMMIT")
+        return bool(moved)
+
+    def drain_once(self, write: Callable[[list[PendingRow]], None], limit: int = 100, *,
+                   rejected: Callable[[Exception], bool] | None = None, max_attempts: int = 5,
+                   lease_s: float = 60.0, on_quarantine: Callable[[PendingRow, Exception], None] | None = None) -> int:
+        """Hand the oldest unleased rows to ``write`` (one database transaction); delete them
+        only if it returned. Returns how many were moved. If ``write`` fails and ``rejected``
+        says the failure is a row's fault, the rows are tried one by one (see the module
+        docstring); any other failure is raised with the rows handed back untouched."""
+        rows = self._claim(limit, lease_s)
         if not rows:
             return 0
         try:
             write(rows)
         except Exception as e:
-            c = self._conn()
-            c.executemany("UPDATE pending SET attempts = attempts + 1, last_error = ? WHERE id = ?",
-                          [(repr(e)[:500], r.id) for r in rows])
-            raise
+            if rejected is None or not rejected(e):
+                self._settle([], rows, repr(e)[:500])
+                raise
+            return self._one_by_one(rows, write, rejected, max_attempts, on_quarantine)
+        self._settle(rows)
+        return len(rows)
+
+    def _one_by_one(self, rows, write, rejected, max_attempts, on_quarantine) -> int:
+        moved = 0
+        for i, row in enumerate(rows):
+            try:
+                write([row])
+            except Exception as e:
+                if not rejected(e):  # the database went away meanwhile: hand back the rest
+                    self._settle([], rows[i:], repr(e)[:500])
+                    raise
+                if self._reject(row, e, max_attempts) and on_quarantine is not None:
+                    on_quarantine(row, e)
+                continue
+            self._settle([row])
+            moved += 1
+        return moved
+
+    # ---- quarantine (rows the database kept refusing) ----------------------------------
+    def quarantine_depth(self) -> int:
+        return int(self._conn().execute("SELECT COUNT(*) FROM quarantine").fetchone()[0])
+
+    def quarantined(self, limit: int = 100) -> list[dict]:
+        rows = self._conn().execute("SELECT id, kind, payload, attempts, last_error, created_at, quarantined_at "
+                                    "FROM quarantine ORDER BY quarantined_at LIMIT ?", (limit,)).fetchall()
+        return [{"id": r[0], "kind": r[1], "payload": json.loads(r[2]), "attempts": r[3], "last_error": r[4],
+                 "created_at": r[5], "quarantined_at": r[6]} for r in rows]
+
+    def requeue(self, ids: list[str] | None = None) -> int:
+        """Send quarantined rows (all, or ``ids``) back to the outbox with a fresh count."""
         c = self._conn()
         c.execute("BEGIN IMMEDIATE")
-        c.executemany("DELETE FROM pending WHERE id = ?", [(r.id,) for r in rows])
+        where, args = ("", ()) if ids is None else (f"WHERE id IN ({','.join('?' * len(ids))})", tuple(ids))
+        n = c.execute("INSERT OR IGNORE INTO pending (id, kind, payload, attempts, last_error, created_at, "
+                      f"lease_until) SELECT id, kind, payload, 0, last_error, created_at, 0 FROM quarantine {where}",
+                      args).rowcount
+        c.execute(f"DELETE FROM quarantine {where}", args)
         c.execute("COMMIT")
-        return len(rows)
+        return n
 
     def prune_idempotency(self, older_than_s: float) -> int:
         cur = self._conn().execute("DELETE FROM idempotency WHERE created_at < ?", (time.time() - older_than_s,))
