@@ -152,8 +152,33 @@ def create_app() -> FastAPI:
 
     @app.get("/health", tags=["seed"])
     async def health(request: Request) -> dict:
+        """The seed's status route: always 200 while the process answers (see /health/ready)."""
         triton_ok = await request.app.state.triton.ready()
         return {"status": "healthy" if triton_ok else "degraded", "triton": triton_ok}
+
+    @app.get("/health/live", tags=["health"])
+    async def liveness() -> dict:
+        """Liveness: the process serves requests (no dependency is asked)."""
+        return {"status": "alive"}
+
+    @app.get("/health/ready", tags=["health"], responses={503: {"description": "not ready"}})
+    async def ready(request: Request) -> JSONResponse:
+        """Readiness for a balancer: 200 only while this gateway can inspect (Triton ready)
+        and record (its outbox file answers). The database and Redis are not required: the
+        outbox and in-process pairing carry the line through their outages."""
+        st = request.app.state
+        triton_ok = await st.triton.ready()
+        try:
+            await asyncio.wait_for(asyncio.to_thread(st.outbox.depth), 2)
+            outbox_ok = True
+        except Exception:  # noqa: BLE001 - locked, full or broken: cannot record
+            outbox_ok = False
+        body = {"triton": triton_ok, "outbox": outbox_ok}
+        if triton_ok and outbox_ok:
+            return JSONResponse({"status": "ready", **body})
+        missing = " and ".join(k for k, ok in body.items() if not ok)
+        return JSONResponse({"code": "not_ready", "message": f"not ready: {missing} unavailable", **body},
+                            status_code=503, headers={"Retry-After": "1"})
 
     return app
 

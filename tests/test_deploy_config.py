@@ -136,3 +136,13 @@ def test_compose_monitoring_is_wired_to_the_services():
     provider = yaml.safe_load((ROOT / "monitoring" / "grafana" / "provisioning" / "dashboards" / "pcb.yml").read_text())
     assert mounts["./monitoring/grafana/dashboards"] == provider["providers"][0]["options"]["path"]
     assert grafana["environment"]["PROMETHEUS_URL"] == "http://prometheus:9090"
+
+
+def test_probes_use_liveness_and_readiness_routes():
+    gw = _compose()["services"]["gateway"]
+    assert "/health/ready" in " ".join(gw["healthcheck"]["test"])
+    dep = next(d for d in yaml.safe_load_all((ROOT / "deploy" / "k8s" / "base" / "gateway.yaml").read_text())
+               if d and d.get("kind") == "StatefulSet")
+    c = dep["spec"]["template"]["spec"]["containers"][0]
+    assert c["readinessProbe"]["httpGet"]["path"] == "/health/ready"
+    assert c["livenessProbe"]["httpGet"]["path"] == "/health/live"
