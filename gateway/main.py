@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager
 
 from fastapi import FastAPI, Request
@@ -46,6 +47,10 @@ async def _db_start(settings, app: FastAPI, attempts: int = 30) -> None:
     engine = make_engine(settings.database_url)
     app.state.engine = engine
     app.state.sessions = make_sessionmaker(engine)
+    # operator reads: their own engine with 2 s socket timeouts (a blackholed database frees
+    # their threads fast) next to the writers' 10 s
+    app.state.read_engine = make_engine(settings.database_url, read_timeout_s=2, connect_timeout_s=2)
+    app.state.read_sessions = make_sessionmaker(app.state.read_engine)
     for i in range(attempts):
         try:
             await asyncio.to_thread(upgrade, settings.database_url)
@@ -60,6 +65,9 @@ async def _db_start(settings, app: FastAPI, attempts: int = 30) -> None:
 @asynccontextmanager
 async def lifespan(app: FastAPI):
     settings = get_settings()
+    # many short blocking calls (outbox, image files, database) run in threads: a pool big
+    # enough that reads stuck on a dead database never delay the line's outbox writes
+    asyncio.get_running_loop().set_default_executor(ThreadPoolExecutor(32, thread_name_prefix="gateway"))
     app.state.triton = TritonService(settings.triton_url, settings.triton_timeout_s, settings.triton_grpc_lb_policy)
     await _db_start(settings, app)
     app.state.devices = DeviceRegistry(app.state.sessions)
@@ -101,6 +109,7 @@ async def lifespan(app: FastAPI):
         await app.state.pairs.close()
         await app.state.triton.close()
         app.state.engine.dispose()
+        app.state.read_engine.dispose()
 
 
 def create_app() -> FastAPI:

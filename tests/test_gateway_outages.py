@@ -187,3 +187,29 @@ def test_gateway_restart_during_db_outage_loses_nothing(monkeypatch, tmp_path, t
         with c2.app.state.sessions() as s:
             boards = sorted(b for b in s.scalars(select(Inspection.board_id)).all() if b.startswith("RS"))
         assert boards == [f"RS{i}" for i in range(4)]
+
+
+def test_blackholed_database_bounded_waits(monkeypatch, tmp_path, triton, mariadb):
+    """MariaDB accepts connections and never answers: operator reads are a 503 within 2 s
+    (+ scheduling margin), system status answers within 2 s, and the line keeps inspecting."""
+    proxy, url = mariadb
+    with _app(monkeypatch, tmp_path, TRITON_URL=triton.grpc_url, DATABASE_URL=url) as c:
+        _, key = c.app.state.devices.create("pi-right", "right", False)
+        assert c.get("/api/inspections").status_code == 200
+        proxy.blackhole()
+        try:
+            for route in ("/api/inspections", "/api/statistics", "/api/system-logs", "/api/config"):
+                t0 = time.monotonic()
+                r = c.get(route)
+                dt = time.monotonic() - t0
+                assert r.status_code == 503 and r.json()["code"] == "database_unavailable", (route, r.text)
+                assert dt < 2.6, (route, dt)
+            t0 = time.monotonic()
+            status = c.get("/api/system-status")
+            assert status.status_code == 200 and status.json()["database"] is False
+            assert time.monotonic() - t0 < 2.2
+            t0 = time.monotonic()
+            assert _post(c, key, "BH1", device="pi-right").status_code == 200  # the line goes on
+            assert time.monotonic() - t0 < 2.0
+        finally:
+            proxy.restore()

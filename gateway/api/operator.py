@@ -26,9 +26,19 @@ router = APIRouter(prefix="/api", tags=["operator"])
 ONLINE_AFTER_S = 30  # a device is online if it was heard from this recently
 
 
+READ_TIMEOUT_S = 2.0  # an operator read answers within this, or 503
+
+
 async def _db(request: Request, fn):
+    """A read on the read engine (short socket timeouts), bounded: a dead or blackholed
+    database is a 503 within ``READ_TIMEOUT_S``, never a hung request."""
+    st = request.app.state
     try:
-        return await asyncio.to_thread(fn, request.app.state.sessions)
+        return await asyncio.wait_for(asyncio.to_thread(fn, getattr(st, "read_sessions", st.sessions)),
+                                      READ_TIMEOUT_S)
+    except TimeoutError as e:
+        raise ServiceUnavailable(f"the database did not answer within {READ_TIMEOUT_S:.0f} s",
+                                 "database_unavailable", 5) from e
     except (OperationalError, DBAPIError) as e:
         raise ServiceUnavailable("the database is unavailable", "database_unavailable", 5) from e
 
@@ -171,6 +181,16 @@ def _gpu() -> list[dict] | None:
     return out
 
 
+STATUS_CHECK_S = 1.5  # each dependency check; they run at once, so the route stays under 2 s
+
+
+async def _check(coro, default=False):
+    try:
+        return await asyncio.wait_for(coro, STATUS_CHECK_S)
+    except Exception:  # noqa: BLE001 - any failure or timeout means "down" here
+        return default
+
+
 @router.get("/system-status")
 async def system_status(request: Request) -> dict:
     st = request.app.state
@@ -180,24 +200,20 @@ async def system_status(request: Request) -> dict:
             s.execute(select(1))
         return True
 
-    try:
-        database = await asyncio.wait_for(asyncio.to_thread(db_ok, st.sessions), 3)
-    except Exception:  # noqa: BLE001 - any failure means "down" here
-        database = False
-    redis_ok = None
-    if getattr(st.pairs, "redis", None) is not None:
-        try:
-            redis_ok = bool(await asyncio.wait_for(st.pairs.redis.ping(), 2))
-        except Exception:  # noqa: BLE001
-            redis_ok = False
+    redis = getattr(st.pairs, "redis", None)
+    database, redis_ok, triton_ok, depth = await asyncio.gather(
+        _check(asyncio.to_thread(db_ok, getattr(st, "read_sessions", st.sessions))),
+        _check(redis.ping()) if redis is not None else asyncio.sleep(0, None),
+        _check(st.triton.ready()),
+        _check(asyncio.to_thread(st.outbox.depth), None))
     now = time.time()
     devices = [{"device_id": d.id, "side": d.side, "drives_gpio": d.drives_gpio,
                 "online": now - st.devices.last_seen.get(d.id, 0) < ONLINE_AFTER_S,
                 "last_seen": st.devices.last_seen.get(d.id)} for d in st.devices.all()]
     vm = psutil.virtual_memory()
     return {"server": "ok", "cpu_percent": psutil.cpu_percent(interval=None), "memory_percent": vm.percent,
-            "gpu": _gpu(), "database": database, "redis": redis_ok, "triton": await st.triton.ready(),
-            "outbox_depth": st.outbox.depth(), "devices": devices}
+            "gpu": _gpu(), "database": bool(database), "redis": None if redis is None else bool(redis_ok),
+            "triton": bool(triton_ok), "outbox_depth": depth, "devices": devices}
 
 
 @router.get("/config")
