@@ -42,8 +42,11 @@ from gateway.services.triton import TritonService
 log = logging.getLogger("gateway")
 
 
-async def _db_start(settings, app: FastAPI, attempts: int = 30) -> None:
-    """Pre-start: wait for the database (retries), bring it to the newest schema."""
+async def _db_start(settings, app: FastAPI, timeout_s: float = 15) -> bool:
+    """Pre-start: bring the database to the newest schema (under a lock: several workers
+    start at once). The line does not wait for the database: if it is not there, the
+    gateway starts anyway (inspections go to the outbox) and ``_migrate_later`` finishes the
+    job when it is back. True if the database is ready now."""
     engine = make_engine(settings.database_url)
     app.state.engine = engine
     app.state.sessions = make_sessionmaker(engine)
@@ -51,15 +54,38 @@ async def _db_start(settings, app: FastAPI, attempts: int = 30) -> None:
     # their threads fast) next to the writers' 10 s
     app.state.read_engine = make_engine(settings.database_url, read_timeout_s=2, connect_timeout_s=2)
     app.state.read_sessions = make_sessionmaker(app.state.read_engine)
-    for i in range(attempts):
+    try:
+        await asyncio.wait_for(asyncio.to_thread(upgrade, settings.database_url), timeout_s)
+        return True
+    except Exception as e:  # noqa: BLE001 - any connection error: start without it
+        log.warning("database not ready at start (%r): inspecting into the outbox, migrating when it is back", e)
+        return False
+
+
+async def _migrate_later(settings, app: FastAPI, every_s: float = 2.0) -> None:
+    """Retry the migration until the database answers, then load what needed it."""
+    while True:
+        await asyncio.sleep(every_s)
         try:
-            await asyncio.to_thread(upgrade, settings.database_url)
+            await asyncio.wait_for(asyncio.to_thread(upgrade, settings.database_url), 30)
+            await asyncio.to_thread(app.state.devices.refresh)
+        except Exception as e:  # noqa: BLE001 - still away
+            log.debug("database still not ready: %r", e)
+            continue
+        app.state.batch = await asyncio.to_thread(lambda: BatchEngine(settings, app.state.sessions).start())
+        log.warning("database is back: schema migrated, devices and batch engine loaded")
+        return
+
+
+async def _load_devices(app: FastAPI, db_ready: bool) -> None:
+    try:
+        if db_ready:
+            await asyncio.to_thread(app.state.devices.refresh)
             return
-        except Exception as e:  # noqa: BLE001 - any connection error: wait and retry
-            if i == attempts - 1:
-                raise
-            log.warning("database not ready (%r), retrying", e)
-            await asyncio.sleep(1)
+    except Exception as e:  # noqa: BLE001 - went away just now
+        log.warning("device registry not loaded from the database: %r", e)
+    n = await asyncio.to_thread(app.state.devices.load_cache)
+    log.warning("devices from the local snapshot (%d), until the database is back", n)
 
 
 @asynccontextmanager
@@ -69,10 +95,10 @@ async def lifespan(app: FastAPI):
     # enough that reads stuck on a dead database never delay the line's outbox writes
     asyncio.get_running_loop().set_default_executor(ThreadPoolExecutor(32, thread_name_prefix="gateway"))
     app.state.triton = TritonService(settings.triton_url, settings.triton_timeout_s, settings.triton_grpc_lb_policy)
-    await _db_start(settings, app)
-    app.state.devices = DeviceRegistry(app.state.sessions)
-    await asyncio.to_thread(app.state.devices.refresh)
+    db_ready = await _db_start(settings, app)
     app.state.outbox = Outbox(settings.outbox_path)
+    app.state.devices = DeviceRegistry(app.state.sessions, cache=app.state.outbox)
+    await _load_devices(app, db_ready)
     app.state.pairs = (FallbackPairStore(RedisPairStore(settings.redis_url, timeout_s=settings.redis_timeout_s))
                        if settings.redis_url else MemoryPairStore())
     app.state.line_sessions = LineSessions(app.state.pairs)
@@ -96,11 +122,19 @@ async def lifespan(app: FastAPI):
                                        settings.enhance_concurrency, settings.enhance_max_queue,
                                        settings.enhance_result_ttl_s, settings.enhance_timeout_s)
     app.state.enhance.start()
-    # the batch engine: embedded Celery worker with memory://, a client of the broker otherwise
-    app.state.batch = await asyncio.to_thread(lambda: BatchEngine(settings, app.state.sessions).start())
+    # the batch engine: embedded Celery worker with memory://, a client of the broker otherwise;
+    # it needs its tables, so without the database it starts when the migration is done
+    migrator = None
+    if db_ready:
+        app.state.batch = await asyncio.to_thread(lambda: BatchEngine(settings, app.state.sessions).start())
+    else:
+        app.state.batch = BatchEngine(settings, app.state.sessions)  # not started: its routes answer 503
+        migrator = asyncio.create_task(_migrate_later(settings, app), name="migrate-later")
     try:
         yield
     finally:
+        if migrator is not None:
+            migrator.cancel()
         await asyncio.to_thread(app.state.batch.stop)
         await app.state.enhance.stop()
         await app.state.housekeeping.stop()

@@ -10,10 +10,11 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import logging
 import secrets
 import threading
 import time
-from dataclasses import dataclass, replace
+from dataclasses import asdict, dataclass, replace
 from datetime import UTC, datetime
 
 from sqlalchemy import select, update
@@ -21,6 +22,8 @@ from sqlalchemy.orm import sessionmaker
 
 from gateway.core.errors import Unauthorized
 from gateway.db.models import Device
+
+log = logging.getLogger("gateway.devices")
 
 
 def hash_key(key: str) -> str:
@@ -38,8 +41,12 @@ class DeviceInfo:
 
 
 class DeviceRegistry:
-    def __init__(self, sessions: sessionmaker):
+    """``cache``: where the last good snapshot is kept (the local outbox file), so a gateway
+    that starts while the database is down still knows its devices (``load_cache``)."""
+
+    def __init__(self, sessions: sessionmaker, cache=None):
         self.sessions = sessions
+        self.cache = cache
         self._devices: dict[str, DeviceInfo] = {}
         self.last_seen: dict[str, float] = {}  # device id -> unix time
         self._flushed: dict[str, float] = {}
@@ -58,6 +65,7 @@ class DeviceRegistry:
                 if when >= started and dev_id in self._devices:
                     fresh[dev_id] = self._devices[dev_id]
             self._devices = fresh
+        self._save_cache()
         for d in rows:
             # heartbeats that reached another worker or pod (flushed there) count here too, so
             # every worker reports the same online status; never flushed back from here
@@ -65,6 +73,24 @@ class DeviceRegistry:
             if seen > self.last_seen.get(d.id, 0.0):
                 self.last_seen[d.id] = self._flushed[d.id] = seen
         self.loaded_at = time.time()
+
+    def _save_cache(self) -> None:
+        if self.cache is None:
+            return
+        try:
+            self.cache.save_devices([asdict(d) for d in list(self._devices.values())])
+        except Exception as e:  # noqa: BLE001 - the snapshot is a convenience, never fatal
+            log.warning("device snapshot not saved: %r", e)
+
+    def load_cache(self) -> int:
+        """The last snapshot (database unreachable at start): devices authenticate as they
+        did when it was taken; the next successful refresh replaces it."""
+        if self.cache is None:
+            return 0
+        records = self.cache.load_devices()
+        with self._lock:
+            self._devices = {r["id"]: DeviceInfo(**r) for r in records}
+        return len(records)
 
     def get(self, device_id: str) -> DeviceInfo | None:
         return self._devices.get(device_id)
@@ -106,6 +132,7 @@ class DeviceRegistry:
         with self._lock:
             self._devices[device_id] = info
             self._written[device_id] = time.time()
+        self._save_cache()
         return info, key
 
     def disable(self, device_id: str) -> None:
@@ -115,6 +142,7 @@ class DeviceRegistry:
             if device_id in self._devices:
                 self._devices[device_id] = replace(self._devices[device_id], enabled=False)
                 self._written[device_id] = time.time()
+        self._save_cache()
 
     def flush_last_seen(self) -> int:
         changed = {d: t for d, t in self.last_seen.items() if self._flushed.get(d) != t}

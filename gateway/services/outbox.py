@@ -52,6 +52,10 @@ CREATE TABLE IF NOT EXISTS quarantine (
     created_at REAL NOT NULL,
     quarantined_at REAL NOT NULL
 );
+CREATE TABLE IF NOT EXISTS device_cache (
+    id TEXT PRIMARY KEY,
+    record TEXT NOT NULL
+);
 CREATE TABLE IF NOT EXISTS idempotency (
     device_id TEXT NOT NULL,
     key TEXT NOT NULL,
@@ -238,6 +242,17 @@ class Outbox:
             self._settle([row])
             moved += 1
         return moved
+
+    # ---- the device registry's last good snapshot (a start without the database) --------
+    def save_devices(self, records: list[dict]) -> None:
+        c = self._conn()
+        c.execute("BEGIN IMMEDIATE")
+        c.execute("DELETE FROM device_cache")
+        c.executemany("INSERT INTO device_cache VALUES (?, ?)", [(r["id"], json.dumps(r)) for r in records])
+        c.execute("COMMIT")
+
+    def load_devices(self) -> list[dict]:
+        return [json.loads(r[0]) for r in self._conn().execute("SELECT record FROM device_cache")]
 
     # ---- quarantine (rows the database kept refusing) ----------------------------------
     def quarantine_depth(self) -> int:
