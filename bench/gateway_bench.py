@@ -81,7 +81,9 @@ async def run(levels: list[int], seconds: float, soak_requests: int = 0) -> list
         gw_port, seed_port = free_port(), free_port()
         env = {**os.environ, "TRITON_URL": triton.grpc_url, "DATABASE_URL": f"sqlite:///{OUT / 'bench_gw.db'}",
                "OUTBOX_PATH": str(OUT / "bench_outbox.db"), "IMAGE_POLICY": "none", "RATE_LIMIT_PER_S": "0",
-               "LOG_LEVEL": "WARNING"}
+               "LOG_LEVEL": "WARNING",
+               # the seed's /predict, as the seed scripts call it: no key, from this machine only
+               "SEED_COMPAT": "true", "SEED_COMPAT_ALLOW_NETS": "127.0.0.1/32", "SEED_COMPAT_RATE": "100000/second"}
         for f in ("bench_gw.db", "bench_outbox.db"):
             (OUT / f).unlink(missing_ok=True)
         gw = subprocess.Popen([sys.executable, "-m", "uvicorn", "gateway.main:app", "--port", str(gw_port),

@@ -46,8 +46,9 @@ def landmarks_from_eyes(left: np.ndarray, right: np.ndarray) -> np.ndarray:
 
 def _downscale(img: np.ndarray, max_side: int) -> tuple[np.ndarray, float]:
     s = min(1.0, max_side / max(img.shape[:2]))
-    if s < 1.0:
-        img = cv2.resize(img, (round(img.shape[1] * s), round(img.shape[0] * s)), interpolation=cv2.INTER_AREA)
+    if s < 1.0:  # never to zero pixels: a long strip keeps at least one row
+        size = (max(1, round(img.shape[1] * s)), max(1, round(img.shape[0] * s)))
+        img = cv2.resize(img, size, interpolation=cv2.INTER_AREA)
     return img, s
 
 

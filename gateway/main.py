@@ -3,17 +3,21 @@
 from __future__ import annotations
 
 import asyncio
+import hmac
 import logging
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager
+from pathlib import Path
 
-from fastapi import FastAPI, Request
+from fastapi import Depends, FastAPI, Request
 from fastapi.exceptions import RequestValidationError
+from fastapi.openapi.docs import get_swagger_ui_html
 from fastapi.responses import JSONResponse, Response
+from fastapi.staticfiles import StaticFiles
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from gateway.api import admin, edge, enhance, inspect, jobs, live, operator, seed_compat
+from gateway.api import admin, auth, edge, enhance, inspect, jobs, live, operator, seed_compat
 from gateway.api.operator import ONLINE_AFTER_S
 from gateway.batch.engine import BatchEngine
 from gateway.core.config import get_settings
@@ -22,6 +26,7 @@ from gateway.core.logging import setup as setup_logging
 from gateway.core.metrics import OUTBOX_DEPTH, REGISTRY, TRITON_READY, observe_batch, observe_edges
 from gateway.core.middleware import RequestMiddleware
 from gateway.core.rate_limit import RateLimiter
+from gateway.core.security import authorize, bearer_of, check_settings, require
 from gateway.db.migrate import upgrade
 from gateway.db.session import make_engine, make_sessionmaker
 from gateway.services.db_writer import DbWriter
@@ -36,6 +41,7 @@ from gateway.services.line_sessions import LineSessions
 from gateway.services.live import LiveFeed
 from gateway.services.outbox import Outbox
 from gateway.services.pair_store import FallbackPairStore, MemoryPairStore, RedisPairStore
+from gateway.services.principals import PrincipalRegistry
 from gateway.services.system_log import SystemLogger
 from gateway.services.triton import TritonService
 
@@ -69,6 +75,7 @@ async def _migrate_later(settings, app: FastAPI, every_s: float = 2.0) -> None:
         try:
             await asyncio.wait_for(asyncio.to_thread(upgrade, settings.database_url), 30)
             await asyncio.to_thread(app.state.devices.refresh)
+            await asyncio.to_thread(app.state.principals.refresh)
         except Exception as e:  # noqa: BLE001 - still away
             log.debug("database still not ready: %r", e)
             continue
@@ -99,6 +106,12 @@ async def lifespan(app: FastAPI):
     app.state.outbox = Outbox(settings.outbox_path)
     app.state.devices = DeviceRegistry(app.state.sessions, cache=app.state.outbox)
     await _load_devices(app, db_ready)
+    app.state.principals = PrincipalRegistry(app.state.sessions)
+    if db_ready:
+        try:
+            await asyncio.to_thread(app.state.principals.refresh)
+        except Exception as e:  # noqa: BLE001 - loaded on first use or when the database is back
+            log.warning("principals not loaded: %r", e)
     app.state.pairs = (FallbackPairStore(RedisPairStore(settings.redis_url, timeout_s=settings.redis_timeout_s))
                        if settings.redis_url else MemoryPairStore())
     app.state.line_sessions = LineSessions(app.state.pairs)
@@ -148,21 +161,40 @@ async def lifespan(app: FastAPI):
 
 def create_app() -> FastAPI:
     setup_logging(get_settings().log_level)
-    app = FastAPI(title="PCB inspection gateway", version="0.1.0", lifespan=lifespan)
+    settings = get_settings()
+    check_settings(settings)  # placeholder secrets refuse to start; AUTH_MODE=off is loud
+    # the API docs follow the viewer role (served below), not FastAPI's open defaults
+    app = FastAPI(title="PCB inspection gateway", version="0.1.0", lifespan=lifespan,
+                  docs_url=None, redoc_url=None, openapi_url=None)
 
     # two images for /dual plus the form fields
     app.add_middleware(RequestMiddleware, max_body_bytes=2 * get_settings().max_upload_bytes + 65536,
                        path_limits={"/api/v1/enhance/batch": get_settings().enhance_max_batch_bytes + 65536,
                                     "/api/v1/jobs": get_settings().batch_max_upload_bytes + 65536})
 
+    @app.get("/openapi.json", include_in_schema=False, dependencies=[Depends(require("viewer"))])
+    async def openapi_json() -> JSONResponse:
+        return JSONResponse(app.openapi())
+
+    @app.get("/docs", include_in_schema=False, dependencies=[Depends(require("viewer"))])
+    async def docs() -> Response:
+        return get_swagger_ui_html(openapi_url="/openapi.json", title="PCB inspection gateway")
+
+    app.mount("/static", StaticFiles(directory=Path(__file__).resolve().parent / "web" / "static"), name="static")
+
     @app.get("/metrics", include_in_schema=False)
     async def metrics(request: Request) -> Response:
+        """For Prometheus: ``Bearer METRICS_TOKEN`` (the scrape token), or an admin."""
+        token, bearer = get_settings().metrics_token, bearer_of(request)
+        if not (token and bearer and hmac.compare_digest(bearer.encode(), token.encode())):
+            authorize(request, "admin", bearer)
         st = request.app.state
         OUTBOX_DEPTH.set(await asyncio.to_thread(st.outbox.depth))
         TRITON_READY.set(1 if await st.triton.ready() else 0)
         observe_edges(st.devices, ONLINE_AFTER_S)
         await observe_batch(st.batch.store)
         return Response(generate_latest(REGISTRY), media_type=CONTENT_TYPE_LATEST)
+    app.include_router(auth.router)
     app.include_router(inspect.router)
     app.include_router(seed_compat.router)
     app.include_router(operator.router)

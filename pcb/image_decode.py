@@ -1,8 +1,12 @@
 """Encoded image bytes -> BGR array, with the checks a public endpoint needs.
 
 Dimensions are read from the JPEG/PNG header *before* decoding so an image bomb (a tiny file
-that decodes to gigapixels) is refused without allocating it. Every refusal is an
-``ImageError`` with a stable ``code`` that the gateway and the Triton models pass on as is.
+that decodes to gigapixels) is refused without allocating it, and so is a degenerate strip
+(longest side over ``MAX_ASPECT_RATIO`` times the shortest): a 65500x40 photo or a 100000x1
+frame is no camera's picture, and resized to a detector's or face finder's input it loses
+its short side altogether. Every refusal is an ``ImageError`` with a stable ``code`` that the
+gateway and the Triton models pass on as is. ``check_header`` is the one rule: the gateway's
+uploads, the batch engine's items and the Triton models all call it.
 """
 
 from __future__ import annotations
@@ -13,6 +17,10 @@ import cv2
 import numpy as np
 
 MAX_PIXELS = 40_000_000  # 40 MP: far above any line camera, far below a bomb
+# longest side / shortest side: line cameras are 4:3, photos 16:9, phone panoramas up to ~8:1;
+# at 20:1 the 320 px detector input keeps a 16 px short side and the 640 px face-detection
+# copy 32 px, beyond that the pictures are strips that only break the pipelines
+MAX_ASPECT_RATIO = 20.0
 
 
 class ImageError(ValueError):
@@ -57,10 +65,12 @@ def image_size(data: bytes) -> tuple[int, int] | None:
     return _png_size(data) or _jpeg_size(data)
 
 
-def check_header(head: bytes, max_pixels: int = MAX_PIXELS) -> tuple[int, int]:
+def check_header(head: bytes, max_pixels: int = MAX_PIXELS,
+                 max_aspect: float = MAX_ASPECT_RATIO) -> tuple[int, int]:
     """The checks that need only the first bytes (up to 64 KiB) of the file: non-empty,
-    JPEG or PNG, sane dimensions under ``max_pixels``. Returns (width, height). Used before
-    any decoding, here and by the gateway on uploads."""
+    JPEG or PNG, sane dimensions under ``max_pixels``, longest side at most ``max_aspect``
+    times the shortest (``image_aspect_ratio``). Returns (width, height). Used before any
+    decoding, here, by the gateway on uploads and by the batch workers on every item."""
     if not head:
         raise ImageError("empty_image", "the image is empty")
     size = image_size(head)
@@ -73,6 +83,9 @@ def check_header(head: bytes, max_pixels: int = MAX_PIXELS) -> tuple[int, int]:
         raise ImageError("invalid_image", f"image header says {w}x{h}")
     if w * h > max_pixels:
         raise ImageError("image_too_large", f"{w}x{h} pixels is over the limit of {max_pixels}")
+    if max(w, h) > max_aspect * min(w, h):
+        raise ImageError("image_aspect_ratio", f"{w}x{h} is a strip: the longest side may be at most "
+                                               f"{max_aspect:g} times the shortest")
     return w, h
 
 
@@ -82,7 +95,10 @@ def decode_image(data: bytes | np.ndarray, max_pixels: int = MAX_PIXELS) -> np.n
     buf = np.frombuffer(data, np.uint8) if isinstance(data, (bytes, bytearray, memoryview)) else data
     raw = buf[:65536].tobytes()
     check_header(raw, max_pixels)
-    img = cv2.imdecode(buf, cv2.IMREAD_COLOR)
+    try:
+        img = cv2.imdecode(buf, cv2.IMREAD_COLOR)
+    except cv2.error:  # a codec assertion on a malformed stream is this image's fault only
+        img = None
     if img is None:
         raise ImageError("invalid_image", "the image could not be decoded (corrupt or truncated)")
     if _truncated_jpeg(raw, buf):

@@ -30,7 +30,8 @@ from pcb import taxonomy
 from serving.cpu_server import DEFAULT_REPOSITORY, ROOT, TritonServer, free_port, wait_http
 
 BUDGET_MS = 300  # seed 001: a board's verdict in < 300 ms end to end
-ADMIN_TOKEN = "demo-admin"
+ADMIN_TOKEN = "demo-admin"  # a local demo only; the dashboard's sign-in page takes it as the key
+ADMIN = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
 
 
 def run_line(gateway: str, boards: int, fps: float) -> list[float]:
@@ -96,12 +97,12 @@ def run_line(gateway: str, boards: int, fps: float) -> list[float]:
 def run_batch(gateway: str, folder: Path) -> None:
     """Re-inspect the line's image archive as a batch job (the batch engine embedded in the
     gateway), following its progress over SSE, then print the summary report's numbers."""
-    r = httpx.post(f"{gateway}/api/v1/jobs", data={"source_dir": str(folder), "priority": "low",
+    r = httpx.post(f"{gateway}/api/v1/jobs", headers=ADMIN, data={"source_dir": str(folder), "priority": "low",
                                                    "name": "demo archive re-inspection"}, timeout=30)
     r.raise_for_status()
     job = r.json()
     print(f"\nbatch job {job['job_id'][:8]}: re-inspecting {job['total']} archived images (priority low)")
-    with httpx.stream("GET", f"{gateway}/api/v1/jobs/{job['job_id']}/events", timeout=120) as s:
+    with httpx.stream("GET", f"{gateway}/api/v1/jobs/{job['job_id']}/events", headers=ADMIN, timeout=120) as s:
         for line in s.iter_lines():
             if line.startswith("data: "):
                 p = json.loads(line[6:])
@@ -110,7 +111,8 @@ def run_batch(gateway: str, folder: Path) -> None:
                       f"{p['items_per_s']:6.1f} img/s", flush=True)
                 if p["state"] != "running":
                     break
-    summ = httpx.get(f"{gateway}/api/v1/jobs/{job['job_id']}/results", params={"format": "summary"}).json()
+    summ = httpx.get(f"{gateway}/api/v1/jobs/{job['job_id']}/results", params={"format": "summary"},
+                     headers=ADMIN).json()
     print(f"  verdicts {summ['verdicts']}, defect rate {summ['defect_rate']}; report: "
           f"{gateway}/api/v1/jobs/{job['job_id']}/results?format=report")
 
@@ -148,9 +150,9 @@ def main(argv: list[str] | None = None) -> int:
         try:
             url = f"http://127.0.0.1:{args.port}"
             wait_http(url + "/health", 60, gw)
-            print(f"gateway up (SQLite, in-process pairing); live dashboard: {url}/\n")
+            print(f"gateway up (SQLite, in-process pairing); live dashboard: {url}/ (sign in with the key {ADMIN_TOKEN})\n")
             run_line(url, args.boards, args.fps)
-            stats = httpx.get(url + "/api/statistics").json()
+            stats = httpx.get(url + "/api/statistics", headers=ADMIN).json()
             print(f"statistics: {stats['total_inspections']} boards, defect rate {stats['defect_rate']} %")
             run_batch(url, build / "images")
             if args.hold:

@@ -33,7 +33,8 @@ def env(triton, tmp_path):
             "BATCH_BROKER_URL": "memory://", "BATCH_DATA_DIR": str(tmp_path / "data"),
             "BATCH_ALLOWED_ROOTS": str(tmp_path / "allowed"), "OUTBOX_PATH": str(tmp_path / "outbox.db"),
             "IMAGE_DIR": str(tmp_path / "images"), "ENHANCE_DIR": str(tmp_path / "enhance"),
-            "BATCH_CHUNK_SIZE": "2", "BATCH_CONCURRENCY": "1", "BATCH_MAX_UPLOAD_BYTES": str(50 << 20)}
+            "BATCH_CHUNK_SIZE": "2", "BATCH_CONCURRENCY": "1", "BATCH_MAX_UPLOAD_BYTES": str(50 << 20),
+            "AUTH_MODE": "off"}  # the batch API's behaviour; its access rules: tests/test_security.py
 
 
 @pytest.fixture

@@ -13,7 +13,7 @@ import pytest
 from gateway.batch import results, sources
 from gateway.batch.priority import Priority, broker_priority, effective_level
 from gateway.batch.resources import Limits, adjust
-from gateway.batch.store import JobStore
+from gateway.batch.store import Dispatch, JobStore
 from gateway.batch.tuning import AutoTuner, Point
 from gateway.db.migrate import upgrade
 from gateway.db.models import utcnow
@@ -73,15 +73,123 @@ def test_window_and_priority_order_with_aging(store):
     low = _job(store, 40, Priority.LOW, chunk=4)  # 10 chunks
     first = store.take_dispatches(window=4, aging_s=60)
     assert [d.job_id for d in first] == [low] * 4 and store.take_dispatches(4, 60) == []
+    assert [d.generation for d in first] == [1] * 4
     urgent = _job(store, 8, Priority.URGENT, chunk=4)
     store.finish_chunk(low, first[0].seq)  # one slot frees up: the urgent job takes it
     [nxt] = store.take_dispatches(window=4, aging_s=60)
     assert nxt.job_id == urgent and nxt.level == Priority.URGENT
-    # a low job that waited 3 aging periods is level with urgent work, and older: it goes first
-    later = utcnow() + timedelta(seconds=181)
-    store.finish_chunk(low, first[1].seq)
-    [aged] = store.take_dispatches(window=4, aging_s=60, now=later)
-    assert aged.job_id == low and aged.level == Priority.URGENT
+    # the low job has chunks in flight: however long it runs, it does not age
+    later = utcnow() + timedelta(seconds=600)
+    store.finish_chunk(low, first[1].seq, now=later)
+    [again] = store.take_dispatches(window=4, aging_s=60, now=later)
+    assert again.job_id == urgent
+
+
+def _set(store, job_id, **values):
+    from sqlalchemy import update
+
+    from gateway.db.models import BatchJob
+
+    with store.sessions.begin() as s:
+        s.execute(update(BatchJob).where(BatchJob.id == job_id).values(**values))
+
+
+def _chunks(store, job_id):
+    from sqlalchemy import select
+
+    from gateway.db.models import BatchChunk
+
+    with store.sessions() as s:
+        return {c.seq: c for c in s.scalars(select(BatchChunk).where(BatchChunk.job_id == job_id))}
+
+
+def _work(store, d, now):
+    """A worker does chunk ``d`` and ends it at ``now``."""
+    for it in store.claim(d.job_id, d.seq, "w"):
+        store.complete(it.id, {}, 1.0)
+    assert store.finish_chunk(d.job_id, d.seq, d.generation, now=now)
+
+
+def test_a_long_running_low_job_is_overtaken_by_new_urgent_work(store):
+    """Bound (gateway/batch/priority.py): new URGENT work takes the next free slot, behind at
+    most one chunk of each job aged to URGENT by 3 * aging_s with nothing in flight. A LOW
+    job that has been running for 10 minutes is not such a job: it gets no slot at all."""
+    aging = 60.0
+    t0 = utcnow()
+    low = _job(store, 200, Priority.LOW, chunk=4)  # 50 chunks
+    _set(store, low, created_at=t0 - timedelta(minutes=10), started_at=t0 - timedelta(minutes=10))
+    # ten minutes of work: a chunk every 30 s, the last two still in flight (leases renewed)
+    for k in range(20):
+        [d] = store.take_dispatches(window=1 if k < 19 else 2, aging_s=aging,
+                                    now=t0 - timedelta(seconds=600 - 30 * k))
+        if k < 18:
+            _work(store, d, now=t0 - timedelta(seconds=590 - 30 * k))
+            continue
+        assert store.renew([(low, d.seq, d.generation)], now=t0 - timedelta(seconds=5)) == [True]
+    # under the old rule (age from creation) this job would be URGENT-level and older than anything
+    urgent = _job(store, 200, Priority.URGENT, chunk=4)
+    _set(store, urgent, created_at=t0)
+    got = store.take_dispatches(window=2 + 3, aging_s=aging, now=t0 + timedelta(seconds=1))
+    assert [(d.job_id, d.level) for d in got] == [(urgent, Priority.URGENT)] * 3
+    # the low job's two chunks end; it waits with nothing in flight, and until it has waited
+    # 3 aging periods every slot that frees up is urgent's
+    for seq in (18, 19):
+        c = _chunks(store, low)[seq]
+        _work(store, Dispatch(low, seq, 0, "inspect", c.dispatches), now=t0 + timedelta(seconds=2))
+    for d in got:
+        _work(store, d, now=t0 + timedelta(seconds=3))
+    got = store.take_dispatches(window=5, aging_s=aging, now=t0 + timedelta(seconds=2 + 3 * aging - 1))
+    assert [d.job_id for d in got] == [urgent] * 5
+    for d in got:
+        _work(store, d, now=t0 + timedelta(seconds=180))
+    # the bound: once it has waited 3 * aging_s it gets one slot - one - and urgent the rest
+    got = store.take_dispatches(window=5, aging_s=aging, now=t0 + timedelta(seconds=2 + 3 * aging))
+    assert [(d.job_id, d.level) for d in got] == [(low, Priority.URGENT)] + [(urgent, Priority.URGENT)] * 4
+
+
+def test_aging_still_prevents_starvation_under_a_stream_of_urgent_work(store):
+    """A LOW job with nothing in flight reaches URGENT within 3 * aging_s and then gets the
+    next free slot (one chunk: served, it drops back to LOW and waits again)."""
+    aging, step, window = 60.0, 10.0, 2
+    t0 = utcnow()
+    low = _job(store, 12, Priority.LOW, chunk=4)  # 3 chunks
+    _set(store, low, created_at=t0)
+    low_slots: list[float] = []
+    flying = []
+    for k in range(1, 80):  # 790 simulated seconds, a new urgent job every 10 s
+        now = t0 + timedelta(seconds=k * step)
+        for d in flying:  # every chunk takes one step
+            _work(store, d, now)
+        urgent = _job(store, 8, Priority.URGENT, chunk=4)
+        _set(store, urgent, created_at=now)
+        flying = store.take_dispatches(window=window, aging_s=aging, now=now)
+        assert len(flying) == window
+        low_slots += [k * step for d in flying if d.job_id == low]
+        assert all(d.level == Priority.URGENT for d in flying)
+    # each low chunk waited 3 aging periods (+ the step in flight), then got exactly one slot
+    assert low_slots == [180.0, 370.0, 560.0], low_slots
+    assert store.progress(low)["state"] == "completed"
+
+
+def test_leases_are_renewed_and_only_a_lapsed_one_is_resent(store):
+    jid = _job(store, 4, chunk=4)
+    [d] = store.take_dispatches(1, 60)
+    t = utcnow()
+    assert store.hold(jid, d.seq, d.generation) is True
+    # a healthy chunk slower than the lease: its worker renews, the sweeper leaves it alone
+    for k in range(1, 6):
+        assert store.renew([(jid, d.seq, d.generation)], now=t + timedelta(seconds=200 * k)) == [True]
+        assert store.requeue_stale(300, now=t + timedelta(seconds=200 * k + 250)) == 0
+    # the worker dies: no more renewals, the lease lapses, the chunk is re-sent as generation 2
+    assert store.requeue_stale(300, now=t + timedelta(seconds=1000 + 301)) == 1
+    assert store.hold(jid, d.seq, d.generation) is False  # taken back: the old message is stale
+    [d2] = store.take_dispatches(1, 60)
+    assert (d2.seq, d2.generation) == (d.seq, 2)
+    assert store.renew([(jid, d.seq, 1), (jid, d.seq, 2)]) == [False, True]
+    assert store.finish_chunk(jid, d.seq, generation=1) is False  # the superseded worker ends nothing
+    assert _chunks(store, jid)[d.seq].state == "dispatched"
+    assert store.finish_chunk(jid, d.seq, generation=2) is True
+    assert _chunks(store, jid)[d.seq].state == "queued"  # its items are still pending: round again
 
 
 def test_cancel_job_item_and_retry_failed(store):
@@ -113,17 +221,41 @@ def test_cancel_job_item_and_retry_failed(store):
 
 def test_stale_chunks_are_requeued_and_poison_chunks_fail(store):
     jid = _job(store, 4, chunk=4)
-    store.take_dispatches(1, 60)
+    [d] = store.take_dispatches(1, 60)
+    store.claim(jid, d.seq, "w1")  # started, then its worker goes silent
     assert store.requeue_stale(lease_s=300) == 0
     assert store.requeue_stale(lease_s=300, now=utcnow() + timedelta(seconds=301)) == 1
-    for _ in range(2):
-        store.take_dispatches(1, 60)
-        store.requeue_stale(lease_s=0, max_dispatches=3)
-    store.take_dispatches(1, 60)  # third delivery
-    store.requeue_stale(lease_s=0, max_dispatches=3)
+    for _ in range(2):  # each delivery kills its worker
+        [d] = store.take_dispatches(1, 60)
+        store.claim(jid, d.seq, "w")
+        store.requeue_stale(lease_s=0, max_attempts=3)
     p = store.progress(jid)
     assert p["state"] == "completed" and p["counts"]["failed"] == 4
-    assert "gave up after 3 deliveries" in store.items(jid)[0].error
+    assert "gave up after 3 attempts" in store.items(jid)[0].error
+
+
+def test_a_chunk_waiting_in_the_broker_is_resent_only_when_no_worker_shows_life(store):
+    busy, waiting = _job(store, 4, chunk=4), _job(store, 4, chunk=4)
+    a, b = store.take_dispatches(2, 60)
+    assert (a.job_id, b.job_id) == (busy, waiting)
+    t = utcnow()
+    store.claim(busy, a.seq, "w1")  # the only worker is on the first chunk; the second waits behind it
+    for k in range(1, 4):  # ... for a long time, while the worker renews its own lease
+        store.renew([(busy, a.seq, a.generation)], now=t + timedelta(seconds=200 * k))
+        assert store.requeue_stale(300, now=t + timedelta(seconds=200 * k + 100)) == 0
+    # the worker dies: one lease later both go again. The started chunk is picked up and kills
+    # its next worker too, so it fails at its second attempt; the one that never started is
+    # re-sent each lease while no worker shows life, and never counts as an attempt
+    resent = []
+    for k in range(1, 10):
+        now = t + timedelta(seconds=600 + 301 * k)
+        resent.append(store.requeue_stale(300, max_attempts=2, now=now))
+        for d in store.take_dispatches(2, 60, now=now):
+            if d.job_id == busy:
+                store.claim(busy, d.seq, f"w{k + 1}")
+    assert resent == [2, 2] + [1] * 7
+    assert store.progress(busy)["counts"]["failed"] == 4
+    assert {(i.state, i.attempts) for i in store.items(waiting)} == {("pending", 0)}
 
 
 def test_empty_job_is_complete_at_once(store):
@@ -213,3 +345,61 @@ def test_a_client_key_names_one_job_only(store):
     assert store.find_by_key("k1") == jid and store.find_by_key("k2") is None
     with pytest.raises(IntegrityError):  # the API turns this race into "here is your job"
         _job(store, 2, client_key="k1")
+
+
+def test_a_stale_delivery_does_nothing_and_a_lost_lease_stops_the_worker(store, tmp_path, monkeypatch):
+    """Through the worker's own code (``Runtime.run_chunk``) with a recording processor: a
+    message superseded by a re-send claims nothing; a worker whose lease is lost mid-chunk
+    stops before its next Triton batch and leaves the chunk to the new holder."""
+    import cv2
+    import numpy as np
+
+    from gateway.batch import runner
+    from gateway.core.config import Settings
+
+    calls: list[list[str]] = []
+    resend: list = []
+
+    class Recording:
+        def run(self, payloads, names, job_dir):
+            calls.append(list(names))
+            if resend:
+                resend.pop()()
+            return [{"verdict": "normal"} for _ in payloads]
+
+    monkeypatch.setattr(runner, "make_processor", lambda kind, triton, options=None: Recording())
+    ok, jpg = cv2.imencode(".jpg", np.full((48, 64, 3), 120, np.uint8))
+    files = []
+    for i in range(4):
+        (tmp_path / f"{i}.jpg").write_bytes(jpg.tobytes())
+        files.append((str(tmp_path / f"{i}.jpg"), f"{i}.jpg"))
+    settings = Settings(batch_chunk_size=2, batch_concurrency=1, batch_lease_s=300,
+                        batch_data_dir=str(tmp_path / "data"))
+    rt = runner.Runtime(settings, lambda *a: None, store)
+    rt.refill = lambda: 0
+
+    jid = store.create_job(files, priority=1, chunk_size=4)
+    [d1] = store.take_dispatches(1, 60)
+    store.requeue_stale(0)  # its lease lapsed: re-sent as generation 2
+    [d2] = store.take_dispatches(1, 60)
+    rt.run_chunk(jid, d1.seq, d1.generation)  # the old message arrives late
+    assert calls == [] and {i.state for i in store.items(jid)} == {"pending"}
+    assert all(i.attempts == 0 for i in store.items(jid))
+    rt.run_chunk(jid, d2.seq, d2.generation)
+    assert calls == [["0.jpg", "1.jpg"], ["2.jpg", "3.jpg"]]
+    assert [(i.state, i.attempts) for i in store.items(jid)] == [("completed", 1)] * 4
+    assert store.progress(jid)["state"] == "completed"
+
+    calls.clear()
+    jid = store.create_job(files, priority=1, chunk_size=4)
+    [d] = store.take_dispatches(1, 60)
+
+    def taken_over():  # while the first Triton batch runs, the chunk is re-sent elsewhere
+        store.requeue_stale(0)
+        assert store.take_dispatches(1, 60)[0].generation == 2
+        rt.leases.renew_now()
+    resend.append(taken_over)
+    rt.run_chunk(jid, d.seq, d.generation)
+    assert calls == [["0.jpg", "1.jpg"]]  # stopped before the second batch
+    assert [i.state for i in store.items(jid)] == ["completed", "completed", "processing", "processing"]
+    assert _chunks(store, jid)[d.seq].state == "dispatched"  # the new holder finishes it

@@ -39,7 +39,8 @@ def env(triton, images, tmp_path_factory):
                "BATCH_BROKER_URL": RABBIT, "BATCH_QUEUE": queue, "BATCH_WINDOW": str(WINDOW),
                "BATCH_AGING_S": "3600", "BATCH_MAX_RETRIES": "2", "BATCH_DATA_DIR": str(tmp / "data"),
                "BATCH_ALLOWED_ROOTS": str(images), "OUTBOX_PATH": str(tmp / "outbox.db"),
-               "IMAGE_DIR": str(tmp / "images"), "ENHANCE_DIR": str(tmp / "enhance")}
+               "IMAGE_DIR": str(tmp / "images"), "ENHANCE_DIR": str(tmp / "enhance"),
+               "AUTH_MODE": "off"}  # access rules: tests/test_security.py
 
 
 @pytest.fixture(scope="module")

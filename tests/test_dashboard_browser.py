@@ -38,6 +38,15 @@ def _register(url: str, device: str, side: str, gpio: bool) -> str:
     return r.json()["api_key"]
 
 
+def _sign_in(page, url: str) -> None:
+    """The dashboard needs a viewer: the login page exchanges the key for a session cookie."""
+    page.goto(url + "/")
+    assert "/login" in page.url  # no session yet: sent to sign in
+    page.fill("#key", TOKEN)
+    page.click("button[type=submit]")
+    page.wait_for_url(url + "/")
+
+
 def test_dashboard_fills_up_live(gateway):
     from playwright.sync_api import sync_playwright
 
@@ -48,6 +57,7 @@ def test_dashboard_fills_up_live(gateway):
     with sync_playwright() as p:
         browser = p.chromium.launch(executable_path=CHROMIUM, args=ARGS)
         page = browser.new_page(viewport={"width": 1400, "height": 900})
+        _sign_in(page, gateway.url)
         page.goto(gateway.url + "/")
         page.wait_for_selector("#conn.live", timeout=15000)
         assert page.locator(".card[data-verdict]").count() == 4
@@ -91,12 +101,14 @@ def test_dashboard_shows_batch_job_progress(gateway):
 
     files = [("files", (f"{i}.jpg", encode(render_board(700 + i).image), "image/jpeg")) for i in range(6)]
     files.append(("files", ("broken.jpg", b"not a picture", "image/jpeg")))
-    r = httpx.post(f"{gateway.url}/api/v1/jobs", files=files, data={"priority": "high", "name": "lot-42"}, timeout=30)
+    r = httpx.post(f"{gateway.url}/api/v1/jobs", files=files, data={"priority": "high", "name": "lot-42"}, timeout=30,
+                   headers={"Authorization": f"Bearer {TOKEN}"})
     assert r.status_code == 201
     job = r.json()["job_id"]
     with sync_playwright() as p:
         browser = p.chromium.launch(executable_path=CHROMIUM, args=ARGS)
         page = browser.new_page(viewport={"width": 1400, "height": 900})
+        _sign_in(page, gateway.url)
         page.goto(gateway.url + "/")
         row = f"tr[data-job='{job}']"
         page.wait_for_selector(f"{row}[data-state='completed']", timeout=30000)

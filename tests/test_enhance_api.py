@@ -28,7 +28,8 @@ def gateway(enhance_triton, tmp_path_factory):
     d = tmp_path_factory.mktemp("enhance_gw")
     srv = GatewayServer({"TRITON_URL": enhance_triton.grpc_url, "DATABASE_URL": f"sqlite:///{d / 'g.db'}",
                          "OUTBOX_PATH": str(d / "o.db"), "IMAGE_DIR": str(d / "img"),
-                         "ENHANCE_DIR": str(d / "enhance"), "MAX_UPLOAD_BYTES": str(MAX_UPLOAD)},
+                         "ENHANCE_DIR": str(d / "enhance"), "MAX_UPLOAD_BYTES": str(MAX_UPLOAD),
+                         "AUTH_MODE": "off"},  # access rules: tests/test_security.py
                         d / "gateway.log").start()
     srv.enhance_dir = d / "enhance"
     try:

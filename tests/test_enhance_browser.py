@@ -24,7 +24,7 @@ def gateway(enhance_triton, tmp_path_factory):
     d = tmp_path_factory.mktemp("enhance_page")
     srv = GatewayServer({"TRITON_URL": enhance_triton.grpc_url, "DATABASE_URL": f"sqlite:///{d / 'g.db'}",
                          "OUTBOX_PATH": str(d / "o.db"), "IMAGE_DIR": str(d / "img"),
-                         "ENHANCE_DIR": str(d / "enhance")}, d / "gateway.log").start()
+                         "ENHANCE_DIR": str(d / "enhance"), "AUTH_MODE": "off"}, d / "gateway.log").start()
     try:
         yield srv
     finally:

@@ -18,6 +18,8 @@ def gateway_env(triton, tmp_path_factory):
     mp.setenv("DATABASE_URL", f"sqlite:///{d / 'gateway.db'}")
     mp.setenv("OUTBOX_PATH", str(d / "outbox.db"))
     mp.setenv("PAIRING_WINDOW_MS", "500")
+    mp.setenv("ADMIN_TOKEN", "inspect-admin")
+    mp.setenv("SEED_COMPAT", "true")
     mp.delenv("REDIS_URL", raising=False)
     get_settings.cache_clear()
     yield
@@ -29,7 +31,8 @@ def gateway_env(triton, tmp_path_factory):
 def api(gateway_env):
     from gateway.main import create_app
 
-    with TestClient(create_app()) as c:
+    # operator routes need a role: the client carries the admin token (devices send theirs)
+    with TestClient(create_app(), headers={"Authorization": "Bearer inspect-admin"}) as c:
         devices = c.app.state.devices
         _, c.left_key = devices.create("pi-left", "left", True)
         _, c.right_key = devices.create("pi-right", "right", False)
@@ -141,22 +144,26 @@ def _b64(data: bytes) -> str:
 
 
 def test_seed_predict_shapes(api):
-    r = api.post("/predict", json={"frame": _b64(_jpeg(20)), "camera_id": "right", "timestamp": 1.5})
+    # switched on for this gateway (SEED_COMPAT=true); a call acts as the device whose key it sends
+    r = api.post("/predict", headers=_auth(api, "right"),
+                 json={"frame": _b64(_jpeg(20)), "camera_id": "right", "timestamp": 1.5})
     assert r.status_code == 200, r.text
     body = r.json()
     assert body["status"] == "ok" and body["camera_id"] == "right" and body["timestamp"] == 1.5
     assert body["defect_type"] in {"정상", "부품불량", "납땜불량", "폐기"}
     assert isinstance(body["boxes"], list) and "inference_time_ms" in body
-    d = api.post("/predict_dual", json={"frame_left": _b64(_jpeg(21)), "frame_right": _b64(_jpeg(22))}).json()
+    d = api.post("/predict_dual", headers=_auth(api),
+                 json={"frame_left": _b64(_jpeg(21)), "frame_right": _b64(_jpeg(22))}).json()
     labels = {"정상": 23, "부품불량": 17, "납땜불량": 27, "폐기": 22}
     assert d["gpio_signal"]["pin"] == labels[d["final_defect_type"]]
     assert set(d["left_result"]) == {"defect_type", "confidence", "boxes"}
 
 
 def test_seed_predict_bad_input(api):
-    assert api.post("/predict", json={"frame": "%%%not-base64"}).json()["code"] == "invalid_base64"
-    assert api.post("/predict", json={"camera_id": "left"}).json()["code"] == "invalid_request"
-    r = api.post("/predict", json={"frame": _b64(b"not an image at all")})
+    h = _auth(api)
+    assert api.post("/predict", headers=h, json={"frame": "%%%not-base64"}).json()["code"] == "invalid_base64"
+    assert api.post("/predict", headers=h, json={"camera_id": "left"}).json()["code"] == "invalid_request"
+    r = api.post("/predict", headers=h, json={"frame": _b64(b"not an image at all")})
     assert r.status_code in (415, 422) and "code" in r.json()
 
 

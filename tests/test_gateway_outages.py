@@ -22,7 +22,7 @@ from tests.tcp_proxy import TcpProxy
 
 def _app(monkeypatch, tmp_path, **env):
     base = {"DATABASE_URL": f"sqlite:///{tmp_path / 'g.db'}", "OUTBOX_PATH": str(tmp_path / "outbox.db"),
-            "IMAGE_DIR": str(tmp_path / "img"), "PAIRING_WINDOW_MS": "300"}
+            "IMAGE_DIR": str(tmp_path / "img"), "PAIRING_WINDOW_MS": "300", "ADMIN_TOKEN": "outage-admin"}
     base.update(env)
     for k, v in base.items():
         monkeypatch.setenv(k, v)
@@ -31,7 +31,8 @@ def _app(monkeypatch, tmp_path, **env):
     get_settings.cache_clear()
     from gateway.main import create_app
 
-    return TestClient(create_app())
+    # the operator routes need a role: the client carries the admin token (devices send theirs)
+    return TestClient(create_app(), headers={"Authorization": f"Bearer {base['ADMIN_TOKEN']}"})
 
 
 def _post(c, key, board, img=None, device="pi-left", headers=None):

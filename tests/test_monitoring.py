@@ -25,6 +25,7 @@ from tests.conftest import ROOT, encode, fresh_mariadb
 from tests.gateway_server import GatewayServer
 
 MON = ROOT / "monitoring"
+METRICS_TOKEN = "mon-scrape-token"
 TOKEN = "mon-admin"
 # metric families this machine cannot export (Triton's GPU metrics); everything else must answer
 OPTIONAL = re.compile(r"\b(nv_gpu_\w+)")
@@ -111,7 +112,8 @@ def env(triton, tmp_path_factory):
                "DATABASE_URL": f"mysql+pymysql://root:@127.0.0.1:3306/{name}", "OUTBOX_PATH": str(d / "o.db"),
                "IMAGE_DIR": str(d / "img"), "ADMIN_TOKEN": TOKEN, "PAIRING_WINDOW_MS": "300", "REDIS_URL": "",
                "BATCH_BROKER_URL": RABBIT, "BATCH_QUEUE": queue, "BATCH_DATA_DIR": str(d / "batch"),
-               "BATCH_ALLOWED_ROOTS": str(images), "ENHANCE_DIR": str(d / "enhance"), "ARCHIVE": str(images)}
+               "BATCH_ALLOWED_ROOTS": str(images), "ENHANCE_DIR": str(d / "enhance"), "ARCHIVE": str(images),
+               "METRICS_TOKEN": METRICS_TOKEN}
 
 
 @pytest.fixture(scope="module")
@@ -144,7 +146,12 @@ def _prometheus_config(targets: dict[str, str], dest) -> dict:
     jobs = {j["job_name"] for j in cfg["scrape_configs"]}
     assert jobs == set(targets), f"every scrape job needs a target here: {jobs}"
     cfg["global"].update(scrape_interval="1s", evaluation_interval="1s")
-    cfg["scrape_configs"] = [{"job_name": j["job_name"], "static_configs": [{"targets": [targets[j["job_name"]]]}]}
+    token_file = dest / "metrics_token"
+    token_file.write_text(METRICS_TOKEN)
+    cfg["scrape_configs"] = [{"job_name": j["job_name"], "static_configs": [{"targets": [targets[j["job_name"]]]}],
+                              # the gateway's /metrics needs its scrape token, as in the committed config
+                              **({"authorization": {**j["authorization"], "credentials_file": str(token_file)}}
+                                 if "authorization" in j else {})}
                              for j in cfg["scrape_configs"]]
     cfg["rule_files"] = [str(MON / f) for f in cfg["rule_files"]]
     cfg.pop("alerting", None)
@@ -231,7 +238,7 @@ def _wait_for(prom: str, expr: str, timeout: float = 30) -> list:
 
 
 def _run_batch_job(url: str, folder: str) -> dict:
-    with httpx.Client(base_url=url, timeout=30) as c:
+    with httpx.Client(base_url=url, timeout=30, headers={"Authorization": f"Bearer {TOKEN}"}) as c:
         r = c.post("/api/v1/jobs", data={"source_dir": folder, "priority": "normal", "chunk_size": "2",
                                          "name": "monitoring"})
         assert r.status_code == 201, r.text

@@ -75,6 +75,30 @@ def test_decode_refusals():
     assert e.value.code == "image_too_large"
 
 
+def _png_header(w: int, h: int) -> bytes:
+    import struct
+    import zlib
+    ihdr = struct.pack(">IIBBBBB", w, h, 8, 2, 0, 0, 0)
+    return b"\x89PNG\r\n\x1a\n" + struct.pack(">I", 13) + b"IHDR" + ihdr + struct.pack(">I", zlib.crc32(b"IHDR" + ihdr))
+
+
+def test_strips_are_refused_from_the_header():
+    """Longest side over MAX_ASPECT_RATIO (20) times the shortest: ``image_aspect_ratio``,
+    before decoding; frames (4:3), photos (16:9) and panoramas up to 20:1 pass."""
+    from pcb.image_decode import MAX_ASPECT_RATIO, check_header
+
+    assert MAX_ASPECT_RATIO == 20
+    for w, h in ((640, 480), (1920, 1080), (8000, 1000), (2000, 100), (100, 2000)):
+        assert check_header(_png_header(w, h)) == (w, h)
+    for w, h in ((100_000, 1), (1, 100_000), (2001, 100), (65500, 40)):
+        with pytest.raises(ImageError) as e:
+            check_header(_png_header(w, h))
+        assert e.value.code == "image_aspect_ratio" and f"{w}x{h}" in e.value.message
+    with pytest.raises(ImageError) as e:  # and through the decoder the Triton models use
+        decode_image(encode(np.full((40, 65500, 3), 128, np.uint8)))
+    assert e.value.code == "image_aspect_ratio"
+
+
 def test_decode_grey_and_alpha_become_bgr():
     grey = encode(np.full((30, 40), 200, np.uint8), ".png")
     rgba = encode(np.full((30, 40, 4), 90, np.uint8), ".png")

@@ -1,31 +1,23 @@
-"""Admin routes (``Authorization: Bearer <ADMIN_TOKEN>``): model hot-swap through Triton's
-repository API (the same ``serving.admin.ModelAdmin`` as the CLI) and device management."""
+"""Admin routes (the admin role: an admin principal's key, ``ADMIN_TOKEN``, or an admin's
+session): model hot-swap through Triton's repository API (the same ``serving.admin.ModelAdmin``
+as the CLI), devices, principals, configuration and the outbox's quarantine."""
 
 from __future__ import annotations
 
 import asyncio
-import hmac
 from pathlib import Path
 from typing import Annotated, Literal
 
-from fastapi import APIRouter, Depends, Header, Query, Request
+from fastapi import APIRouter, Depends, Query, Request
 from pydantic import BaseModel, Field
 from sqlalchemy.exc import SQLAlchemyError
 
 from gateway.core.config import get_settings
-from gateway.core.errors import ApiError, NotFound, ServiceUnavailable, Unauthorized
+from gateway.core.errors import ApiError, NotFound, ServiceUnavailable
+from gateway.core.security import require
+from gateway.services.principals import ROLES
 
-
-def require_admin(authorization: Annotated[str | None, Header()] = None) -> None:
-    token = get_settings().admin_token
-    if not token:
-        raise Unauthorized("admin routes are off: set ADMIN_TOKEN", "admin_disabled")
-    presented = (authorization or "").removeprefix("Bearer ").strip()
-    if not hmac.compare_digest(presented.encode(), token.encode()):
-        raise Unauthorized("wrong or missing admin token", "bad_admin_token")
-
-
-router = APIRouter(prefix="/admin", tags=["admin"], dependencies=[Depends(require_admin)])
+router = APIRouter(prefix="/admin", tags=["admin"], dependencies=[Depends(require("admin"))])
 
 
 def _models():
@@ -139,6 +131,43 @@ async def retry_quarantine(body: RequeueIn, request: Request) -> dict:
     request.app.state.drainer.poke()
     await _event(request, f"{n} quarantined outbox rows sent back for another try")
     return {"requeued": n}
+
+
+class PrincipalIn(BaseModel):
+    name: str = Field(min_length=1, max_length=128)
+    role: str = Field(pattern="^(" + "|".join(ROLES) + ")$")
+
+
+def _principal(p) -> dict:
+    return {"id": p.id, "name": p.name, "role": p.role, "enabled": p.enabled}
+
+
+@router.post("/principals", status_code=201)
+async def create_principal(body: PrincipalIn, request: Request) -> dict:
+    """A key for a person or an application; shown this once (only its hash is stored)."""
+    try:
+        info, key = await asyncio.to_thread(request.app.state.principals.create, body.name, body.role)
+    except SQLAlchemyError as e:
+        raise ServiceUnavailable("the database is unavailable: key not created", "database_unavailable", 5) from e
+    await _event(request, f"principal {info.id} ({info.name}) created with role {info.role}")
+    return {**_principal(info), "api_key": key}
+
+
+@router.get("/principals")
+async def list_principals(request: Request) -> list[dict]:
+    return [_principal(p) for p in request.app.state.principals.all()]
+
+
+@router.delete("/principals/{principal_id}")
+async def revoke_principal(principal_id: str, request: Request) -> dict:
+    try:
+        found = await asyncio.to_thread(request.app.state.principals.revoke, principal_id)
+    except SQLAlchemyError as e:
+        raise ServiceUnavailable("the database is unavailable: key not revoked", "database_unavailable", 5) from e
+    if not found:
+        raise NotFound(f"no principal {principal_id}", "unknown_principal")
+    await _event(request, f"principal {principal_id} revoked")
+    return {"id": principal_id, "enabled": False}
 
 
 class ConfigIn(BaseModel):

@@ -6,7 +6,9 @@ from typing import Annotated
 
 from fastapi import Depends, Header, Request
 
+from gateway.core.errors import Unauthorized
 from gateway.core.metrics import RATE_LIMITED
+from gateway.core.security import failed_auth
 from gateway.services.devices import DeviceInfo
 from gateway.services.inspection import InspectionService
 
@@ -20,7 +22,11 @@ def current_device(
     x_device_id: Annotated[str | None, Header()] = None,
     x_api_key: Annotated[str | None, Header()] = None,
 ) -> DeviceInfo:
-    device = request.app.state.devices.authenticate(x_device_id, x_api_key)
+    try:
+        device = request.app.state.devices.authenticate(x_device_id, x_api_key)
+    except Unauthorized:
+        failed_auth(request)  # key guessing is limited per client address
+        raise
     try:
         request.app.state.rate_limiter.check(device.id)
     except Exception:

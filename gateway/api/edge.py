@@ -6,10 +6,11 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, Request
+from fastapi import APIRouter, Depends, Header, Request
 from pydantic import BaseModel, Field
 
-from gateway.api.deps import Device
+from gateway.api.deps import Device, current_device
+from gateway.core.security import SESSION_COOKIE, authorize, bearer_of
 from pcb import taxonomy
 
 router = APIRouter(prefix="/v1", tags=["edge"])
@@ -34,7 +35,15 @@ async def line_session(device: Device, body: LineSessionIn, request: Request) ->
     return {"line_id": body.line_id, "session": session, "side": device.side}
 
 
-@router.get("/taxonomy")
+def device_or_viewer(request: Request, x_device_id: Annotated[str | None, Header()] = None) -> None:
+    """The GPIO table is for edges (their offline default) and for people reading verdicts."""
+    if x_device_id is not None:
+        current_device(request, x_device_id, request.headers.get("x-api-key"))
+    else:
+        authorize(request, "viewer", bearer_of(request), request.cookies.get(SESSION_COOKIE))
+
+
+@router.get("/taxonomy", dependencies=[Depends(device_or_viewer)])
 async def gpio_table() -> dict:
     tax = taxonomy.load()
     return {"verdicts": [{"code": v.name, "label": v.label, "severity": v.code,

@@ -8,17 +8,20 @@ import json
 from pathlib import Path
 from typing import Annotated
 
-from fastapi import APIRouter, File, Form, Request, UploadFile
-from fastapi.responses import FileResponse, HTMLResponse, StreamingResponse
+from fastapi import APIRouter, Depends, File, Form, Request, UploadFile
+from fastapi.responses import FileResponse, HTMLResponse, Response, StreamingResponse
 from starlette.background import BackgroundTask
 
 from enhance.options import OptionError, parse_options
+from gateway.api.auth import page_caller
 from gateway.api.uploads import read_image
 from gateway.core.config import get_settings
 from gateway.core.errors import ApiError, Conflict, PayloadTooLarge
+from gateway.core.security import require
 from gateway.services.enhance import EnhanceService
 
 router = APIRouter(tags=["enhance"])
+OPERATE = [Depends(require("operator"))]
 PAGE = Path(__file__).resolve().parent.parent / "web" / "enhance.html"
 
 
@@ -54,7 +57,7 @@ TileSize = Annotated[int | None, Form(description="background tile size, 256-512
 Weight = Annotated[float | None, Form(description="restored vs original face blend, 0-1 (default 0.5)")]
 
 
-@router.post("/api/v1/enhance", status_code=202)
+@router.post("/api/v1/enhance", status_code=202, dependencies=OPERATE)
 async def enhance_one(request: Request, file: Annotated[UploadFile, File(description="a JPEG or PNG photo")],
                       quality: Quality = None, upscale: Upscale = None, background: Background = None,
                       tile_size: TileSize = None, weight: Weight = None) -> dict:
@@ -66,7 +69,7 @@ async def enhance_one(request: Request, file: Annotated[UploadFile, File(descrip
             "status_url": f"/api/v1/tasks/{task.id}", "download_url": f"/api/v1/download/{task.id}"}
 
 
-@router.post("/api/v1/enhance/batch", status_code=202)
+@router.post("/api/v1/enhance/batch", status_code=202, dependencies=OPERATE)
 async def enhance_batch(request: Request, files: Annotated[list[UploadFile], File(description="up to 20 photos")],
                         quality: Quality = None, upscale: Upscale = None, background: Background = None,
                         tile_size: TileSize = None, weight: Weight = None) -> dict:
@@ -89,12 +92,12 @@ async def enhance_batch(request: Request, files: Annotated[list[UploadFile], Fil
             "download_url": f"/api/v1/batch/{batch.id}/download"}
 
 
-@router.get("/api/v1/tasks/{task_id}")
+@router.get("/api/v1/tasks/{task_id}", dependencies=OPERATE)
 async def task_status(request: Request, task_id: str) -> dict:
     return _service(request).task(task_id).public()
 
 
-@router.post("/api/v1/tasks/{task_id}/cancel")
+@router.post("/api/v1/tasks/{task_id}/cancel", dependencies=OPERATE)
 async def cancel_task(request: Request, task_id: str) -> dict:
     svc = _service(request)
     t = svc.task(task_id)
@@ -102,7 +105,7 @@ async def cancel_task(request: Request, task_id: str) -> dict:
     return {"task_id": t.id, "cancelled": n, "state": t.state}
 
 
-@router.get("/api/v1/download/{task_id}")
+@router.get("/api/v1/download/{task_id}", dependencies=OPERATE)
 async def download(request: Request, task_id: str) -> FileResponse:
     svc = _service(request)
     t = svc.task(task_id)
@@ -112,13 +115,13 @@ async def download(request: Request, task_id: str) -> FileResponse:
     return FileResponse(t.result_path, media_type=media, filename=svc.download_name(t))
 
 
-@router.get("/api/v1/batch/{batch_id}")
+@router.get("/api/v1/batch/{batch_id}", dependencies=OPERATE)
 async def batch_status(request: Request, batch_id: str) -> dict:
     svc = _service(request)
     return svc.store.batch_status(svc.batch(batch_id))
 
 
-@router.post("/api/v1/batch/{batch_id}/cancel")
+@router.post("/api/v1/batch/{batch_id}/cancel", dependencies=OPERATE)
 async def cancel_batch(request: Request, batch_id: str) -> dict:
     svc = _service(request)
     batch = svc.batch(batch_id)
@@ -126,7 +129,7 @@ async def cancel_batch(request: Request, batch_id: str) -> dict:
     return {"batch_id": batch_id, "cancelled": n}
 
 
-@router.get("/api/v1/batch/{batch_id}/download")
+@router.get("/api/v1/batch/{batch_id}/download", dependencies=OPERATE)
 async def download_batch(request: Request, batch_id: str) -> FileResponse:
     svc = _service(request)
     batch = svc.batch(batch_id)
@@ -138,7 +141,7 @@ async def download_batch(request: Request, batch_id: str) -> FileResponse:
                         background=BackgroundTask(path.unlink, missing_ok=True))
 
 
-@router.get("/api/v1/batch/{batch_id}/events")
+@router.get("/api/v1/batch/{batch_id}/events", dependencies=OPERATE)
 async def batch_events(request: Request, batch_id: str) -> StreamingResponse:
     """``item`` events as each photo changes state (with its download URL once done), a
     ``batch`` summary with each, and ``done`` when every item has finished."""
@@ -171,11 +174,14 @@ async def batch_events(request: Request, batch_id: str) -> StreamingResponse:
                              headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
 
 
-@router.get("/api/v1/performance")
+@router.get("/api/v1/performance", dependencies=OPERATE)
 async def performance(request: Request) -> dict:
     return await asyncio.to_thread(_service(request).performance)
 
 
 @router.get("/enhance", response_class=HTMLResponse, include_in_schema=False)
-async def page() -> HTMLResponse:
+async def page(request: Request) -> Response:
+    caller = page_caller(request, "operator")
+    if isinstance(caller, Response):
+        return caller  # to the login page
     return HTMLResponse(PAGE.read_text(encoding="utf-8"))

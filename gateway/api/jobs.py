@@ -12,7 +12,7 @@ import uuid
 from pathlib import Path
 from typing import Annotated, Literal
 
-from fastapi import APIRouter, File, Form, Header, Query, Request, UploadFile
+from fastapi import APIRouter, Depends, File, Form, Header, Query, Request, UploadFile
 from fastapi.responses import HTMLResponse, JSONResponse, PlainTextResponse, StreamingResponse
 from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 
@@ -22,11 +22,13 @@ from gateway.batch.priority import Priority
 from gateway.batch.store import JobNotFound
 from gateway.core.config import get_settings
 from gateway.core.errors import ApiError, NotFound, PayloadTooLarge, ServiceUnavailable
+from gateway.core.security import require
 from gateway.services.idempotency import IdempotencyConflict, fingerprint
 
 router = APIRouter(prefix="/api/v1", tags=["batch"])
+VIEW, OPERATE = [Depends(require("viewer"))], [Depends(require("operator"))]  # reads / writes
 SOURCE_ERRORS = {"payload_too_large": PayloadTooLarge, "archive_too_large": PayloadTooLarge,
-                 "too_many_items": PayloadTooLarge}
+                 "too_many_items": PayloadTooLarge, "storage_unavailable": ServiceUnavailable}
 
 
 def _engine(request: Request) -> BatchEngine:
@@ -43,7 +45,7 @@ async def _db(fn, *args):
         raise ServiceUnavailable(f"job database unavailable: {type(e).__name__}", "database_unavailable", 5) from e
 
 
-@router.post("/jobs", status_code=201)
+@router.post("/jobs", status_code=201, dependencies=OPERATE)
 async def submit(request: Request,
                  files: Annotated[list[UploadFile] | None, File(description="images and/or ZIPs")] = None,
                  source_dir: Annotated[str | None, Form(description="a folder the workers can read")] = None,
@@ -134,18 +136,18 @@ def _create(eng: BatchEngine, items: list, kw: dict) -> bool:
         return False
 
 
-@router.get("/jobs")
+@router.get("/jobs", dependencies=VIEW)
 async def list_jobs(request: Request, limit: Annotated[int, Query(ge=1, le=500)] = 50) -> list[dict]:
     eng = _engine(request)
     return await _db(lambda: [eng.store.progress(j.id) for j in eng.store.jobs(limit)])
 
 
-@router.get("/jobs/{job_id}")
+@router.get("/jobs/{job_id}", dependencies=VIEW)
 async def get_job(job_id: str, request: Request) -> dict:
     return await _db(_engine(request).store.progress, job_id)
 
 
-@router.get("/jobs/{job_id}/items")
+@router.get("/jobs/{job_id}/items", dependencies=VIEW)
 async def get_items(job_id: str, request: Request,
                     state: Literal["pending", "processing", "completed", "failed", "cancelled"] | None = None,
                     offset: Annotated[int, Query(ge=0)] = 0,
@@ -155,7 +157,7 @@ async def get_items(job_id: str, request: Request,
     return [results.item_dict(it) for it in await _db(store.items, job_id, state, offset, limit)]
 
 
-@router.get("/jobs/{job_id}/events")
+@router.get("/jobs/{job_id}/events", dependencies=VIEW)
 async def job_events(job_id: str, request: Request) -> StreamingResponse:
     """Progress as Server-Sent Events (``event: progress``), one when it changes, until the
     job ends (``event: done``)."""
@@ -184,14 +186,14 @@ async def job_events(job_id: str, request: Request) -> StreamingResponse:
                              headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
 
 
-@router.post("/jobs/{job_id}/cancel")
+@router.post("/jobs/{job_id}/cancel", dependencies=OPERATE)
 async def cancel_job(job_id: str, request: Request) -> dict:
     eng = _engine(request)
     await _db(eng.cancel, job_id)
     return await _db(eng.store.progress, job_id)
 
 
-@router.post("/jobs/{job_id}/items/{item_id}/cancel")
+@router.post("/jobs/{job_id}/items/{item_id}/cancel", dependencies=OPERATE)
 async def cancel_item(job_id: str, item_id: int, request: Request) -> dict:
     store = _engine(request).store
     if not await _db(store.cancel_item, job_id, item_id):
@@ -199,14 +201,14 @@ async def cancel_item(job_id: str, item_id: int, request: Request) -> dict:
     return await _db(store.progress, job_id)
 
 
-@router.post("/jobs/{job_id}/retry")
+@router.post("/jobs/{job_id}/retry", dependencies=OPERATE)
 async def retry_failed(job_id: str, request: Request) -> dict:
     eng = _engine(request)
     n = await _db(eng.retry, job_id)
     return {"retried": n, **await _db(eng.store.progress, job_id)}
 
 
-@router.get("/jobs/{job_id}/results")
+@router.get("/jobs/{job_id}/results", dependencies=VIEW)
 async def job_results(job_id: str, request: Request,
                       format: Literal["json", "csv", "summary", "report"] = "json"):  # noqa: A002
     store = _engine(request).store
@@ -224,7 +226,7 @@ async def job_results(job_id: str, request: Request,
                              headers={"Content-Disposition": f'attachment; filename="{stem}.json"'})
 
 
-@router.get("/tuning")
+@router.get("/tuning", dependencies=VIEW)
 async def get_tuning(request: Request) -> dict:
     """The auto-tuner's recorded pick (``python -m gateway.batch tune`` measures it)."""
     eng = _engine(request)

@@ -6,19 +6,25 @@ import asyncio
 import json
 from pathlib import Path
 
-from fastapi import APIRouter, Request
-from fastapi.responses import HTMLResponse, StreamingResponse
+from fastapi import APIRouter, Depends, Request
+from fastapi.responses import HTMLResponse, Response, StreamingResponse
+
+from gateway.api.auth import page_caller
+from gateway.core.security import require
 
 router = APIRouter(tags=["dashboard"])
 PAGE = Path(__file__).resolve().parent.parent / "web" / "dashboard.html"
 
 
 @router.get("/", response_class=HTMLResponse, include_in_schema=False)
-async def dashboard() -> HTMLResponse:
+async def dashboard(request: Request) -> Response:
+    caller = page_caller(request, "viewer")
+    if isinstance(caller, Response):
+        return caller  # to the login page
     return HTMLResponse(PAGE.read_text(encoding="utf-8"))
 
 
-@router.get("/api/live", include_in_schema=False)
+@router.get("/api/live", include_in_schema=False, dependencies=[Depends(require("viewer"))])
 async def live(request: Request) -> StreamingResponse:
     feed = request.app.state.live
     queue = feed.subscribe()

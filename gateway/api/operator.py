@@ -11,17 +11,18 @@ from typing import Annotated
 from zoneinfo import ZoneInfo
 
 import psutil
-from fastapi import APIRouter, Query, Request
+from fastapi import APIRouter, Depends, Query, Request
 from fastapi.responses import Response
 from sqlalchemy import case, func, select
 from sqlalchemy.exc import DBAPIError, OperationalError
 
 from gateway.core.config import get_settings
 from gateway.core.errors import NotFound, ServiceUnavailable
+from gateway.core.security import require
 from gateway.db.models import Inspection, SystemConfig, SystemLog
 from pcb import taxonomy
 
-router = APIRouter(prefix="/api", tags=["operator"])
+router = APIRouter(prefix="/api", tags=["operator"], dependencies=[Depends(require("viewer"))])
 
 ONLINE_AFTER_S = 30  # a device is online if it was heard from this recently
 

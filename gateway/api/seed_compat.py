@@ -3,28 +3,34 @@
 ``POST /predict_dual`` ({"frame_left", "frame_right"}). Verdicts come back as the seed's
 Korean labels (``defect_type``) and the GPIO signal as ``{"pin", "duration_ms"}``.
 
-The seed scripts send no credentials: these routes act as the devices named by
-``SEED_LEFT_DEVICE`` / ``SEED_RIGHT_DEVICE`` (left drives GPIO), and can be switched off
-with ``SEED_COMPAT=false``. Each call is a lone frame: no pairing, as in the seed.
+Off by default (``SEED_COMPAT=true`` switches them on). The seed scripts send no
+credentials, so a call is accepted with a registered device's key (``X-Device-Id`` /
+``X-API-Key``: it acts as that device), or without one only from the networks in
+``SEED_COMPAT_ALLOW_NETS`` (then as the devices named by ``SEED_LEFT_DEVICE`` /
+``SEED_RIGHT_DEVICE``; left drives GPIO); either way rate limited per client address.
+Each call is a lone frame: no pairing, as in the seed.
 """
 
 from __future__ import annotations
 
 import base64
 import binascii
+import ipaddress
 import time
 import uuid
+from typing import Annotated
 
-from fastapi import APIRouter
+from fastapi import APIRouter, Depends, Header, Request
 from pydantic import BaseModel, Field
 
-from gateway.api.deps import Inspections
+from gateway.api.deps import Inspections, current_device
+from gateway.api.uploads import checked
 from gateway.core.config import get_settings
-from gateway.core.errors import ApiError, InvalidImage, NotFound, PayloadTooLarge
+from gateway.core.errors import ApiError, InvalidImage, NotFound, PayloadTooLarge, Unauthorized
+from gateway.core.security import client_address, failed_auth, limit
 from gateway.services.devices import DeviceInfo
 from gateway.services.inspection import Submission
 from pcb import taxonomy
-from pcb.image_decode import image_size
 
 router = APIRouter(tags=["seed compatibility"])
 
@@ -46,6 +52,33 @@ def _enabled() -> None:
         raise NotFound("seed compatibility routes are switched off (SEED_COMPAT=false)")
 
 
+def _allowed_nets() -> list:
+    nets = [n.strip() for n in get_settings().seed_compat_allow_nets.split(",") if n.strip()]
+    return [ipaddress.ip_network(n, strict=False) for n in nets]
+
+
+def seed_caller(request: Request, x_device_id: Annotated[str | None, Header()] = None,
+                x_api_key: Annotated[str | None, Header()] = None) -> DeviceInfo | None:
+    """The device a seed call acts as: its own (with a key), or None for an allow-listed
+    network (the configured seed devices). Anyone else: 401."""
+    _enabled()
+    limit(get_settings().seed_compat_rate, "seed", client_address(request))
+    if x_device_id is not None:
+        return current_device(request, x_device_id, x_api_key)
+    try:
+        addr = ipaddress.ip_address(client_address(request))
+    except ValueError:
+        addr = None
+    if addr is not None and any(addr in net for net in _allowed_nets()):
+        return None
+    failed_auth(request)
+    raise Unauthorized("seed routes need X-Device-Id + X-API-Key, or a source network in SEED_COMPAT_ALLOW_NETS",
+                       "unauthorized")
+
+
+SeedCaller = Annotated[DeviceInfo | None, Depends(seed_caller)]
+
+
 def _decode_b64(s: str, field: str) -> bytes:
     limit = get_settings().max_upload_bytes
     if len(s) > limit * 4 // 3 + 4:
@@ -54,10 +87,7 @@ def _decode_b64(s: str, field: str) -> bytes:
         data = base64.b64decode(s, validate=True)
     except (binascii.Error, ValueError):
         raise InvalidImage(f"{field}: not valid base64", "invalid_base64") from None
-    size = image_size(data[:65536])
-    if size and size[0] * size[1] > get_settings().max_pixels:
-        raise InvalidImage(f"{field}: {size[0]}x{size[1]} pixels is over the limit", "image_too_large")
-    return data
+    return checked(data, get_settings().max_pixels, field)
 
 
 def _device(side: str) -> DeviceInfo:
@@ -75,13 +105,14 @@ def _boxes(dets: list[dict]) -> list[dict]:
 
 
 @router.post("/predict")
-async def predict(body: PredictIn, inspections: Inspections) -> dict:
-    _enabled()
+async def predict(body: PredictIn, inspections: Inspections, caller: SeedCaller) -> dict:
     data = _decode_b64(body.frame, "frame")
     t0 = time.perf_counter()
     board = f"seed-{uuid.uuid4().hex[:12]}"
-    r = await inspections.inspect_side(Submission(_device(body.camera_id), board, paired=False),
-                                       body.camera_id, data)
+    device = caller or _device(body.camera_id)
+    if device.side != body.camera_id:
+        raise ApiError(f"device {device.id} is registered for the {device.side} side", "wrong_side")
+    r = await inspections.inspect_side(Submission(device, board, paired=False), body.camera_id, data)
     return {"status": "ok", "camera_id": body.camera_id, "timestamp": body.timestamp,
             "defect_type": _label(r["verdict"]["code"]), "confidence": r["confidence"],
             "boxes": _boxes(r["detections"]), "inference_time_ms": round((time.perf_counter() - t0) * 1000, 2),
@@ -89,11 +120,10 @@ async def predict(body: PredictIn, inspections: Inspections) -> dict:
 
 
 @router.post("/predict_dual")
-async def predict_dual(body: PredictDualIn, inspections: Inspections) -> dict:
-    _enabled()
+async def predict_dual(body: PredictDualIn, inspections: Inspections, caller: SeedCaller) -> dict:
     left, right = _decode_b64(body.frame_left, "frame_left"), _decode_b64(body.frame_right, "frame_right")
     board = f"seed-{uuid.uuid4().hex[:12]}"
-    r = await inspections.inspect_dual(Submission(_device("left"), board, paired=False), left, right)
+    r = await inspections.inspect_dual(Submission(caller or _device("left"), board, paired=False), left, right)
     if r["gpio"] is None:
         raise ApiError("this board already had its GPIO decision", "duplicate_board")
 

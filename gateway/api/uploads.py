@@ -1,5 +1,7 @@
 """Checks on an uploaded image before it goes anywhere: content type, size cap, and the
-dimensions from the header (an image bomb is refused without being decoded)."""
+dimensions from the header (``pcb.image_decode.check_header``, the one rule every path uses):
+an image bomb is refused without being decoded, a strip longer than 20:1 (``MAX_ASPECT_RATIO``)
+is 422 ``image_aspect_ratio`` before Triton sees it."""
 
 from __future__ import annotations
 
@@ -11,12 +13,8 @@ from pcb.image_decode import ImageError, check_header
 ALLOWED_TYPES = {"image/jpeg", "image/png", "image/jpg", "application/octet-stream"}
 
 
-async def read_image(upload: UploadFile, max_bytes: int, max_pixels: int, field: str = "image") -> bytes:
-    if upload.content_type and upload.content_type.split(";")[0].strip().lower() not in ALLOWED_TYPES:
-        raise UnsupportedMediaType(f"{field}: {upload.content_type} is not a JPEG or PNG image")
-    data = await upload.read(max_bytes + 1)
-    if len(data) > max_bytes:
-        raise PayloadTooLarge(f"{field}: larger than {max_bytes} bytes")
+def checked(data: bytes, max_pixels: int, field: str = "image") -> bytes:
+    """The one header rule (``check_header``) for bytes from any route, as the API's errors."""
     try:
         check_header(data[:65536], max_pixels)
     except ImageError as e:
@@ -24,3 +22,12 @@ async def read_image(upload: UploadFile, max_bytes: int, max_pixels: int, field:
         cls = UnsupportedMediaType if e.code == "unsupported_image" else InvalidImage
         raise cls(f"{field}: {e.message}", e.code) from None
     return data
+
+
+async def read_image(upload: UploadFile, max_bytes: int, max_pixels: int, field: str = "image") -> bytes:
+    if upload.content_type and upload.content_type.split(";")[0].strip().lower() not in ALLOWED_TYPES:
+        raise UnsupportedMediaType(f"{field}: {upload.content_type} is not a JPEG or PNG image")
+    data = await upload.read(max_bytes + 1)
+    if len(data) > max_bytes:
+        raise PayloadTooLarge(f"{field}: larger than {max_bytes} bytes")
+    return checked(data, max_pixels, field)

@@ -12,6 +12,7 @@ import threading
 from celery import Celery
 
 log = logging.getLogger("gateway.batch.embedded")
+READY_TIMEOUT_S = 30.0
 
 
 class EmbeddedWorker:
@@ -20,15 +21,24 @@ class EmbeddedWorker:
         self.concurrency = concurrency
         self.worker = None
         self.thread: threading.Thread | None = None
+        self.ready = threading.Event()
 
-    def start(self) -> EmbeddedWorker:
+    def start(self, wait_s: float = READY_TIMEOUT_S) -> EmbeddedWorker:
+        """Returns once the worker consumes (or after ``wait_s``): chunks handed over earlier
+        would only sit in the queue with their leases running."""
         self.worker = self.app.WorkController(
             hostname=f"embedded@{socket.gethostname()}", pool_cls="threads", concurrency=self.concurrency,
             loglevel="WARNING", without_heartbeat=True, without_mingle=True, without_gossip=True,
-            ready_callback=lambda *_: log.info("embedded batch worker ready"))
+            ready_callback=self._ready)
         self.thread = threading.Thread(target=self.worker.start, name="batch-embedded", daemon=True)
         self.thread.start()
+        if not self.ready.wait(wait_s):
+            log.warning("embedded batch worker not ready after %.0f s; going on", wait_s)
         return self
+
+    def _ready(self, *_) -> None:
+        log.info("embedded batch worker ready")
+        self.ready.set()
 
     def stop(self, timeout: float = 10.0) -> None:
         if self.worker is not None:

@@ -52,11 +52,13 @@ class BatchEngine:
         if self.worker is not None:
             self.worker.stop()
         if self.runtime is not None:
-            self.runtime.monitor.stop()
+            self.runtime.stop()
             tasks.set_runtime(None)
 
     def _sweep_loop(self) -> None:
-        while not self._stop.wait(SWEEP_INTERVAL_S):
+        # a lapsed lease is noticed within a third of the lease (at most SWEEP_INTERVAL_S)
+        interval = min(SWEEP_INTERVAL_S, max(0.1, self.settings.batch_lease_s / 3))
+        while not self._stop.wait(interval):
             try:
                 self.sweep()
             except Exception as e:  # noqa: BLE001 - database or broker down: next round

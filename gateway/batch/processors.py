@@ -22,7 +22,9 @@ from pcb import taxonomy
 
 INSPECT_MODEL = "pcb_inspect"
 ENHANCE_MODEL = "face_enhance"
-BAD_INPUT_CODES = ("invalid_image", "unsupported_image", "image_too_large", "empty_image", "bad_batch")
+# a photo's own fault (Triton answers these per request, as INVALID_ARG): fail the item, no retry
+BAD_INPUT_CODES = ("invalid_image", "unsupported_image", "image_too_large", "image_aspect_ratio", "empty_image",
+                   "bad_batch", "invalid_options", "enhance_failed")
 
 
 class ItemError(Exception):

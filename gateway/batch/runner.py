@@ -1,6 +1,8 @@
-"""One chunk, start to finish, on a worker: claim its items, read the files, send them to
-Triton as one batch (split smaller when the resource monitor says so), store each outcome,
-then mark the chunk done and refill the broker. Plain code; ``tasks.py`` wraps it for Celery.
+"""One chunk, start to finish, on a worker: take its lease (a stale delivery does nothing),
+claim its items, read the files, send them to Triton as one batch (split smaller when the
+resource monitor says so), store each outcome, then mark the chunk done and refill the
+broker; the lease is renewed all along (``lease.py``). Plain code; ``tasks.py`` wraps it for
+Celery.
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ from pathlib import Path
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 from gateway.batch import tuning
+from gateway.batch.lease import LeaseKeeper
 from gateway.batch.processors import ItemError, TritonBatch, make_processor
 from gateway.batch.resources import ResourceMonitor, Thresholds
 from gateway.batch.scheduler import Send, dispatch
@@ -33,6 +36,9 @@ BATCH_SIZE = Gauge("batch_worker_batch_size", "Current Triton batch size (resour
                    registry=WORKER_REGISTRY)
 CONCURRENCY = Gauge("batch_worker_concurrency", "Current chunks in parallel (resource monitor)",
                     registry=WORKER_REGISTRY)
+STALE = Counter("batch_worker_stale_deliveries_total",
+                "Chunk deliveries dropped because the chunk had been re-sent (or this worker lost its lease)",
+                registry=WORKER_REGISTRY)
 CHUNK_SECONDS = Histogram("batch_worker_chunk_duration_seconds", "Time to finish one chunk",
                           buckets=(0.1, 0.25, 0.5, 1, 2, 5, 10, 30, 60), registry=WORKER_REGISTRY)
 
@@ -47,30 +53,45 @@ class Runtime:
         self.monitor = ResourceMonitor(batch, conc, thresholds=Thresholds(settings.batch_cpu_high,
                                                                           settings.batch_mem_high))
         self.name = f"{socket.gethostname()}:{os.getpid()}"
+        self.leases = LeaseKeeper(self.store, settings.batch_lease_s)
 
     def start(self) -> Runtime:
         self.monitor.start()
+        self.leases.start()
         return self
+
+    def stop(self) -> None:
+        self.monitor.stop()
+        self.leases.stop()
 
     def refill(self) -> int:
         return dispatch(self.store, self.send, self.settings.batch_window, self.settings.batch_aging_s)
 
-    def run_chunk(self, job_id: str, seq: int) -> None:
-        """Raises processors.Transient (or a database error) when it should be retried."""
+    def run_chunk(self, job_id: str, seq: int, generation: int | None = None) -> None:
+        """Raises processors.Transient (or a database error) when it should be retried.
+        ``generation``: the dispatch this message carries (None: the tuner's probe)."""
         t0 = time.perf_counter()
-        with self.monitor:
-            limits = self.monitor.limits
-            BATCH_SIZE.set(limits.batch_size)
-            CONCURRENCY.set(limits.concurrency)
-            worker = f"{self.name}:{threading.current_thread().name}"
-            items = self.store.claim(job_id, seq, worker)
-            if items:
-                job = self.store.job(job_id)
-                processor = make_processor(job.kind, self.triton, job.options)
-                job_dir = Path(self.settings.batch_data_dir) / job_id
-                for i in range(0, len(items), limits.batch_size):
-                    self._run(processor, items[i:i + limits.batch_size], job_dir)
-        self.store.finish_chunk(job_id, seq)
+        with self.leases.hold(job_id, seq, generation) as lease:
+            if lease is None:
+                STALE.inc()
+                log.info("chunk %s/%d: delivery %s was superseded by a re-send; dropped", job_id, seq, generation)
+                return
+            with self.monitor:
+                limits = self.monitor.limits
+                BATCH_SIZE.set(limits.batch_size)
+                CONCURRENCY.set(limits.concurrency)
+                worker = f"{self.name}:{threading.current_thread().name}"
+                items = self.store.claim(job_id, seq, worker)
+                if items:
+                    job = self.store.job(job_id)
+                    processor = make_processor(job.kind, self.triton, job.options)
+                    job_dir = Path(self.settings.batch_data_dir) / job_id
+                    for i in range(0, len(items), limits.batch_size):
+                        if lease.lost:  # re-sent: its new holder does the rest
+                            STALE.inc()
+                            return
+                        self._run(processor, items[i:i + limits.batch_size], job_dir)
+            self.store.finish_chunk(job_id, seq, generation)
         CHUNK_SECONDS.observe(time.perf_counter() - t0)
         self.refill()
 

@@ -15,7 +15,7 @@ from gateway.batch.store import JobStore
 
 log = logging.getLogger("gateway.batch.scheduler")
 
-Send = Callable[[str, int, int], None]  # (job_id, chunk seq, broker priority)
+Send = Callable[[str, int, int, int], None]  # (job_id, chunk seq, broker priority, generation)
 
 
 def dispatch(store: JobStore, send: Send, window: int, aging_s: float) -> int:
@@ -24,7 +24,7 @@ def dispatch(store: JobStore, send: Send, window: int, aging_s: float) -> int:
     sent = 0
     for d in store.take_dispatches(window, aging_s):
         try:
-            send(d.job_id, d.seq, broker_priority(d.level))
+            send(d.job_id, d.seq, broker_priority(d.level), d.generation)
             sent += 1
         except Exception as e:  # noqa: BLE001 - broker down: the chunk waits in the database
             log.warning("broker refused chunk %s/%d (%r); it stays queued", d.job_id, d.seq, e)
@@ -33,9 +33,10 @@ def dispatch(store: JobStore, send: Send, window: int, aging_s: float) -> int:
 
 
 def sweep(store: JobStore, send: Send, window: int, aging_s: float, lease_s: float,
-          max_dispatches: int) -> int:
-    """Requeue chunks whose message was lost or whose worker hangs, then refill."""
-    stale = store.requeue_stale(lease_s, max_dispatches)
+          max_attempts: int) -> int:
+    """Requeue chunks whose lease lapsed (message lost, worker dead or hung: a live worker
+    renews its chunks' leases), then refill."""
+    stale = store.requeue_stale(lease_s, max_attempts)
     if stale:
         log.warning("requeued %d chunk(s) past their %.0f s lease", stale, lease_s)
     return dispatch(store, send, window, aging_s)

@@ -12,6 +12,7 @@ import os
 import shutil
 import stat
 import zipfile
+import zlib
 from collections.abc import Iterable
 from pathlib import Path, PurePosixPath
 
@@ -58,16 +59,30 @@ def extract_zip(archive: Path, dest: Path, max_members: int, max_bytes: int) -> 
                 continue
             target = dest / Path(*name.parts)
             target.parent.mkdir(parents=True, exist_ok=True)
-            written = 0
-            with zf.open(m) as src, open(target, "wb") as dst:
-                # the header's size can lie; count what really comes out
-                while block := src.read(1 << 20):
-                    written += len(block)
-                    if written > m.file_size + 1024:
-                        raise SourceError("archive_too_large", f"{m.filename}: larger than declared")
-                    dst.write(block)
+            _extract_member(zf, m, target)
             out.append((str(target), name.as_posix()))
         return out
+
+
+# what a hostile or damaged member raises while it is read: a lying header (bad CRC, truncated
+# stream), a corrupt deflate stream, encryption, an unknown compression method
+_MEMBER_ERRORS = (zipfile.BadZipFile, zlib.error, EOFError, RuntimeError, NotImplementedError, ValueError)
+
+
+def _extract_member(zf: zipfile.ZipFile, m: zipfile.ZipInfo, target: Path) -> None:
+    written = 0
+    try:
+        with zf.open(m) as src, open(target, "wb") as dst:
+            # the header's size can lie; count what really comes out
+            while block := src.read(1 << 20):
+                written += len(block)
+                if written > m.file_size + 1024:
+                    raise SourceError("archive_too_large", f"{m.filename}: larger than declared")
+                dst.write(block)
+    except _MEMBER_ERRORS as e:
+        raise SourceError("invalid_archive", f"{m.filename}: cannot be extracted ({e})") from None
+    except OSError as e:  # our own disk: not the archive's fault
+        raise SourceError("storage_unavailable", f"cannot store {m.filename}: {e}") from None
 
 
 def save_uploads(files: Iterable[tuple[str, object]], dest: Path, max_items: int, max_bytes: int

@@ -3,6 +3,13 @@ from a thread pool, workers call it directly).
 
 Every write that a redelivered task could repeat is conditional on the row's current state,
 so doing it twice changes nothing: an item completes once, counts come from item states.
+
+Leases: ``batch_chunks.dispatched_at`` is when the chunk was last known held - dispatched,
+renewed by the worker on it (``renew``, every third of ``BATCH_LEASE_S``), or finished. The
+sweeper takes back only chunks whose lease really lapsed (``requeue_stale``). Each dispatch
+is a new *generation* (``batch_chunks.dispatches``) carried in the message, so a message
+that was superseded by a re-send (``hold`` says False) does nothing at all, and a worker
+that lost its lease stops instead of doing the chunk a second time beside its new holder.
 """
 
 from __future__ import annotations
@@ -12,10 +19,10 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from sqlalchemy import delete, func, select, update
+from sqlalchemy import case, delete, func, select, update
 from sqlalchemy.orm import sessionmaker
 
-from gateway.batch.priority import effective_level
+from gateway.batch.priority import effective_level, rank_key
 from gateway.db.models import BatchChunk, BatchItem, BatchJob, utcnow
 
 ITEM_STATES = ("pending", "processing", "completed", "failed", "cancelled")
@@ -41,6 +48,7 @@ class Dispatch:
     seq: int
     level: int  # effective priority level when dispatched
     kind: str
+    generation: int = 0  # the chunk's dispatch count: names this delivery (older ones are stale)
 
 
 class JobStore:
@@ -149,7 +157,9 @@ class JobStore:
 
     # -- scheduling -------------------------------------------------------------------------
     def take_dispatches(self, window: int, aging_s: float, now: datetime | None = None) -> list[Dispatch]:
-        """Mark up to ``window - in flight`` queued chunks dispatched, most urgent job first."""
+        """Mark up to ``window - in flight`` queued chunks dispatched, one slot at a time to
+        the job that ranks first (``priority.rank_key``: effective level with aging counted
+        only while a job has nothing in flight, see ``priority``)."""
         now = now or utcnow()
         with self.sessions.begin() as s:
             in_flight = s.scalar(select(func.count()).select_from(BatchChunk)
@@ -157,27 +167,33 @@ class JobStore:
             free = window - in_flight
             if free <= 0:
                 return []
-            waiting = s.execute(
-                select(BatchJob.id, BatchJob.priority, BatchJob.created_at, BatchJob.kind)
-                .where(BatchJob.state == "running",
-                       select(BatchChunk.seq).where(BatchChunk.job_id == BatchJob.id,
-                                                    BatchChunk.state == "queued").exists())).all()
-            ranked = sorted(((effective_level(p, (now - created).total_seconds(), aging_s), created, jid, kind)
-                             for jid, p, created, kind in waiting), key=lambda r: (-r[0], r[1]))
+            flying = func.sum(case((BatchChunk.state == "dispatched", 1), else_=0))
+            queued = func.sum(case((BatchChunk.state == "queued", 1), else_=0))
+            rows = s.execute(
+                select(BatchJob.id, BatchJob.priority, BatchJob.created_at, BatchJob.kind, flying,
+                       func.max(BatchChunk.dispatched_at))
+                .join(BatchChunk, BatchChunk.job_id == BatchJob.id)
+                .where(BatchJob.state == "running")
+                .group_by(BatchJob.id, BatchJob.priority, BatchJob.created_at, BatchJob.kind)
+                .having(queued > 0)).all()
+            jobs = {jid: _Waiting(p, created, kind, int(n or 0), max(held or created, created))
+                    for jid, p, created, kind, n, held in rows}
             out: list[Dispatch] = []
-            for level, _, jid, kind in ranked:
-                if free <= 0:
-                    break
-                chunks = list(s.scalars(select(BatchChunk).where(BatchChunk.job_id == jid,
-                                                                 BatchChunk.state == "queued")
-                                        .order_by(BatchChunk.seq).limit(free)
-                                        .with_for_update(skip_locked=True)))
-                for c in chunks:
-                    c.state, c.dispatched_at, c.dispatches = "dispatched", now, c.dispatches + 1
-                    out.append(Dispatch(jid, c.seq, level, kind))
-                free -= len(chunks)
-                s.execute(update(BatchJob).where(BatchJob.id == jid, BatchJob.started_at.is_(None))
-                          .values(started_at=now))
+            while free > 0 and jobs:
+                jid, w = min(jobs.items(), key=lambda kv: kv[1].rank(now, aging_s))
+                c = s.scalars(select(BatchChunk).where(BatchChunk.job_id == jid, BatchChunk.state == "queued")
+                              .order_by(BatchChunk.seq).limit(1).with_for_update(skip_locked=True)).first()
+                if c is None:  # its last queued chunks went to a concurrent dispatcher
+                    del jobs[jid]
+                    continue
+                level = effective_level(w.priority, w.waited(now), aging_s)
+                c.state, c.dispatched_at, c.dispatches = "dispatched", now, c.dispatches + 1
+                out.append(Dispatch(jid, c.seq, level, w.kind, c.dispatches))
+                if not w.in_flight:
+                    s.execute(update(BatchJob).where(BatchJob.id == jid, BatchJob.started_at.is_(None))
+                              .values(started_at=now))
+                w.in_flight += 1  # served: back to its own level for the next slot
+                free -= 1
             return out
 
     def undispatch(self, d: Dispatch) -> None:
@@ -186,34 +202,80 @@ class JobStore:
             s.execute(update(BatchChunk).where(BatchChunk.job_id == d.job_id, BatchChunk.seq == d.seq,
                                                BatchChunk.state == "dispatched").values(state="queued"))
 
-    def requeue_stale(self, lease_s: float, max_dispatches: int = 5, now: datetime | None = None) -> int:
-        """Chunks dispatched over ``lease_s`` ago and still unfinished go back to the queue
-        (their message was lost with an in-memory broker, or a worker hangs); a duplicate is
-        harmless because item writes are idempotent. A chunk sent ``max_dispatches`` times
-        fails its open items instead (a poison chunk must not loop forever).
+    def requeue_stale(self, lease_s: float, max_attempts: int = 5, now: datetime | None = None) -> int:
+        """Chunks whose lease lapsed go back to the queue (to be re-sent); returns how many.
+
+        - A *started* chunk (items in a worker's hands) lapses ``lease_s`` after its worker's
+          last renewal: the worker died or hangs.
+        - A chunk not started yet is waiting in the broker behind others, or its message was
+          lost. While some worker shows life (a started chunk renewed within ``lease_s``) it
+          is left alone: re-sending a merely waiting chunk would only add duplicates. It is
+          re-sent when no worker has shown life for ``lease_s``.
+        - Attempts are claims (a worker starting on the items), not sends: a lapsed chunk
+          whose open items were attempted ``max_attempts`` times fails them instead (a poison
+          chunk must not loop forever); waiting in the broker never uses one up.
+
         ``lease_s=0`` requeues everything in flight (an in-memory broker after a restart)."""
         now = now or utcnow()
         cutoff = now - timedelta(seconds=lease_s)
+        started_chunk = (select(BatchItem.id).where(BatchItem.job_id == BatchChunk.job_id,
+                                                    BatchItem.chunk == BatchChunk.seq,
+                                                    BatchItem.state == "processing").exists())
         with self.sessions.begin() as s:
             stale = list(s.scalars(select(BatchChunk).where(BatchChunk.state == "dispatched",
                                                             BatchChunk.dispatched_at <= cutoff)
                                    .with_for_update(skip_locked=True)))
-            poisoned = []
+            if not stale:
+                return 0
+            started = {(c.job_id, c.seq) for c in s.scalars(
+                select(BatchChunk).where(BatchChunk.state == "dispatched", BatchChunk.dispatched_at <= cutoff,
+                                         started_chunk))}
+            alive = s.scalar(select(func.count()).select_from(BatchChunk)
+                             .where(BatchChunk.state == "dispatched", BatchChunk.dispatched_at > cutoff,
+                                    started_chunk)) or 0
+            requeued, poisoned = 0, []
             for c in stale:
-                if c.dispatches >= max_dispatches:
+                if (c.job_id, c.seq) not in started and alive:
+                    continue
+                requeued += 1
+                open_items = (BatchItem.job_id == c.job_id, BatchItem.chunk == c.seq,
+                              BatchItem.state.in_(("pending", "processing")))
+                attempts = s.scalar(select(func.max(BatchItem.attempts)).where(*open_items)) or 0
+                if attempts >= max_attempts:
                     c.state = "done"
                     poisoned.append(c)
-                    s.execute(update(BatchItem).where(BatchItem.job_id == c.job_id, BatchItem.chunk == c.seq,
-                                                      BatchItem.state.in_(("pending", "processing")))
+                    s.execute(update(BatchItem).where(*open_items)
                               .values(state="failed", finished_at=now,
-                                      error=f"gave up after {c.dispatches} deliveries"))
+                                      error=f"gave up after {attempts} attempts (the worker was lost each time)"))
                 else:
                     c.state = "queued"
         for c in poisoned:
             self._maybe_finish(c.job_id)
-        return len(stale)
+        return requeued
 
     # -- the worker's side -----------------------------------------------------------------
+    def renew(self, leases: list[tuple[str, int, int | None]], now: datetime | None = None) -> list[bool]:
+        """(job id, seq, generation) of chunks a worker is on -> their leases run from ``now``.
+        Returns which this worker still holds: False when the chunk was re-sent since (a
+        newer generation) or taken back by the sweeper. ``generation=None`` (the tuner's
+        probe, messages from before generations) renews whatever is in flight and says True."""
+        now = now or utcnow()
+        held = []
+        with self.sessions.begin() as s:
+            for job_id, seq, gen in leases:
+                q = update(BatchChunk).where(BatchChunk.job_id == job_id, BatchChunk.seq == seq,
+                                             BatchChunk.state == "dispatched")
+                if gen is not None:
+                    q = q.where(BatchChunk.dispatches == gen)
+                n = s.execute(q.values(dispatched_at=now)).rowcount
+                held.append(gen is None or n == 1)
+        return held
+
+    def hold(self, job_id: str, seq: int, generation: int | None) -> bool:
+        """A worker starts on a delivered chunk: False means this delivery is stale - the
+        chunk was re-sent after its lease lapsed, and the newer message does the work."""
+        return self.renew([(job_id, seq, generation)])[0]
+
     def claim(self, job_id: str, seq: int, worker: str) -> list[Claimed]:
         """Items of a chunk to work on: pending ones and ones a dead worker left processing.
         Empty when the job was cancelled or the chunk is already done."""
@@ -246,20 +308,36 @@ class JobStore:
                                        error=None if error is None else error[:2000], duration_ms=ms)).rowcount)
         return applied
 
-    def release(self, job_id: str, seq: int) -> None:
-        """A transient failure: the chunk's unfinished items wait for the retry."""
+    def release(self, job_id: str, seq: int, generation: int | None = None) -> None:
+        """A transient failure: the chunk's unfinished items wait for the retry (unless the
+        chunk was re-sent meanwhile: then they are its new holder's)."""
         with self.sessions.begin() as s:
+            if generation is not None and not self._is_generation(s, job_id, seq, generation):
+                return
             s.execute(update(BatchItem).where(BatchItem.job_id == job_id, BatchItem.chunk == seq,
                                               BatchItem.state == "processing").values(state="pending"))
 
-    def finish_chunk(self, job_id: str, seq: int) -> None:
+    def finish_chunk(self, job_id: str, seq: int, generation: int | None = None,
+                     now: datetime | None = None) -> bool:
+        """The chunk's work is done. Only the holder of its current generation may say so (a
+        superseded worker must not end a chunk its new holder is still on); returns whether
+        it did. The time is kept as the chunk's last hold, from which its job ages."""
+        now = now or utcnow()
         with self.sessions.begin() as s:
+            if generation is not None and not self._is_generation(s, job_id, seq, generation):
+                return False
             # an item retried while its chunk was in flight sends the chunk round again
             left = s.scalar(select(func.count()).where(BatchItem.job_id == job_id, BatchItem.chunk == seq,
                                                        BatchItem.state == "pending"))
             s.execute(update(BatchChunk).where(BatchChunk.job_id == job_id, BatchChunk.seq == seq)
-                      .values(state="queued" if left else "done"))
+                      .values(state="queued" if left else "done", dispatched_at=now))
         self._maybe_finish(job_id)
+        return True
+
+    @staticmethod
+    def _is_generation(s, job_id: str, seq: int, generation: int) -> bool:
+        return s.scalar(select(BatchChunk.dispatches).where(BatchChunk.job_id == job_id, BatchChunk.seq == seq)
+                        .with_for_update()) == generation
 
     def _maybe_finish(self, job_id: str) -> None:
         with self.sessions.begin() as s:
@@ -308,3 +386,19 @@ class JobStore:
             s.execute(update(BatchJob).where(BatchJob.id == job_id)
                       .values(state="running", finished_at=None))
         return n
+
+
+@dataclass
+class _Waiting:
+    """A running job with queued chunks, as the scheduler ranks it."""
+    priority: int
+    created: datetime
+    kind: str
+    in_flight: int
+    last_held: datetime  # last dispatch, renewal or finished chunk (creation if none)
+
+    def waited(self, now: datetime) -> float:
+        return 0.0 if self.in_flight else max(0.0, (now - self.last_held).total_seconds())
+
+    def rank(self, now: datetime, aging_s: float) -> tuple:
+        return rank_key(self.priority, self.waited(now), self.created.timestamp(), aging_s)

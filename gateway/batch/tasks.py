@@ -20,8 +20,9 @@ _runtime: Runtime | None = None
 _lock = threading.Lock()
 
 
-def send(job_id: str, seq: int, priority: int) -> None:
-    process_chunk.apply_async((job_id, seq), priority=priority, queue=celery_app.conf.task_default_queue)
+def send(job_id: str, seq: int, priority: int, generation: int) -> None:
+    process_chunk.apply_async((job_id, seq, generation), priority=priority,
+                              queue=celery_app.conf.task_default_queue)
 
 
 def runtime() -> Runtime:
@@ -44,26 +45,30 @@ def backoff_s(retries: int) -> float:
 
 
 @celery_app.task(bind=True, name="pcb.batch.chunk", max_retries=None)
-def process_chunk(self, job_id: str, seq: int) -> None:
+def process_chunk(self, job_id: str, seq: int, generation: int | None = None) -> None:
+    """``generation``: which dispatch of the chunk this message is (a retry keeps it; a
+    message superseded by a re-send does nothing). None: a message from before generations."""
     rt = runtime()
     try:
-        rt.run_chunk(job_id, seq)
+        rt.run_chunk(job_id, seq, generation)
     except (Transient, SQLAlchemyError) as e:
         retries = self.request.retries
         if retries >= rt.settings.batch_max_retries:
             log.error("chunk %s/%d: giving up after %d retries: %r", job_id, seq, retries, e)
-            _give_up(rt, job_id, seq, f"gave up after {retries} retries: {e}")
+            _give_up(rt, job_id, seq, generation, f"gave up after {retries} retries: {e}")
             return
         log.warning("chunk %s/%d: %r; retry %d in a moment", job_id, seq, e, retries + 1)
         try:
-            rt.store.release(job_id, seq)
+            rt.store.release(job_id, seq, generation)
         except SQLAlchemyError:
             pass  # the database is the thing that is down; claim() takes them back anyway
         raise self.retry(exc=e, countdown=backoff_s(retries)) from None
 
 
-def _give_up(rt: Runtime, job_id: str, seq: int, reason: str) -> None:
+def _give_up(rt: Runtime, job_id: str, seq: int, generation: int | None, reason: str) -> None:
+    if not rt.store.hold(job_id, seq, generation):
+        return  # re-sent meanwhile: the newer delivery decides
     for it in rt.store.claim(job_id, seq, rt.name):
         rt.store.fail(it.id, reason[:500])
-    rt.store.finish_chunk(job_id, seq)
+    rt.store.finish_chunk(job_id, seq, generation)
     rt.refill()

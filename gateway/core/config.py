@@ -4,6 +4,7 @@ defaults: SQLite file, in-process pairing, Triton on localhost)."""
 from __future__ import annotations
 
 from functools import lru_cache
+from typing import Literal
 
 from pydantic import field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -34,7 +35,13 @@ class Settings(BaseSettings):
     # a spool replayed after a long outage, or a Pi without RTC/NTP booting on an old clock
     captured_at_max_age_s: float = 365 * 86400
     captured_at_max_skew_s: float = 86400  # an edge's clock ahead of the gateway's
-    admin_token: str | None = None
+    # access (gateway/core/security.py): "on", or "off" for a lab bench (every route open)
+    auth_mode: Literal["on", "off"] = "on"
+    admin_token: str | None = None  # the bootstrap admin credential (Bearer only)
+    session_secret: str | None = None  # signs login sessions; default: derived from ADMIN_TOKEN
+    metrics_token: str | None = None  # Prometheus' scrape token for /metrics (else an admin)
+    auth_fail_rate: str = "30/minute"  # failed authentications per client address
+    principal_rate: str = "1200/minute"  # requests per principal (a dashboard polls)
     outbox_path: str = "build/outbox.db"  # local, durable; one per gateway machine
     image_dir: str = "build/images"
     image_policy: str = "defects"  # all / defects / none
@@ -44,7 +51,11 @@ class Settings(BaseSettings):
     rate_limit_burst: int = 60
     log_level: str = "INFO"
     plant_timezone: str = "UTC"  # IANA name, e.g. Asia/Seoul: statistics count the plant's days
-    seed_compat: bool = True  # the seed's /predict and /predict_dual (no credentials)
+    # the seed's /predict and /predict_dual: off unless asked for; then a device key, or no key
+    # from the networks listed here (comma-separated CIDRs), rate limited per client address
+    seed_compat: bool = False
+    seed_compat_allow_nets: str = ""
+    seed_compat_rate: str = "20/second"
     seed_left_device: str = "seed-left"
     seed_right_device: str = "seed-right"
     # batch engine (gateway/batch): Celery over this broker; memory:// runs it in-process
@@ -55,9 +66,9 @@ class Settings(BaseSettings):
     batch_chunk_size: int = 8  # items per task (one Triton batch); the auto-tuner's pick wins
     batch_concurrency: int = 2  # chunks one worker runs at once
     batch_window: int = 8  # chunks handed to the broker at once, over all jobs
-    batch_aging_s: float = 60.0  # a waiting job climbs one priority level per this many seconds
+    batch_aging_s: float = 60.0  # a job waiting without a slot climbs one level per this many seconds
     batch_max_retries: int = 4  # transient failures (Triton, database) per chunk
-    batch_lease_s: float = 300.0  # a chunk dispatched this long ago and unfinished is re-sent
+    batch_lease_s: float = 300.0  # workers renew every lease/3; a lapsed lease is re-sent
     batch_max_items: int = 100_000
     batch_max_upload_bytes: int = 512 * 1024 * 1024
     batch_metrics_port: int = 9810  # each worker's own /metrics

@@ -1,6 +1,11 @@
 """Triton adapter (BLS): decode, detect + align every photo of the batch, restore all face
 crops in one call to the restorer model, upsample the backgrounds, paste back, encode.
-Logic in enhance/ (pipeline.py); this file only moves tensors."""
+Logic in enhance/ (pipeline.py, request.py); this file only moves tensors.
+
+A bad photo fails only its own request (``enhance/request.py`` turns any failure of one
+photo into that photo's INVALID_ARG error); a restorer that is down fails the photos that
+needed it with a plain error, which callers may retry.
+"""
 
 import json
 import os
@@ -10,9 +15,8 @@ import numpy as np
 import triton_python_backend_utils as pb_utils
 
 from enhance.face_detect import make_detector
-from enhance.options import OptionError, parse_options
-from enhance.pipeline import encode_like, finish, prepare, to_tensor
-from pcb.image_decode import ImageError, decode_image
+from enhance.pipeline import to_tensor
+from enhance.request import RequestError, ServiceError, as_request_error, finish_request, prepare_request
 
 
 def _error(msg):
@@ -20,11 +24,17 @@ def _error(msg):
     return pb_utils.TritonError(msg, code) if code is not None else pb_utils.TritonError(msg)
 
 
+def _refused(e: RequestError):
+    return pb_utils.InferenceResponse(error=_error(str(e)))
+
+
 def _scalar(request, name):
     t = pb_utils.get_input_tensor_by_name(request, name)
     if t is None:
         return None
     v = t.as_numpy().reshape(-1)
+    if v.size > 1:  # one response per request carries one photo: a stacked batch would lose the rest
+        raise RequestError("bad_batch", f"send one photo per request, not {v.size}")
     return v[0] if v.size else None
 
 
@@ -47,7 +57,7 @@ class TritonPythonModel:
                                         inputs=[pb_utils.Tensor("input", x)])
         resp = req.exec()
         if resp.has_error():
-            raise RuntimeError(f"{model}: {resp.error().message()}")
+            raise ServiceError(f"{model}: {resp.error().message()}")
         return pb_utils.get_output_tensor_by_name(resp, "output").as_numpy()
 
     def _restore(self, crops):
@@ -60,36 +70,33 @@ class TritonPythonModel:
         prepared = {}
         for i, request in enumerate(requests):
             try:
-                data = _scalar(request, "IMAGE")
-                if data is None:
-                    raise ImageError("empty_image", "no image")
-                opts = parse_options(_scalar(request, "OPTIONS"))
-                img = decode_image(bytes(data), self.max_pixels)
-                prepared[i] = (prepare(img, opts, self.detector), bytes(data))
-            except ImageError as e:
-                responses[i] = pb_utils.InferenceResponse(error=_error(str(e)))
-            except OptionError as e:
-                responses[i] = pb_utils.InferenceResponse(error=_error(f"{e.code}: {e}"))
+                prepared[i] = prepare_request(_scalar(request, "IMAGE"), _scalar(request, "OPTIONS"),
+                                              self.detector, self.max_pixels)
+            except Exception as e:  # noqa: BLE001 - this photo only
+                responses[i] = _refused(as_request_error(e))
         order = [i for i in prepared if len(prepared[i][0].crops)]
+        restored = {}
         try:
-            restored = (self._restore(np.concatenate([to_tensor(prepared[i][0].crops) for i in order]))
-                        if order else None)
-        except Exception as e:  # the restorer is down or refused: fail the photos that needed it
+            if order:
+                out = self._restore(np.concatenate([to_tensor(prepared[i][0].crops) for i in order]))
+                start = 0
+                for i in order:
+                    n = len(prepared[i][0].crops)
+                    restored[i] = out[start:start + n]
+                    start += n
+        except Exception as e:  # noqa: BLE001 - the restorer is down or refused: fail the photos that needed it
             for i in order:
                 responses[i] = pb_utils.InferenceResponse(error=pb_utils.TritonError(f"restorer_failed: {e}"))
-            prepared = {i: v for i, v in prepared.items() if i not in order}
-            order, restored = [], None
-        start = 0
+                prepared.pop(i)
         for i, (p, source) in prepared.items():
-            n = len(p.crops)
-            mine = restored[start:start + n] if n else np.zeros((0, 3, 512, 512), np.float32)
-            if n:
-                start += n
+            mine = restored.get(i, np.zeros((0, 3, 512, 512), np.float32))
             try:
-                result = finish(p, mine, self._upsample if p.options.background else None)
-                out, _ = encode_like(result.image, source)
-            except Exception as e:
-                responses[i] = pb_utils.InferenceResponse(error=pb_utils.TritonError(f"enhance_failed: {e}"))
+                out, result = finish_request(p, mine, source, self._upsample)
+            except RequestError as e:
+                responses[i] = _refused(e)
+                continue
+            except ServiceError as e:  # the upsampler is down: not this photo's fault, retry later
+                responses[i] = pb_utils.InferenceResponse(error=pb_utils.TritonError(f"upsampler_failed: {e}"))
                 continue
             responses[i] = pb_utils.InferenceResponse([
                 pb_utils.Tensor("IMAGE_OUT", np.array([[out]], dtype=np.object_)),

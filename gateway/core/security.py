@@ -1,0 +1,196 @@
+"""Who is calling, and may they: the gateway's access model.
+
+Roles (each route names one; see README "Security"):
+
+- ``device``: an edge (``X-Device-Id`` + ``X-API-Key``): inspect, heartbeat, line session;
+- ``viewer``: history, statistics, images, system status, the dashboard and its streams,
+  the API docs;
+- ``operator``: everything a viewer may, plus batch jobs and photo enhancement;
+- ``admin``: everything, plus models, devices, principals and configuration.
+
+Credentials: ``Authorization: Bearer <key>`` (a principal's key ``<id>.<secret>``, or the
+bootstrap ``ADMIN_TOKEN``; a bare token without ``Bearer`` is refused), or the session
+cookie the login page sets (HttpOnly, SameSite=Strict; for the dashboard and the
+enhancement page). No credential or a wrong one is 401; a credential whose role is too low
+is 403. Failed authentications are rate limited per client address (key guessing), and
+every principal per principal (``limits``, moving window).
+
+``AUTH_MODE=off`` opens every principal route (a lab bench; logged loudly at start).
+Device routes always need a device: its side and GPIO duty come from its registration.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import logging
+import secrets
+import time
+from dataclasses import dataclass
+from typing import Annotated
+
+from fastapi import Depends, Request
+from fastapi.security import APIKeyCookie, HTTPAuthorizationCredentials, HTTPBearer
+from limits import parse
+from limits.storage import MemoryStorage
+from limits.strategies import MovingWindowRateLimiter
+
+from gateway.core.config import Settings, get_settings
+from gateway.core.errors import ApiError, RateLimited, Unauthorized
+
+log = logging.getLogger("gateway.security")
+
+SESSION_COOKIE = "pcb_session"
+SESSION_TTL_S = 12 * 3600  # one shift and some
+BOOTSTRAP_ID = "admin-token"
+
+ALLOWED = {
+    "viewer": {"viewer", "operator", "admin"},
+    "operator": {"operator", "admin"},
+    "admin": {"admin"},
+}
+
+# values that mean "nobody set this": refused at start rather than guarded by them
+PLACEHOLDERS = {"change-me", "changeme", "change_me", "replace-me", "admin", "password", "secret", "token",
+                "default", "test", "xxx", "none", "null", "todo"}
+
+
+class Forbidden(ApiError):
+    status = 403
+    code = "forbidden"
+
+
+@dataclass(frozen=True)
+class Caller:
+    id: str
+    role: str
+    via: str  # "key", "admin_token", "session", "auth_off"
+
+
+def check_settings(s: Settings) -> None:
+    """At start: refuse placeholder secrets; say loudly when access control is off."""
+    for name in ("admin_token", "session_secret", "metrics_token"):
+        value = getattr(s, name)
+        v = (value or "").strip().lower()
+        if value is not None and (v in PLACEHOLDERS or any(m in v for m in ("change-me", "changeme", "change_me"))):
+            raise ValueError(f"{name.upper()}={value!r} is a placeholder: set a random secret "
+                             "(python -c 'import secrets; print(secrets.token_urlsafe(32))')")
+    if s.auth_mode == "off":
+        for _ in range(3):
+            log.warning("AUTH_MODE=off: EVERY ROUTE IS OPEN TO ANYONE WHO CAN REACH THIS GATEWAY (lab use only)")
+
+
+# ---- sessions: <principal id>.<expiry>.<mac>, signed with a secret every replica shares ----
+_process_secret = secrets.token_bytes(32)
+
+
+def _session_key() -> bytes:
+    s = get_settings()
+    if s.session_secret:
+        return s.session_secret.encode()
+    if s.admin_token:  # replicas share it, so sessions survive a hop between them
+        return hmac.new(s.admin_token.encode(), b"pcb-session-key", hashlib.sha256).digest()
+    return _process_secret
+
+
+def session_token(principal_id: str, ttl_s: int = SESSION_TTL_S) -> str:
+    body = f"{principal_id}.{int(time.time()) + ttl_s}"
+    mac = hmac.new(_session_key(), body.encode(), hashlib.sha256).hexdigest()
+    return f"{body}.{mac}"
+
+
+def session_principal(token: str) -> str | None:
+    try:
+        pid, exp, mac = token.rsplit(".", 2)
+        fresh = int(exp) > time.time()
+    except ValueError:
+        return None
+    good = hmac.new(_session_key(), f"{pid}.{exp}".encode(), hashlib.sha256).hexdigest()
+    return pid if hmac.compare_digest(mac, good) and fresh else None
+
+
+# ---- rate limits (kept library: ``limits``; per worker) ----------------------------------
+_limiter = MovingWindowRateLimiter(MemoryStorage())
+
+
+def limit(rule: str, *key: str) -> None:
+    item = parse(rule)
+    if not _limiter.hit(item, *key):
+        reset = _limiter.get_window_stats(item, *key).reset_time
+        raise RateLimited(f"too many requests ({rule}) from {key[-1]}",
+                          headers={"Retry-After": str(max(1, int(reset - time.time() + 0.999)))})
+
+
+def client_address(request: Request) -> str:
+    return request.client.host if request.client else "unknown"
+
+
+def failed_auth(request: Request) -> None:
+    """Count a failed authentication against the caller's address (key guessing)."""
+    limit(get_settings().auth_fail_rate, "auth-fail", client_address(request))
+
+
+def identify(request: Request, bearer: str | None, cookie: str | None) -> Caller | None:
+    s = get_settings()
+    if s.auth_mode == "off":
+        return Caller("lab", "admin", "auth_off")
+    if bearer:
+        if s.admin_token and hmac.compare_digest(bearer.encode(), s.admin_token.encode()):
+            return Caller(BOOTSTRAP_ID, "admin", "admin_token")
+        p = request.app.state.principals.check(bearer)
+        if p is not None:
+            return Caller(p.id, p.role, "key")
+    if cookie:
+        pid = session_principal(cookie)
+        if pid == BOOTSTRAP_ID and s.admin_token:
+            return Caller(BOOTSTRAP_ID, "admin", "session")
+        p = request.app.state.principals.get(pid) if pid else None
+        if p is not None and p.enabled:
+            return Caller(p.id, p.role, "session")
+    return None
+
+
+_bearer = HTTPBearer(auto_error=False, description="a principal's API key, or ADMIN_TOKEN")
+_cookie = APIKeyCookie(name=SESSION_COOKIE, auto_error=False, description="set by /login")
+
+
+def bearer_of(request: Request) -> str | None:
+    """The token of ``Authorization: Bearer <token>``; any other form is no credential."""
+    scheme, _, token = (request.headers.get("authorization") or "").partition(" ")
+    if scheme.lower() != "bearer":
+        return None
+    return token.strip() or None
+
+
+def authorize(request: Request, role: str, bearer: str | None = None, cookie: str | None = None) -> Caller:
+    """The caller, if they hold ``role`` (or a role above it); else 401 or 403."""
+    caller = identify(request, bearer, cookie)
+    if caller is None:
+        failed_auth(request)
+        why = "wrong credential" if (bearer or cookie) else "no credential"
+        raise Unauthorized(f"{why}: send Authorization: Bearer <key>, or sign in at /login",
+                           "unauthorized", headers={"WWW-Authenticate": "Bearer"})
+    if caller.role not in ALLOWED[role]:
+        raise Forbidden(f"this needs the {role} role; {caller.id} is {caller.role}")
+    request.state.principal = caller.id
+    if caller.via != "auth_off":
+        limit(get_settings().principal_rate, "principal", caller.id)
+    return caller
+
+
+def require(role: str):
+    """A dependency: the caller must hold ``role`` (or a role above it). The security
+    schemes are declared so ``openapi.json`` documents them for generated clients."""
+
+    def dependency(request: Request,
+                   credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)] = None,
+                   cookie: Annotated[str | None, Depends(_cookie)] = None) -> Caller:
+        return authorize(request, role, bearer_of(request), cookie)
+
+    dependency.__name__ = f"require_{role}"
+    return dependency
+
+
+Viewer = Annotated[Caller, Depends(require("viewer"))]
+Operator = Annotated[Caller, Depends(require("operator"))]
+Admin = Annotated[Caller, Depends(require("admin"))]

@@ -1,0 +1,3 @@
+// carry ?next= into the form, as text (never as HTML)
+const next = new URLSearchParams(location.search).get("next");
+if (next && next.startsWith("/") && !next.startsWith("//")) document.getElementById("next").value = next;

@@ -1,0 +1,253 @@
+"""The access model against a real gateway process: every route in ``openapi.json`` (and
+the pages and streams outside it) called without a credential is 401, except an explicit
+open list; with a role too low, 403; with the right one, neither. Keys are created, listed
+and revoked through the API and the CLI; a bare token, a wrong key or a revoked key is
+refused; the login page sets an HttpOnly SameSite=Strict session; placeholders refuse to
+start; failed authentications are rate limited per client address; the seed routes are off
+by default and, when on, need a device key or an allow-listed network."""
+
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+import sys
+
+import httpx
+import pytest
+
+from gateway.core.config import Settings
+from gateway.core.security import check_settings
+from tests.conftest import ROOT
+from tests.gateway_server import GatewayServer
+
+TOKEN = "security-admin-token"
+# open on purpose (README "Security"): probes, the sign-in page and its static files
+OPEN = {("GET", "/health"), ("GET", "/health/live"), ("GET", "/health/ready"), ("GET", "/login"),
+        ("POST", "/login"), ("POST", "/logout"), ("GET", "/static/login.js")}
+# not in openapi.json (pages, streams, the scrape endpoint, the docs themselves): role each
+OUTSIDE_SCHEMA = {("GET", "/"): "viewer", ("GET", "/enhance"): "operator", ("GET", "/api/live"): "viewer",
+                  ("GET", "/metrics"): "admin", ("GET", "/docs"): "viewer", ("GET", "/openapi.json"): "viewer"}
+DEVICE_ROUTES = {("POST", "/v1/inspect"), ("POST", "/v1/inspect/dual"), ("POST", "/v1/heartbeat"),
+                 ("POST", "/v1/line-session")}
+RANK = {"viewer": 1, "operator": 2, "admin": 3}
+
+
+@pytest.fixture(scope="module")
+def gw(triton, tmp_path_factory):
+    d = tmp_path_factory.mktemp("sec")
+    srv = GatewayServer({"TRITON_URL": triton.grpc_url, "DATABASE_URL": f"sqlite:///{d / 'g.db'}",
+                         "OUTBOX_PATH": str(d / "o.db"), "IMAGE_DIR": str(d / "img"), "ADMIN_TOKEN": TOKEN,
+                         "BATCH_DATA_DIR": str(d / "batch"), "ENHANCE_DIR": str(d / "enh"),
+                         "AUTH_FAIL_RATE": "100000/minute", "METRICS_TOKEN": "scrape-token-for-tests"},
+                        d / "gw.log").start()
+    admin = {"Authorization": f"Bearer {TOKEN}"}
+    keys = {}
+    for role in ("viewer", "operator", "admin"):
+        r = httpx.post(f"{srv.url}/admin/principals", headers=admin, json={"name": f"t-{role}", "role": role})
+        assert r.status_code == 201, r.text
+        keys[role] = r.json()["api_key"]
+    dev = httpx.post(f"{srv.url}/admin/devices", headers=admin,
+                     json={"device_id": "pi-left", "side": "left", "drives_gpio": True}).json()["api_key"]
+    srv.keys, srv.device = keys, {"X-Device-Id": "pi-left", "X-API-Key": dev}
+    srv.spec = httpx.get(f"{srv.url}/openapi.json", headers=admin).json()
+    try:
+        yield srv
+    finally:
+        srv.stop()
+
+
+def _routes(spec: dict) -> dict[tuple[str, str], str | None]:
+    """(method, path) -> the role its security declares (None: device or open)."""
+    out = {}
+    for path, ops in spec["paths"].items():
+        for method in ops:
+            out[(method.upper(), re.sub(r"\{[^}]+\}", "x", path))] = None
+    return out
+
+
+def _call(gw, method: str, path: str, headers: dict | None = None) -> httpx.Response:
+    """One request; only the status and a little of the body are read (event streams never end)."""
+    with httpx.stream(method, gw.url + path, headers=headers or {}, timeout=30, follow_redirects=False) as r:
+        if r.headers.get("content-type", "").startswith("text/event-stream"):
+            return httpx.Response(r.status_code, headers=r.headers)
+        r.read()
+        return r
+
+
+def test_every_route_needs_a_credential_except_the_open_list(gw):
+    routes = {**_routes(gw.spec), **OUTSIDE_SCHEMA}
+    assert len(routes) > 40
+    seen_open = set()
+    for (method, path) in sorted(routes):
+        r = _call(gw, method, path)
+        if (method, path) in OPEN:
+            seen_open.add((method, path))
+            continue
+        if path in ("/predict", "/predict_dual"):
+            assert r.status_code == 404, (method, path, r.status_code)  # off by default
+            continue
+        if method == "GET" and path in ("/", "/enhance"):
+            assert r.status_code == 303 and r.headers["location"].startswith("/login"), (path, r.status_code)
+            continue
+        assert r.status_code == 401, (method, path, r.status_code, r.text[:200])
+        assert r.json()["code"] in ("unauthorized", "unknown_device")
+    for method, path in OPEN:
+        assert _call(gw, method, path).status_code < 500
+
+
+def _required(method: str, path: str) -> str:
+    if (method, path) in OUTSIDE_SCHEMA:
+        return OUTSIDE_SCHEMA[(method, path)]
+    if path.startswith("/admin"):
+        return "admin"
+    if path.startswith("/api/v1/enhance") or path.startswith("/api/v1/tasks") or path.startswith("/api/v1/batch") \
+            or path.startswith("/api/v1/download") or path == "/api/v1/performance":
+        return "operator"
+    if path.startswith("/api/v1/jobs") or path == "/api/v1/tuning":
+        return "viewer" if method == "GET" else "operator"
+    return "viewer"
+
+
+def test_a_role_too_low_is_403_and_the_right_one_passes(gw):
+    checked = 0
+    for (method, path) in sorted({**_routes(gw.spec), **OUTSIDE_SCHEMA}):
+        if (method, path) in OPEN or (method, path) in DEVICE_ROUTES or path in ("/predict", "/predict_dual",
+                                                                                  "/v1/taxonomy"):
+            continue
+        need = _required(method, path)
+        for role, key in gw.keys.items():
+            r = _call(gw, method, path, {"Authorization": f"Bearer {key}"})
+            if RANK[role] < RANK[need] and path in ("/", "/enhance"):  # a page: to the sign-in page
+                assert r.status_code == 303 and r.headers["location"].startswith("/login"), (role, path)
+            elif RANK[role] < RANK[need]:
+                assert r.status_code == 403 and r.json()["code"] == "forbidden", (role, method, path, r.status_code)
+            else:
+                assert r.status_code not in (401, 403), (role, method, path, r.status_code, r.text[:200])
+        checked += 1
+    assert checked > 30
+
+
+def test_device_routes_take_device_keys_only(gw):
+    for method, path in DEVICE_ROUTES:
+        for key in gw.keys.values():  # no principal acts as a device, admin included
+            assert _call(gw, method, path, {"Authorization": f"Bearer {key}"}).status_code == 401
+        assert _call(gw, method, path, gw.device).status_code not in (401, 403)
+    assert _call(gw, "GET", "/v1/taxonomy", gw.device).status_code == 200
+    assert _call(gw, "GET", "/v1/taxonomy", {"Authorization": f"Bearer {gw.keys['viewer']}"}).status_code == 200
+    # a device key opens nothing a person reads
+    assert _call(gw, "GET", "/api/inspections", gw.device).status_code == 401
+
+
+def test_bare_wrong_and_revoked_keys_are_refused(gw):
+    assert _call(gw, "GET", "/api/inspections", {"Authorization": TOKEN}).status_code == 401  # no "Bearer"
+    assert _call(gw, "GET", "/api/inspections", {"Authorization": f"Bearer {TOKEN}x"}).status_code == 401
+    forged = gw.keys["viewer"].split(".")[0] + ".forged"
+    assert _call(gw, "GET", "/api/inspections", {"Authorization": f"Bearer {forged}"}).status_code == 401
+    admin = {"Authorization": f"Bearer {TOKEN}"}
+    made = httpx.post(f"{gw.url}/admin/principals", headers=admin, json={"name": "leaver", "role": "viewer"}).json()
+    key = {"Authorization": f"Bearer {made['api_key']}"}
+    assert _call(gw, "GET", "/api/inspections", key).status_code == 200
+    listed = httpx.get(f"{gw.url}/admin/principals", headers=admin).json()
+    assert any(p["id"] == made["id"] for p in listed) and all("api_key" not in p for p in listed)
+    assert httpx.delete(f"{gw.url}/admin/principals/{made['id']}", headers=admin).status_code == 200
+    assert _call(gw, "GET", "/api/inspections", key).status_code == 401
+    assert _call(gw, "GET", "/metrics", {"Authorization": "Bearer scrape-token-for-tests"}).status_code == 200
+
+
+def test_login_sets_a_strict_httponly_session_and_never_redirects_off_site(gw):
+    with httpx.Client(base_url=gw.url, follow_redirects=False) as c:
+        r = c.post("/login", data={"key": gw.keys["viewer"], "next": "//evil.example/x"})
+        assert r.status_code == 303 and r.headers["location"] == "/"
+        cookie = r.headers["set-cookie"].lower()
+        assert "httponly" in cookie and "samesite=strict" in cookie
+        assert c.get("/").status_code == 200 and c.get("/api/statistics").status_code == 200
+        assert c.get("/enhance").status_code == 303  # a viewer is not an operator
+        assert c.post("/api/v1/jobs", data={"source_dir": "/tmp"}).status_code == 403
+        assert c.post("/logout").status_code == 303
+    bad = httpx.post(f"{gw.url}/login", data={"key": "nope.nope"})
+    assert bad.status_code == 401 and bad.json()["code"] == "unauthorized"
+
+
+def test_principals_through_the_cli(tmp_path):
+    env = {**os.environ, "DATABASE_URL": f"sqlite:///{tmp_path / 'cli.db'}"}
+
+    def cli(*args):
+        return subprocess.run([sys.executable, "-m", "gateway.principals_admin", *args], cwd=ROOT, env=env,
+                              capture_output=True, text=True, timeout=120)
+
+    made = cli("create", "--name", "winforms", "--role", "viewer")
+    assert made.returncode == 0, made.stderr
+    pid = made.stdout.split()[0]
+    assert "key (shown once):" in made.stdout
+    assert pid in cli("list").stdout and "enabled" in cli("list").stdout
+    assert cli("revoke", pid).returncode == 0 and "revoked" in cli("list").stdout
+
+
+@pytest.mark.parametrize("value", ["change-me", "CHANGE-ME-admin-token", "changeme", "secret", "admin"])
+def test_placeholder_secrets_refuse_to_start(value):
+    with pytest.raises(ValueError, match="placeholder"):
+        check_settings(Settings(admin_token=value))
+    with pytest.raises(ValueError, match="placeholder"):
+        check_settings(Settings(metrics_token=value))
+
+
+def test_auth_off_is_logged_loudly_and_failed_keys_are_rate_limited(monkeypatch, tmp_path, capfd):
+    from fastapi.testclient import TestClient
+
+    from gateway.core.config import get_settings
+
+    for k, v in {"DATABASE_URL": f"sqlite:///{tmp_path / 'g.db'}", "OUTBOX_PATH": str(tmp_path / "o.db"),
+                 "AUTH_MODE": "off", "TRITON_URL": "127.0.0.1:1"}.items():
+        monkeypatch.setenv(k, v)
+    get_settings.cache_clear()
+    try:
+        from gateway.main import create_app
+
+        capfd.readouterr()
+        app = create_app()
+        out = capfd.readouterr()
+        assert (out.out + out.err).count("AUTH_MODE=off: EVERY ROUTE IS OPEN") >= 3
+        monkeypatch.setenv("AUTH_MODE", "on")
+        monkeypatch.setenv("AUTH_FAIL_RATE", "5/minute")
+        monkeypatch.setenv("ADMIN_TOKEN", "rate-limit-admin")
+        get_settings.cache_clear()
+        with TestClient(create_app()) as c:
+            codes = [c.get("/api/inspections", headers={"Authorization": "Bearer wrong.key"}).status_code
+                     for _ in range(8)]
+            assert codes[:5] == [401] * 5 and codes[5:] == [429] * 3
+            r = c.get("/api/inspections", headers={"Authorization": "Bearer wrong.key"})
+            assert r.json()["code"] == "rate_limited" and int(r.headers["Retry-After"]) >= 1
+        del app
+    finally:
+        get_settings.cache_clear()
+
+
+def test_seed_routes_need_a_device_key_or_an_allowed_network(triton, tmp_path):
+    import base64
+
+    from pcb.synthetic import render_board
+    from tests.conftest import encode
+
+    frame = base64.b64encode(encode(render_board(3).image)).decode()
+    env = {"TRITON_URL": triton.grpc_url, "DATABASE_URL": f"sqlite:///{tmp_path / 'g.db'}",
+           "OUTBOX_PATH": str(tmp_path / "o.db"), "IMAGE_POLICY": "none", "ADMIN_TOKEN": TOKEN,
+           "SEED_COMPAT": "true", "SEED_COMPAT_ALLOW_NETS": "10.9.0.0/16", "SEED_COMPAT_RATE": "3/second"}
+    srv = GatewayServer(env, tmp_path / "seed.log").start()
+    try:
+        r = httpx.post(f"{srv.url}/predict", json={"frame": frame}, timeout=30)
+        assert r.status_code == 401  # 127.0.0.1 is not in the allowed networks
+        key = httpx.post(f"{srv.url}/admin/devices", headers={"Authorization": f"Bearer {TOKEN}"},
+                         json={"device_id": "seed-pi", "side": "left", "drives_gpio": True}).json()["api_key"]
+        dev = {"X-Device-Id": "seed-pi", "X-API-Key": key}
+        codes = [httpx.post(f"{srv.url}/predict", json={"frame": frame}, headers=dev, timeout=30).status_code
+                 for _ in range(6)]
+        assert codes[0] == 200 and 429 in codes  # a device key works; the rate limit holds
+    finally:
+        srv.stop()
+    srv = GatewayServer({**env, "SEED_COMPAT_ALLOW_NETS": "127.0.0.0/8"}, tmp_path / "seed2.log").start()
+    try:
+        r = httpx.post(f"{srv.url}/predict", json={"frame": frame}, timeout=30)
+        assert r.status_code == 200 and r.json()["status"] == "ok"  # the seed's own script, from its network
+    finally:
+        srv.stop()
