@@ -170,7 +170,10 @@ def create_app() -> FastAPI:
     # two images for /dual plus the form fields
     app.add_middleware(RequestMiddleware, max_body_bytes=2 * get_settings().max_upload_bytes + 65536,
                        path_limits={"/api/v1/enhance/batch": get_settings().enhance_max_batch_bytes + 65536,
-                                    "/api/v1/jobs": get_settings().batch_max_upload_bytes + 65536})
+                                    "/api/v1/jobs": get_settings().batch_max_upload_bytes + 65536,
+                                    # the seed's JSON: base64 frames, a third larger than the image
+                                    "/predict": get_settings().max_upload_bytes * 4 // 3 + 65536,
+                                    "/predict_dual": 2 * get_settings().max_upload_bytes * 4 // 3 + 65536})
 
     @app.get("/openapi.json", include_in_schema=False, dependencies=[Depends(require("viewer"))])
     async def openapi_json() -> JSONResponse:

@@ -1,5 +1,7 @@
-"""One plain ASGI middleware for every request: refuse oversized bodies from their
-Content-Length (before the multipart parser spools them to disk), give the request an id
+"""One plain ASGI middleware for every request: bound every body (from its Content-Length
+before anything reads it, and by counting the bytes the app actually receives, so a chunked
+body without a length stops at the route's limit too: 413, nothing more is read), give the
+request an id
 (echoed as ``X-Request-Id`` and put in every log line), record the route's count and
 latency, and turn any exception that escaped the routes into a JSON 500 (code
 ``internal_error``, logged with its traceback). Here rather than in an exception handler:
@@ -20,6 +22,17 @@ from gateway.core.metrics import REQUEST_LATENCY, REQUESTS
 log = logging.getLogger("gateway")
 
 
+class BodyTooLarge(Exception):
+    """The body went past the route's limit while being received."""
+
+
+def _json_answer(status: int, payload: dict) -> tuple[dict, dict]:
+    body = json.dumps(payload).encode()
+    return ({"type": "http.response.start", "status": status,
+             "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]},
+            {"type": "http.response.body", "body": body})
+
+
 class RequestMiddleware:
     def __init__(self, app, max_body_bytes: int, path_limits: dict[str, int] | None = None):
         self.app, self.max_body_bytes = app, max_body_bytes
@@ -36,9 +49,35 @@ class RequestMiddleware:
         rid_header = (b"x-request-id", rid.encode("latin-1"))
 
         started = False
+        limit = self.path_limits.get(scope.get("path", ""), self.max_body_bytes)
+        received, too_large = 0, False
+
+        async def counted_receive():
+            nonlocal received, too_large
+            message = await receive()
+            if message["type"] == "http.request":
+                received += len(message.get("body", b""))
+                if received > limit:
+                    too_large = True
+                    raise BodyTooLarge  # stop reading: the rest never enters this process
+            return message
+
+        async def answer_413():
+            nonlocal status, started
+            if started:
+                return
+            start, body = _json_answer(413, {"code": "payload_too_large", "message": f"request body over {limit} bytes"})
+            start["headers"].append(rid_header)
+            status, started = 413, True
+            await send(start)
+            await send(body)
 
         async def send_with_id(message):
             nonlocal status, started
+            if too_large:  # whatever the app made of the cut body, the answer is 413; its own is dropped
+                if message["type"] == "http.response.start":
+                    await answer_413()
+                return
             if message["type"] == "http.response.start":
                 status, started = message["status"], True
                 message["headers"] = [*message.get("headers", []), rid_header]
@@ -46,27 +85,23 @@ class RequestMiddleware:
 
         try:
             length = headers.get(b"content-length", b"")
-            limit = self.path_limits.get(scope.get("path", ""), self.max_body_bytes)
             if length.isdigit() and int(length) > limit:
-                body = json.dumps({"code": "payload_too_large",
-                                   "message": f"request body over {limit} bytes"}).encode()
-                await send_with_id({"type": "http.response.start", "status": 413,
-                                    "headers": [(b"content-type", b"application/json"),
-                                                (b"content-length", str(len(body)).encode())]})
-                await send({"type": "http.response.body", "body": body})
+                too_large = True
+                await answer_413()
                 return
             try:
-                await self.app(scope, receive, send_with_id)
+                await self.app(scope, counted_receive, send_with_id)
             except Exception:
+                if too_large:
+                    await answer_413()
+                    return
                 log.exception("unhandled error")
                 if started:  # half an answer is out: nothing honest left to send
                     raise
-                body = json.dumps({"code": "internal_error",
-                                   "message": "internal error; see the gateway log", "request_id": rid}).encode()
-                await send_with_id({"type": "http.response.start", "status": 500,
-                                    "headers": [(b"content-type", b"application/json"),
-                                                (b"content-length", str(len(body)).encode())]})
-                await send({"type": "http.response.body", "body": body})
+                start, body = _json_answer(500, {"code": "internal_error", "request_id": rid,
+                                                 "message": "internal error; see the gateway log"})
+                await send_with_id(start)
+                await send(body)
         finally:
             route = scope.get("route")
             path = getattr(route, "path", "unmatched")
