@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -40,18 +41,25 @@ class UnknownModel(AdminError):
     """No such model in the repository."""
 
 
+# the header Triton checks on its restricted APIs (``--http-restricted-api=model-repository,
+# shared-memory:triton-admin-key=<TRITON_ADMIN_KEY>``): only the gateway and this CLI hold it
+ADMIN_KEY_HEADER = "triton-admin-key"
+
+
 @dataclass
 class ModelAdmin:
     url: str = "127.0.0.1:8000"
     repository: Path = ROOT / "model_repository"
+    admin_key: str | None = None  # TRITON_ADMIN_KEY, when Triton restricts its repository API
 
     def __post_init__(self) -> None:
         self.repository = Path(self.repository)
         self.client = http.InferenceServerClient(self.url, connection_timeout=10, network_timeout=300)
+        self.headers = {ADMIN_KEY_HEADER: self.admin_key} if self.admin_key else None
 
     # ---- read --------------------------------------------------------------------------
     def index(self) -> list[dict]:
-        return self.client.get_model_repository_index()
+        return self.client.get_model_repository_index(headers=self.headers)
 
     def describe(self) -> list[dict]:
         """One row per model: versions on disk, served by policy, and ready in Triton."""
@@ -96,7 +104,7 @@ class ModelAdmin:
 
     def _load(self, model: str) -> None:
         try:
-            self.client.load_model(model)
+            self.client.load_model(model, headers=self.headers)
         except InferenceServerException as e:
             raise AdminError(f"Triton refused to load {model}: {e.message()}") from e
 
@@ -120,7 +128,7 @@ class ModelAdmin:
         self._dir(model)
         if version is None:
             try:
-                self.client.unload_model(model)
+                self.client.unload_model(model, headers=self.headers)
             except InferenceServerException as e:
                 raise AdminError(f"Triton refused to unload {model}: {e.message()}") from e
             return []
@@ -153,7 +161,7 @@ def main(argv: list[str] | None = None) -> int:
     s.add_argument("model")
     args = p.parse_args(argv)
 
-    admin = ModelAdmin(args.url, args.repository)
+    admin = ModelAdmin(args.url, args.repository, os.environ.get("TRITON_ADMIN_KEY") or None)
     try:
         if args.cmd == "list":
             rows = admin.describe()

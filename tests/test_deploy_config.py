@@ -14,7 +14,12 @@ def test_compose_triton_service():
     dev = t["deploy"]["resources"]["reservations"]["devices"][0]
     assert dev["driver"] == "nvidia" and "gpu" in dev["capabilities"]
     assert "/v2/health/ready" in " ".join(t["healthcheck"]["test"])
-    assert {"8000:8000", "8001:8001", "8002:8002"} <= set(t["ports"])
+    # not on the LAN: nothing published, and the APIs that change what it runs need a key
+    assert "ports" not in t and set(t["expose"]) == {"8000", "8001", "8002"}
+    for prefix in ("--http-restricted-api=", "--grpc-restricted-protocol="):
+        flag = next(a for a in cmd.split() if a.startswith(prefix))
+        apis, _, key = flag.split("=", 1)[1].partition(":")
+        assert {"model-repository", "shared-memory"} <= set(apis.split(",")) and key.startswith("triton-admin-key=")
     assert (ROOT / t["build"]["dockerfile"]).exists()
 
 

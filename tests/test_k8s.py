@@ -234,3 +234,21 @@ def test_model_rollout_job_goes_replica_by_replica(rendered):
     pv = _one(rendered["production"], "PersistentVolume", pvc["spec"]["volumeName"])
     ro = _one(rendered["production"], "PersistentVolume", "pcb-model-repository-ro")
     assert pv["spec"]["nfs"]["path"] == ro["spec"]["nfs"]["path"], "admin and replicas see one repository"
+
+
+def test_triton_is_fenced_off_and_its_admin_apis_need_a_key():
+    """Only the gateway, the batch workers, the rollout job and Prometheus may reach Triton;
+    its repository and shared-memory APIs need the key from the Secret."""
+    import yaml
+
+    docs = [d for d in yaml.safe_load_all((ROOT / "deploy" / "k8s" / "base" / "triton.yaml").read_text()) if d]
+    policy = next(d for d in docs if d["kind"] == "NetworkPolicy")
+    assert policy["spec"]["podSelector"]["matchLabels"] == {"app.kubernetes.io/name": "triton"}
+    allowed = policy["spec"]["ingress"][0]["from"][0]["podSelector"]["matchExpressions"][0]["values"]
+    assert set(allowed) == {"gateway", "batch-worker", "model-rollout"}
+    assert {p["port"] for p in policy["spec"]["ingress"][0]["ports"]} == {8000, 8001}
+    assert {p["port"] for p in policy["spec"]["ingress"][1]["ports"]} == {8002}
+    triton = next(d for d in docs if d["kind"] == "Deployment")["spec"]["template"]["spec"]["containers"][0]
+    flags = [a for a in triton["args"] if a.startswith(("--http-restricted-api=", "--grpc-restricted-protocol="))]
+    assert len(flags) == 2 and all("model-repository" in f and "$(TRITON_ADMIN_KEY)" in f for f in flags)
+    assert triton["env"][0]["valueFrom"]["secretKeyRef"]["key"] == "TRITON_ADMIN_KEY"

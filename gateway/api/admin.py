@@ -24,7 +24,7 @@ def _models():
     from serving.admin import ModelAdmin
 
     s = get_settings()
-    return ModelAdmin(s.triton_http_url, Path(s.model_repository))
+    return ModelAdmin(s.triton_http_url, Path(s.model_repository), s.triton_admin_key)
 
 
 async def _admin_call(fn, *args):

@@ -19,6 +19,8 @@ class Settings(BaseSettings):
     triton_http_url: str = "127.0.0.1:8000"  # HTTP, for the repository API (admin hot-swap)
     model_repository: str = "model_repository"  # shared with Triton (same volume) for promotions
     triton_timeout_s: float = 5.0
+    # the key Triton's restricted APIs (model repository, shared memory) ask for; None: none
+    triton_admin_key: str | None = None
     # "round_robin": spread requests over every replica TRITON_URL resolves to (e.g.
     # dns:///triton-pods:8001, a headless Service); empty: one connection (compose, one box)
     triton_grpc_lb_policy: str = ""
