@@ -116,3 +116,30 @@ def test_dashboard_shows_batch_job_progress(gateway):
         assert "6 / 1 / 0" in page.inner_text(row) and "high" in page.inner_text(row)
         page.locator("#jobs-section").screenshot(path=str(ROOT / "build" / "screenshots" / "dashboard_jobs.png"))
         browser.close()
+
+
+def test_server_data_is_text_never_markup(gateway):
+    """Stored XSS: a batch job named like a script is shown as its text, nothing runs, and the
+    page is served with a Content-Security-Policy that allows no inline script."""
+    from playwright.sync_api import sync_playwright
+
+    name = '<img src=x onerror="window.__xss=1"><script>window.__xss=2</script>'
+    files = [("files", ("a.jpg", encode(render_board(800).image), "image/jpeg"))]
+    r = httpx.post(f"{gateway.url}/api/v1/jobs", files=files, data={"name": name}, timeout=30,
+                   headers={"Authorization": f"Bearer {TOKEN}"})
+    assert r.status_code == 201, r.text
+    job = r.json()["job_id"]
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=ARGS)
+        page = browser.new_page()
+        _sign_in(page, gateway.url)
+        response = page.goto(gateway.url + "/")
+        csp = response.headers["content-security-policy"]
+        assert "script-src 'self'" in csp and "unsafe-inline" not in csp
+        cell = page.locator(f"tr[data-job='{job}'] td").first
+        cell.wait_for(timeout=15000)
+        assert cell.inner_text() == name  # the text itself
+        page.wait_for_timeout(500)
+        assert page.evaluate("window.__xss") is None  # and nothing ran
+        assert page.locator("tr[data-job] img").count() == 0
+        browser.close()

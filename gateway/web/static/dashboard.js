@@ -1,0 +1,149 @@
+// The live dashboard. Server data only ever goes into the page as text (textContent,
+// attributes set one by one): never through innerHTML, so a job named <img onerror=...>
+// is shown, not run. Served with a Content-Security-Policy that allows no inline script.
+const VERDICTS = [["normal","정상"],["component_defect","부품불량"],["solder_defect","납땜불량"],["discard","폐기"]];
+const counts = {normal_count:0, component_defect_count:0, solder_defect_count:0, discard_count:0};
+const seen = [];       // recent events: {t, latency}
+const recent = [];     // last 24 shown
+let total = 0;
+
+function color(v) { return getComputedStyle(document.documentElement).getPropertyValue("--" + v) || "#888"; }
+
+// el("td", {class: "x", dataset: {job: id}, style: {width: "5%"}}, "text", child, ...)
+function el(tag, attrs = {}, ...children) {
+  const node = document.createElement(tag);
+  for (const [k, v] of Object.entries(attrs)) {
+    if (v == null) continue;
+    if (k === "dataset") Object.assign(node.dataset, v);
+    else if (k === "style") Object.assign(node.style, v);
+    else if (k === "onclick") node.addEventListener("click", v);
+    else node.setAttribute(k, String(v));
+  }
+  for (const c of children) node.append(c instanceof Node ? c : document.createTextNode(c == null ? "" : String(c)));
+  return node;
+}
+function fill(id, nodes) { document.getElementById(id).replaceChildren(...nodes); }
+
+function renderCounts() {
+  fill("counts", VERDICTS.map(([v, label]) =>
+    el("div", {class: "card", dataset: {verdict: v}, style: {borderTop: `4px solid ${color(v)}`}},
+       el("div", {class: "k"}, `${label} · ${v}`),
+       el("div", {class: "v", id: `count-${v}`}, counts[v + "_count"] ?? 0))));
+  document.getElementById("total").textContent = total;
+  const defects = counts.component_defect_count + counts.solder_defect_count + counts.discard_count;
+  document.getElementById("defect-rate").textContent = total ? (100 * defects / total).toFixed(1) + " %" : "–";
+}
+
+function renderKpis() {
+  const now = Date.now();
+  const lastMin = seen.filter(e => now - e.t < 60000 && e.board);
+  document.getElementById("throughput").textContent = lastMin.length;
+  const lat = seen.slice(-50).map(e => e.latency).filter(x => x != null).sort((a, b) => a - b);
+  document.getElementById("latency").textContent = lat.length
+    ? `${lat[Math.floor(lat.length / 2)].toFixed(0)} / ${lat[lat.length - 1].toFixed(0)} ms` : "–";
+}
+
+function renderRecent() {
+  fill("recent", recent.map(e => {
+    const side = e.side === "both" ? "left" : e.side;
+    const img = e.has_image
+      ? el("img", {alt: e.board_id,
+                   src: `/api/defect-images/${encodeURIComponent(e.id)}?side=${encodeURIComponent(side)}&annotated=true`})
+      : el("div", {class: "ph"}, "no image kept");
+    const v = e.board_verdict || e.verdict;
+    const meta = `board ${e.board_id} · ${e.side} · ${e.detections} det · ${e.pairing}` +
+                 (e.gpio_pin ? " · GPIO " + e.gpio_pin : "");
+    return el("div", {class: "item", dataset: {id: e.id}, style: {borderLeftColor: color(v)}}, img,
+              el("div", {class: "meta"}, el("span", {class: "badge", style: {background: color(v)}}, e.label), " ", meta));
+  }));
+}
+
+function onInspection(e) {
+  const isBoard = e.gpio_pin != null;   // the row that carried the board's GPIO decision
+  if (isBoard) {
+    const v = e.board_verdict || e.verdict;
+    counts[v + "_count"] = (counts[v + "_count"] || 0) + 1;
+    total += 1;
+  }
+  seen.push({t: Date.now(), latency: e.latency_ms, board: isBoard});
+  if (seen.length > 2000) seen.splice(0, seen.length - 2000);
+  recent.unshift(e);
+  recent.splice(24);
+  renderCounts(); renderKpis(); renderRecent();
+}
+
+async function getJson(url) {
+  const r = await fetch(url);
+  if (r.status === 401) { location.href = "/login?next=/"; throw new Error("signed out"); }
+  return r.json();
+}
+
+async function loadStats() {
+  const s = await getJson("/api/statistics");
+  Object.assign(counts, s);
+  total = s.total_inspections;
+  renderCounts();
+}
+
+async function loadRecent() {
+  const page = await getJson("/api/inspections?page=1&page_size=24");
+  recent.splice(0, recent.length, ...page.items.map(i => ({
+    id: i.id, board_id: i.board_id, side: i.camera_side, verdict: i.verdict, board_verdict: i.board_verdict,
+    label: i.verdict_label, detections: Array.isArray(i.boxes) ? i.boxes.length
+      : Object.values(i.boxes || {}).reduce((n, b) => n + b.length, 0),
+    pairing: i.pairing, gpio_pin: i.gpio_pin, has_image: i.has_image, latency_ms: i.latency_ms })));
+  renderRecent();
+}
+
+async function loadStatus() {
+  try {
+    const s = await getJson("/api/system-status");
+    const row = (k, v) => el("tr", {}, el("td", {}, k), el("td", {class: v === false ? "offline" : ""}, v));
+    fill("status", [row("Triton", s.triton), row("database", s.database), row("Redis", s.redis ?? "not used"),
+                    row("outbox backlog", s.outbox_depth), row("CPU", s.cpu_percent + " %"),
+                    row("memory", s.memory_percent + " %"),
+                    row("GPU", s.gpu ? s.gpu.map(g => g.utilization_percent + " %").join(", ") : "none")]);
+    fill("devices", s.devices.map(d =>
+      el("tr", {dataset: {device: d.device_id}}, el("td", {}, d.device_id), el("td", {}, d.side),
+         el("td", {}, d.drives_gpio ? "drives" : "–"),
+         el("td", {class: d.online ? "online" : "offline"}, d.online ? "online" : "offline"))));
+  } catch (err) { /* next poll */ }
+}
+
+const PRIORITIES = ["low", "normal", "high", "urgent"];
+async function loadJobs() {
+  try {
+    const jobs = await getJson("/api/v1/jobs?limit=10");
+    const rows = jobs.map(j => {
+      const c = j.counts, left = c.pending + c.processing;
+      const ok = j.total ? 100 * c.completed / j.total : 100, bad = j.total ? 100 * c.failed / j.total : 0;
+      const cancel = j.state === "running"
+        ? el("button", {class: "cancel", onclick: () => cancelJob(j.job_id)}, "cancel") : "";
+      return el("tr", {dataset: {job: j.job_id, state: j.state}},
+        el("td", {title: j.job_id}, j.name || j.job_id.slice(0, 8)),
+        el("td", {}, j.kind), el("td", {}, PRIORITIES[j.priority]), el("td", {class: "state"}, j.state),
+        el("td", {}, el("span", {class: "bar"}, el("span", {class: "failed", style: {width: `${bad}%`}}),
+                                                 el("span", {style: {width: `${ok}%`}})),
+                     el("span", {class: "pct"}, `${j.percent}%`)),
+        el("td", {}, `${c.completed} / ${c.failed} / ${left}`), el("td", {}, j.items_per_s),
+        el("td", {}, j.eta_s == null ? "–" : Math.round(j.eta_s) + " s"), el("td", {}, cancel));
+    });
+    fill("jobs", rows.length ? rows
+      : [el("tr", {}, el("td", {colspan: 9, class: "empty"}, "no jobs (python -m gateway.batch run DIR, or POST /api/v1/jobs)"))]);
+  } catch (err) { /* next poll */ }
+}
+async function cancelJob(id) { await fetch(`/api/v1/jobs/${encodeURIComponent(id)}/cancel`, {method: "POST"}); loadJobs(); }
+
+function connect() {
+  const es = new EventSource("/api/live");
+  const conn = document.getElementById("conn");
+  es.onopen = () => { conn.textContent = "live"; conn.className = "live"; };
+  es.onerror = () => { conn.textContent = "reconnecting…"; conn.className = ""; };
+  es.addEventListener("inspection", m => onInspection(JSON.parse(m.data)));
+}
+
+renderCounts();
+Promise.all([loadStats(), loadRecent(), loadStatus(), loadJobs()]).finally(connect);
+setInterval(loadStatus, 3000);
+setInterval(loadJobs, 1000);
+setInterval(renderKpis, 1000);
