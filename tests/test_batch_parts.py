@@ -3,6 +3,7 @@ semantics (idempotent writes, window, cancel, retry, leases), results, the tuner
 
 from __future__ import annotations
 
+import csv
 import io
 import json
 import zipfile
@@ -403,3 +404,28 @@ def test_a_stale_delivery_does_nothing_and_a_lost_lease_stops_the_worker(store, 
     assert calls == [["0.jpg", "1.jpg"]]  # stopped before the second batch
     assert [i.state for i in store.items(jid)] == ["completed", "completed", "processing", "processing"]
     assert _chunks(store, jid)[d.seq].state == "dispatched"  # the new holder finishes it
+
+
+def test_source_dirs_follow_no_symlink_and_obey_the_item_limit(tmp_path):
+    root, outside = tmp_path / "allowed", tmp_path / "secret"
+    root.mkdir()
+    outside.mkdir()
+    (outside / "x.jpg").write_bytes(b"\xff\xd8secret")
+    (root / "a.jpg").write_bytes(b"\xff\xd8a")
+    (root / "link.jpg").symlink_to(outside / "x.jpg")  # a file link out of the root
+    (root / "sub").symlink_to(outside, target_is_directory=True)  # a folder link out of it
+    assert [n for _, n in sources.from_dir(root)] == ["a.jpg"]
+    for i in range(5):
+        (root / f"b{i}.jpg").write_bytes(b"\xff\xd8b")
+    with pytest.raises(sources.SourceError) as e:
+        sources.from_dir(root, max_items=3)
+    assert e.value.code == "too_many_items"
+
+
+def test_csv_cells_cannot_become_formulas():
+    from types import SimpleNamespace
+
+    item = SimpleNamespace(seq=0, name="=HYPERLINK(\"http://x\")", state="failed", result=None, duration_ms=None,
+                           attempts=1, worker="@w", error="+1-2")
+    rows = list(csv.DictReader(io.StringIO(results.to_csv([item]))))
+    assert rows[0]["name"].startswith("'=") and rows[0]["worker"] == "'@w" and rows[0]["error"] == "'+1-2"

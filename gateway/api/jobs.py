@@ -75,7 +75,7 @@ async def submit(request: Request,
             root = Path(source_dir)
             if not sources.inside(root, s.batch_allowed_roots.split(":")):
                 raise ApiError(f"{source_dir} is not under BATCH_ALLOWED_ROOTS", "source_not_allowed")
-            items = await asyncio.to_thread(sources.from_dir, root)
+            items = await asyncio.to_thread(sources.from_dir, root, True, False, s.batch_max_items)
         else:
             items = await asyncio.to_thread(sources.save_uploads, [(f.filename, f.file) for f in files],
                                             staging, s.batch_max_items, s.batch_max_upload_bytes)

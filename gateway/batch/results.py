@@ -30,6 +30,14 @@ def to_json(progress: dict, items: Sequence[BatchItem]) -> str:
                        "items": [item_dict(it) for it in items]}, ensure_ascii=False, indent=1)
 
 
+def _cell(value):
+    """A cell a spreadsheet will not run: text starting with = + - @ (or a tab / CR that some
+    programs strip first) gets a leading apostrophe (CSV injection)."""
+    if isinstance(value, str) and value[:1] in ("=", "+", "-", "@", "\t", "\r"):
+        return "'" + value
+    return value
+
+
 def to_csv(items: Sequence[BatchItem]) -> str:
     buf = io.StringIO()
     w = csv.DictWriter(buf, CSV_FIELDS)
@@ -37,12 +45,13 @@ def to_csv(items: Sequence[BatchItem]) -> str:
     for it in items:
         r = it.result or {}
         defects = r.get("defects") or []
-        w.writerow({"seq": it.seq, "name": it.name, "state": it.state, "verdict": r.get("verdict", ""),
-                    "verdict_label": r.get("verdict_label", ""), "confidence": r.get("confidence", ""),
-                    "defects": len(defects), "classes": ";".join(sorted({d["class"] for d in defects})),
-                    "output": r.get("output", ""),
-                    "duration_ms": "" if it.duration_ms is None else round(it.duration_ms, 2),
-                    "attempts": it.attempts, "worker": it.worker or "", "error": it.error or ""})
+        row = {"seq": it.seq, "name": it.name, "state": it.state, "verdict": r.get("verdict", ""),
+               "verdict_label": r.get("verdict_label", ""), "confidence": r.get("confidence", ""),
+               "defects": len(defects), "classes": ";".join(sorted({d["class"] for d in defects})),
+               "output": r.get("output", ""),
+               "duration_ms": "" if it.duration_ms is None else round(it.duration_ms, 2),
+               "attempts": it.attempts, "worker": it.worker or "", "error": it.error or ""}
+        w.writerow({k: _cell(v) for k, v in row.items()})
     return buf.getvalue()
 
 

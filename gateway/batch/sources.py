@@ -26,17 +26,27 @@ class SourceError(ValueError):
         self.message = message
 
 
-def from_dir(root: Path, recursive: bool = True, all_files: bool = False) -> list[tuple[str, str]]:
+def from_dir(root: Path, recursive: bool = True, all_files: bool = False,
+             max_items: int | None = None) -> list[tuple[str, str]]:
     """(path, name relative to root) of the image files under ``root``, in a stable order.
-    ``all_files`` keeps non-image files too (they fail as items, visibly)."""
+    ``all_files`` keeps non-image files too (they fail as items, visibly). Symlinks are not
+    followed (a link under an allowed root must not reach outside it); more than
+    ``max_items`` files is ``too_many_items``."""
     root = Path(root)
     if not root.is_dir():
         raise SourceError("not_found", f"{root} is not a folder")
-    files = root.rglob("*") if recursive else root.iterdir()
-    out = [(str(p), p.relative_to(root).as_posix()) for p in sorted(files)
-           if p.is_file() and not p.name.startswith(".")
-           and (all_files or p.suffix.lower() in IMAGE_SUFFIXES)]
-    return out
+    found: list[Path] = []
+    for folder, dirs, names in os.walk(root, followlinks=False):
+        dirs[:] = [d for d in dirs if not d.startswith(".")] if recursive else []
+        for n in names:
+            p = Path(folder) / n
+            if n.startswith(".") or p.is_symlink() or not p.is_file():
+                continue
+            if all_files or p.suffix.lower() in IMAGE_SUFFIXES:
+                found.append(p)
+                if max_items is not None and len(found) > max_items:
+                    raise SourceError("too_many_items", f"{root}: more than {max_items} files")
+    return [(str(p), p.relative_to(root).as_posix()) for p in sorted(found)]
 
 
 def extract_zip(archive: Path, dest: Path, max_members: int, max_bytes: int) -> list[tuple[str, str]]:
