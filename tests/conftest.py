@@ -107,7 +107,16 @@ def fresh_mariadb():
     try:
         yield name
     finally:
-        conn.cursor().execute(f"DROP DATABASE IF EXISTS {name}")
+        # sessions a test left open on its own database (a gateway thread cut off mid-query)
+        # would hold metadata locks and stall the DROP: end them first
+        cur = conn.cursor()
+        cur.execute("SELECT id FROM information_schema.processlist WHERE db = %s AND id <> CONNECTION_ID()", (name,))
+        for (pid,) in cur.fetchall():
+            try:
+                cur.execute(f"KILL {int(pid)}")
+            except pymysql.err.OperationalError:  # it ended by itself meanwhile
+                pass
+        cur.execute(f"DROP DATABASE IF EXISTS {name}")
         conn.close()
 
 
