@@ -296,3 +296,22 @@ def test_strips_are_422_before_triton_on_every_upload_route(api, triton):
     over = encode(np.full((32, 32 * int(MAX_ASPECT_RATIO) + 32, 3), 100, np.uint8))
     r = api.post("/v1/inspect", headers=auth, files={"image": ("o.jpg", over, "image/jpeg")}, data={"board_id": "S4"})
     assert r.status_code == 422 and r.json()["code"] == "image_aspect_ratio"
+
+
+def test_board_fuse_fails_only_the_request_with_a_bad_verdict(monkeypatch):
+    """pcb_board_fuse: a verdict code out of range fails its own request, the one batched
+    with it is answered (it used to raise out of execute and fail both)."""
+    monkeypatch.setitem(sys.modules, "triton_python_backend_utils", _stub_pb_utils(False))
+    spec = importlib.util.spec_from_file_location("board_fuse_model",
+                                                  ROOT / "model_repository" / "pcb_board_fuse" / "1" / "model.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+
+    def req(left: int, right: int) -> dict:
+        return {"VERDICT_LEFT": _Tensor("VERDICT_LEFT", np.array([[left]], np.int32)),
+                "CONFIDENCE_LEFT": _Tensor("CONFIDENCE_LEFT", np.array([[0.9]], np.float32)),
+                "VERDICT_RIGHT": _Tensor("VERDICT_RIGHT", np.array([[right]], np.int32)),
+                "CONFIDENCE_RIGHT": _Tensor("CONFIDENCE_RIGHT", np.array([[0.8]], np.float32))}
+
+    good, bad = module.TritonPythonModel().execute([req(0, 2), req(0, 99)])
+    assert not good.has_error() and bad.has_error() and "invalid_verdict" in bad.error().message()

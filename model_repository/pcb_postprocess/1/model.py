@@ -9,6 +9,11 @@ from pcb import taxonomy
 from pcb.postprocess import PostprocessConfig, postprocess
 
 
+def _invalid(msg: str):
+    code = getattr(pb_utils.TritonError, "INVALID_ARG", None)
+    return pb_utils.TritonError(msg, code) if code is not None else pb_utils.TritonError(msg)
+
+
 class TritonPythonModel:
     def initialize(self, args):
         params = json.loads(args["model_config"])["parameters"]
@@ -18,9 +23,13 @@ class TritonPythonModel:
     def execute(self, requests):
         responses = []
         for request in requests:
-            raw = pb_utils.get_input_tensor_by_name(request, "output0").as_numpy()
-            transform = pb_utils.get_input_tensor_by_name(request, "TRANSFORM").as_numpy()
-            det, verdict = postprocess(raw[0], transform[0], self.cfg)
+            try:  # one malformed request fails alone, never the batch it was in
+                raw = pb_utils.get_input_tensor_by_name(request, "output0").as_numpy()
+                transform = pb_utils.get_input_tensor_by_name(request, "TRANSFORM").as_numpy()
+                det, verdict = postprocess(raw[0], transform[0], self.cfg)
+            except Exception as e:  # noqa: BLE001 - this request only
+                responses.append(pb_utils.InferenceResponse(error=_invalid(f"postprocess_failed: {e}")))
+                continue
             responses.append(pb_utils.InferenceResponse([
                 pb_utils.Tensor("DETECTIONS", det[None]),
                 pb_utils.Tensor("CLASS_NAMES", self.names[det[:, 5].astype(np.int64)][None]),
