@@ -169,6 +169,7 @@ def create_app() -> FastAPI:
 
     # two images for /dual plus the form fields
     app.add_middleware(RequestMiddleware, max_body_bytes=2 * get_settings().max_upload_bytes + 65536,
+                       max_streams=get_settings().max_event_streams,
                        path_limits={"/api/v1/enhance/batch": get_settings().enhance_max_batch_bytes + 65536,
                                     "/api/v1/jobs": get_settings().batch_max_upload_bytes + 65536,
                                     # the seed's JSON: base64 frames, a third larger than the image

@@ -39,7 +39,8 @@ def gw(triton, tmp_path_factory):
     srv = GatewayServer({"TRITON_URL": triton.grpc_url, "DATABASE_URL": f"sqlite:///{d / 'g.db'}",
                          "OUTBOX_PATH": str(d / "o.db"), "IMAGE_DIR": str(d / "img"), "ADMIN_TOKEN": TOKEN,
                          "BATCH_DATA_DIR": str(d / "batch"), "ENHANCE_DIR": str(d / "enh"),
-                         "AUTH_FAIL_RATE": "100000/minute", "METRICS_TOKEN": "scrape-token-for-tests"},
+                         "AUTH_FAIL_RATE": "100000/minute", "METRICS_TOKEN": "scrape-token-for-tests",
+                         "MAX_EVENT_STREAMS": "3"},
                         d / "gw.log").start()
     admin = {"Authorization": f"Bearer {TOKEN}"}
     keys = {}
@@ -258,3 +259,20 @@ def test_seed_routes_need_a_device_key_or_an_allowed_network(triton, tmp_path):
         assert r.status_code == 200 and r.json()["status"] == "ok"  # the seed's own script, from its network
     finally:
         srv.stop()
+
+
+def test_event_streams_are_bounded_per_caller(gw):
+    import contextlib
+
+    key = {"Authorization": f"Bearer {gw.keys['viewer']}"}
+    with contextlib.ExitStack() as stack:
+        opened = [stack.enter_context(httpx.stream("GET", f"{gw.url}/api/live", headers=key, timeout=30))
+                  for _ in range(3)]
+        assert all(r.status_code == 200 for r in opened)
+        extra = httpx.get(f"{gw.url}/api/live", headers=key, timeout=30)
+        assert extra.status_code == 429 and extra.json()["code"] == "too_many_streams"
+        other = {"Authorization": f"Bearer {gw.keys['operator']}"}  # another caller has its own
+        with httpx.stream("GET", f"{gw.url}/api/live", headers=other, timeout=30) as r:
+            assert r.status_code == 200
+    with httpx.stream("GET", f"{gw.url}/api/live", headers=key, timeout=30) as r:  # closed ones are given back
+        assert r.status_code == 200

@@ -11,6 +11,7 @@ task and a stream per layer, per request, on the hot path."""
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import time
@@ -42,10 +43,33 @@ def _json_answer(status: int, payload: dict) -> tuple[dict, dict]:
             {"type": "http.response.body", "body": body})
 
 
+def is_event_stream(path: str) -> bool:
+    """The routes that hold a connection open (Server-Sent Events)."""
+    return path == "/api/live" or path.endswith("/events")
+
+
+def _stream_key(scope) -> str:
+    """Whose streams these are: the credential presented (a key, a session), else the address.
+    Hashed: the counter never holds a secret."""
+    headers = dict(scope.get("headers") or ())
+    cred = headers.get(b"authorization") or b""
+    for part in (headers.get(b"cookie") or b"").split(b";"):
+        if part.strip().startswith(b"pcb_session="):
+            cred = cred or part.strip()
+    if not cred:
+        cred = str((scope.get("client") or ("?",))[0]).encode()
+    return hashlib.sha256(cred).hexdigest()[:16]
+
+
 class RequestMiddleware:
-    def __init__(self, app, max_body_bytes: int, path_limits: dict[str, int] | None = None):
+    def __init__(self, app, max_body_bytes: int, path_limits: dict[str, int] | None = None,
+                 max_streams: int = 8):
         self.app, self.max_body_bytes = app, max_body_bytes
         self.path_limits = path_limits or {}  # routes that take more (a batch of photos)
+        # event streams open at once per credential: a dashboard needs 2-3, a leak or a
+        # flood gets 429 instead of holding workers' connections forever
+        self.max_streams = max_streams
+        self._streams: dict[str, int] = {}
 
     async def __call__(self, scope, receive, send):
         if scope["type"] != "http":
@@ -96,12 +120,23 @@ class RequestMiddleware:
                 message["headers"] = [*message.get("headers", []), *extra]
             await send(message)
 
+        stream_key = _stream_key(scope) if is_event_stream(scope.get("path", "")) else None
         try:
             length = headers.get(b"content-length", b"")
             if length.isdigit() and int(length) > limit:
                 too_large = True
                 await answer_413()
                 return
+            if stream_key is not None:
+                if self._streams.get(stream_key, 0) >= self.max_streams:
+                    start, body = _json_answer(429, {"code": "too_many_streams", "message":
+                                                     f"at most {self.max_streams} event streams at once per caller"})
+                    start["headers"].append((b"retry-after", b"5"))
+                    await send_with_id(start)
+                    await send(body)
+                    stream_key = None  # nothing taken, nothing to give back
+                    return
+                self._streams[stream_key] = self._streams.get(stream_key, 0) + 1
             try:
                 await self.app(scope, counted_receive, send_with_id)
             except Exception:
@@ -116,6 +151,10 @@ class RequestMiddleware:
                 await send_with_id(start)
                 await send(body)
         finally:
+            if stream_key is not None:
+                self._streams[stream_key] -= 1
+                if not self._streams[stream_key]:
+                    del self._streams[stream_key]
             route = scope.get("route")
             path = getattr(route, "path", "unmatched")
             dt = time.perf_counter() - t0
