@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import time
+
 import pytest
 from fastapi.testclient import TestClient
 
@@ -225,3 +227,27 @@ def test_partial_board_is_logged(api):
         time.sleep(0.2)
     else:
         raise AssertionError("no system log for the partial board")
+
+
+def test_history_pages_by_cursor_as_deep_as_it_goes(api):
+    """The cursor walks the whole history newest first without offsets or counts; page
+    numbers stay for the seed's client up to a bounded depth."""
+    for i in range(7):
+        api.post("/v1/inspect", headers=_auth(api, "right"), files={"image": ("r.jpg", _jpeg(60 + i), "image/jpeg")},
+                 data={"board_id": f"CUR-{i}"})
+    time.sleep(1.5)  # outbox -> database
+    first = api.get("/api/inspections", params={"page_size": 3}).json()
+    total = first["total"]
+    seen, cursor = [i["id"] for i in first["items"]], first["next_cursor"]
+    while cursor:
+        page = api.get("/api/inspections", params={"page_size": 3, "cursor": cursor}).json()
+        assert page["total"] is None  # no count per page
+        seen += [i["id"] for i in page["items"]]
+        cursor = page["next_cursor"]
+    assert len(seen) == len(set(seen)) == total >= 7
+    stamps = [i["created_at"] for i in api.get("/api/inspections", params={"page_size": 500}).json()["items"]]
+    assert stamps == sorted(stamps, reverse=True)
+    bad = api.get("/api/inspections", params={"cursor": "%%%"})
+    assert bad.status_code == 422 and bad.json()["code"] == "invalid_cursor"
+    deep = api.get("/api/inspections", params={"page": 5000, "page_size": 500})
+    assert deep.status_code == 422 and deep.json()["code"] == "page_too_deep"

@@ -4,6 +4,7 @@ status and configuration. Database reads run in the thread pool; a dead database
 from __future__ import annotations
 
 import asyncio
+import base64
 import time
 from datetime import UTC, date, datetime, timedelta
 from types import SimpleNamespace
@@ -13,11 +14,11 @@ from zoneinfo import ZoneInfo
 import psutil
 from fastapi import APIRouter, Depends, Query, Request
 from fastapi.responses import Response
-from sqlalchemy import case, func, select
+from sqlalchemy import and_, case, func, or_, select
 from sqlalchemy.exc import DBAPIError, OperationalError
 
 from gateway.core.config import get_settings
-from gateway.core.errors import NotFound, ServiceUnavailable
+from gateway.core.errors import ApiError, NotFound, ServiceUnavailable
 from gateway.core.security import require
 from gateway.db.models import Inspection, SystemConfig, SystemLog
 from pcb import taxonomy
@@ -81,6 +82,25 @@ def _day_range(start: date | None, end: date | None) -> tuple[datetime, datetime
     return utc(min(max(start, first), last)), utc(min(max(end, first), last) + timedelta(days=1))
 
 
+MAX_OFFSET = 10_000  # deeper than this, page numbers cost the database a scan: use the cursor
+
+
+def _cursor(row: Inspection) -> str:
+    raw = f"{row.created_at.isoformat()}|{row.id}".encode()
+    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
+
+
+def _after(cursor: str):
+    """The keyset condition "older than the cursor's row" (created_at desc, id desc)."""
+    try:
+        raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode()
+        at, _, iid = raw.partition("|")
+        when = datetime.fromisoformat(at)
+    except (ValueError, UnicodeDecodeError):
+        raise ApiError("cursor is not one this API returned", "invalid_cursor", status=422) from None
+    return or_(Inspection.created_at < when, and_(Inspection.created_at == when, Inspection.id < iid))
+
+
 @router.get("/inspections")
 async def inspections(
     request: Request,
@@ -90,7 +110,16 @@ async def inspections(
     device_id: Annotated[str | None, Query(max_length=64)] = None,
     date_from: date | None = None,
     date_to: date | None = None,
+    cursor: Annotated[str | None, Query(max_length=200, description="next_cursor of the previous page")] = None,
 ) -> dict:
+    """Newest first. Two ways to page: ``cursor`` (the previous answer's ``next_cursor``: no
+    offset, no count, as deep as the history goes) or the seed's ``page`` numbers (with a
+    ``total``, up to an offset of 10,000 rows)."""
+    if cursor is None and (page - 1) * page_size > MAX_OFFSET:
+        raise ApiError(f"page {page} is deeper than {MAX_OFFSET} rows: follow next_cursor instead", "page_too_deep",
+                       status=422)
+    after = _after(cursor) if cursor else None
+
     def q(sessions):
         stmt = select(Inspection)
         if verdict:
@@ -100,11 +129,17 @@ async def inspections(
         if date_from or date_to:
             lo, hi = _day_range(date_from or date.min, date_to or date.max)
             stmt = stmt.where(Inspection.created_at >= lo, Inspection.created_at < hi)
+        order = (Inspection.created_at.desc(), Inspection.id.desc())
         with sessions() as s:
-            total = s.scalar(select(func.count()).select_from(stmt.subquery()))
-            rows = s.scalars(stmt.order_by(Inspection.created_at.desc(), Inspection.id)
-                             .offset((page - 1) * page_size).limit(page_size)).all()
-        return {"items": [_row(r) for r in rows], "page": page, "page_size": page_size, "total": total}
+            if after is not None:
+                rows = s.scalars(stmt.where(after).order_by(*order).limit(page_size)).all()
+                total = None
+            else:
+                total = s.scalar(select(func.count()).select_from(stmt.subquery()))
+                rows = s.scalars(stmt.order_by(*order).offset((page - 1) * page_size).limit(page_size)).all()
+        return {"items": [_row(r) for r in rows], "page": None if after is not None else page,
+                "page_size": page_size, "total": total,
+                "next_cursor": _cursor(rows[-1]) if len(rows) == page_size else None}
 
     return await _db(request, q)
 
