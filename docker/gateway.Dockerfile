@@ -23,7 +23,8 @@ USER app
 EXPOSE 8080
 # One uvicorn worker per container: Prometheus counters live per process, so scale by
 # containers (or pods), each scraped on its own.
-CMD ["uvicorn", "gateway.main:app", "--host", "0.0.0.0", "--port", "8080", "--workers", "1", \
-     "--proxy-headers", "--forwarded-allow-ips", "*", "--no-access-log"]
+# HTTPS when TLS_CERT_FILE/TLS_KEY_FILE are set; X-Forwarded-For believed only from
+# FORWARDED_ALLOW_IPS (the TLS-terminating proxy's address), never from anyone
+CMD ["python", "-m", "gateway.serve"]
 HEALTHCHECK --interval=10s --timeout=3s --start-period=30s --retries=5 \
     CMD python -c "import urllib.request as u; u.urlopen('http://127.0.0.1:8080/health', timeout=2)"

@@ -38,6 +38,12 @@ class EdgeConfig(BaseSettings):
     # board has passed the sorter gate, so it is recorded but fires no pulse
     decision_window_s: float = 2.5
 
+    # transport security: an https:// gateway is verified against this CA file (the plant's
+    # own CA; None: the system's store). The device key is never sent over plain HTTP to
+    # another machine unless allow_plain_http is true (a lab bench)
+    ca_file: str | None = None
+    allow_plain_http: bool = False
+
     # sending
     timeout_s: float = 5.0
     max_in_flight: int = 2

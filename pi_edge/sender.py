@@ -27,6 +27,7 @@ import contextlib
 import logging
 import random
 import secrets
+import ssl
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -37,6 +38,23 @@ from pi_edge.config import EdgeConfig
 from pi_edge.spool import Spool
 
 log = logging.getLogger("pi_edge.sender")
+
+LOOPBACK = {"127.0.0.1", "localhost", "::1", "[::1]"}
+
+
+def check_transport(cfg: EdgeConfig) -> None:
+    """The device key goes over HTTPS, or over plain HTTP only to this machine or when the
+    configuration says so explicitly (``allow_plain_http``)."""
+    url = httpx.URL(cfg.gateway_url)
+    if url.scheme == "http" and url.host not in LOOPBACK and not cfg.allow_plain_http:
+        raise ValueError(f"refusing to send the device key over plain HTTP to {url.host}: use https:// "
+                         "(with ca_file for the plant's CA) or set allow_plain_http: true")
+
+
+def tls_context(cfg: EdgeConfig) -> ssl.SSLContext | bool:
+    """Verify the gateway against the configured CA file (else the system's store)."""
+    return ssl.create_default_context(cafile=cfg.ca_file) if cfg.ca_file else True
+
 
 def retryable(status: int) -> bool:
     """Worth sending again: the gateway or something before it was busy or failing."""
@@ -93,7 +111,9 @@ class Sender:
     def __init__(self, cfg: EdgeConfig, spool: Spool, on_result: Callable[[Frame, dict], None] | None = None,
                  client: httpx.AsyncClient | None = None):
         self.cfg, self.spool, self.on_result = cfg, spool, on_result
-        self.client = client or httpx.AsyncClient(base_url=cfg.gateway_url, timeout=cfg.timeout_s)
+        check_transport(cfg)
+        self.client = client or httpx.AsyncClient(base_url=cfg.gateway_url, timeout=cfg.timeout_s,
+                                                  verify=tls_context(cfg))
         self.stats = SenderStats()
         self.online = True
         self._slots = asyncio.Semaphore(cfg.max_in_flight)

@@ -65,14 +65,14 @@ def server_env() -> dict[str, str]:
     return env
 
 
-def wait_http(url: str, timeout: float = 60, proc: subprocess.Popen | None = None) -> None:
+def wait_http(url: str, timeout: float = 60, proc: subprocess.Popen | None = None, context=None) -> None:
     """Poll ``url`` until it answers 2xx; fail early if ``proc`` (the server) exits."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if proc is not None and proc.poll() is not None:
             raise RuntimeError(f"{proc.args[0] if proc.args else 'server'} exited with {proc.returncode}")
         try:
-            with urllib.request.urlopen(url, timeout=2) as r:
+            with urllib.request.urlopen(url, timeout=2, context=context) as r:
                 if 200 <= r.status < 300:
                     return
         except OSError:

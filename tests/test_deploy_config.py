@@ -83,7 +83,9 @@ def test_compose_dockerfile_copies_every_package():
         pkg = pattern.rstrip("*")
         if (ROOT / pkg).is_dir():
             assert f"COPY {pkg} {pkg}" in dockerfile, f"docker/gateway.Dockerfile misses {pkg}/"
-    assert "-c constraints.txt" in dockerfile and '"--workers", "1"' in dockerfile
+    assert "-c constraints.txt" in dockerfile and 'CMD ["python", "-m", "gateway.serve"]' in dockerfile
+    serve = (ROOT / "gateway" / "serve.py").read_text()
+    assert "workers=1" in serve and "FORWARDED_ALLOW_IPS" in serve  # one worker per container; no "*" proxies
 
 
 def test_compose_volumes_are_named_and_declared():

@@ -44,7 +44,11 @@ class Settings(BaseSettings):
     metrics_token: str | None = None  # Prometheus' scrape token for /metrics (else an admin)
     auth_fail_rate: str = "30/minute"  # failed authentications per client address
     principal_rate: str = "1200/minute"  # requests per principal (a dashboard polls)
-    max_event_streams: int = 8  # Server-Sent Event streams open at once per credential
+    max_event_streams: int = 8
+    # HTTPS (python -m gateway.serve): a certificate and its key; a CA to require client certs
+    tls_cert_file: str | None = None
+    tls_key_file: str | None = None
+    tls_ca_file: str | None = None  # Server-Sent Event streams open at once per credential
     outbox_path: str = "build/outbox.db"  # local, durable; one per gateway machine
     image_dir: str = "build/images"
     image_policy: str = "defects"  # all / defects / none
