@@ -129,7 +129,8 @@ async def lifespan(app: FastAPI):
     app.state.rate_limiter = RateLimiter(settings.rate_limit_per_s, settings.rate_limit_burst)
     app.state.drainer = Drainer(app.state.outbox, DbWriter(app.state.sessions), events=app.state.events)
     app.state.drainer.start()
-    app.state.housekeeping = Housekeeping(app.state.devices, app.state.images, app.state.outbox)
+    app.state.housekeeping = Housekeeping(app.state.devices, app.state.images, app.state.outbox,
+                                          principals=app.state.principals)
     app.state.housekeeping.start()
     app.state.enhance = EnhanceService(app.state.triton.client, settings.enhance_dir, settings.enhance_model,
                                        settings.enhance_concurrency, settings.enhance_max_queue,

@@ -51,6 +51,7 @@ def gw(triton, tmp_path_factory):
     dev = httpx.post(f"{srv.url}/admin/devices", headers=admin,
                      json={"device_id": "pi-left", "side": "left", "drives_gpio": True}).json()["api_key"]
     srv.keys, srv.device = keys, {"X-Device-Id": "pi-left", "X-API-Key": dev}
+    srv.db = d / "g.db"
     srv.spec = httpx.get(f"{srv.url}/openapi.json", headers=admin).json()
     try:
         yield srv
@@ -226,6 +227,9 @@ def test_auth_off_is_logged_loudly_and_failed_keys_are_rate_limited(monkeypatch,
             assert codes[:5] == [401] * 5 and codes[5:] == [429] * 3
             r = c.get("/api/inspections", headers={"Authorization": "Bearer wrong.key"})
             assert r.json()["code"] == "rate_limited" and int(r.headers["Retry-After"]) >= 1
+            # the budget is per (address, claimed key id): guessing "wrong.*" is slowed down,
+            # others behind the same address (a NAT) still get in
+            assert c.get("/api/inspections", headers={"Authorization": "Bearer rate-limit-admin"}).status_code == 200
         del app
     finally:
         get_settings.cache_clear()
@@ -276,3 +280,54 @@ def test_event_streams_are_bounded_per_caller(gw):
             assert r.status_code == 200
     with httpx.stream("GET", f"{gw.url}/api/live", headers=key, timeout=30) as r:  # closed ones are given back
         assert r.status_code == 200
+
+
+def test_uploads_are_refused_before_their_body_is_read(gw):
+    """An anonymous 50 MB upload to the batch API is answered 401 at once: the gateway never
+    reads (or spools) it."""
+    import socket
+
+    sock = socket.create_connection(("127.0.0.1", gw.port), timeout=30)
+    try:
+        sock.sendall(b"POST /api/v1/jobs HTTP/1.1\r\nHost: x\r\nContent-Type: multipart/form-data; boundary=b\r\n"
+                     b"Content-Length: 52428800\r\n\r\n--b\r\nContent-Disposition: form-data; name=\"files\"; "
+                     b"filename=\"a.jpg\"\r\n\r\n")
+        sock.settimeout(10)
+        answer = sock.recv(4096)  # arrives although 50 MB are still to come
+    finally:
+        sock.close()
+    assert answer.startswith(b"HTTP/1.1 401"), answer[:200]
+
+
+def test_hostile_cookies_and_stream_spellings(gw):
+    bad = httpx.get(f"{gw.url}/api/statistics", headers={"Cookie": "pcb_session=a.9999999999.\u00e9".encode()})
+    assert bad.status_code == 401  # never a 500
+    with httpx.Client(base_url=gw.url) as c:
+        c.post("/login", data={"key": gw.keys["viewer"]})
+        session = c.cookies.get("pcb_session")
+    import contextlib
+
+    spellings = [f"pcb_session={session}", f"x=1; pcb_session={session}", f"pcb_session=\"{session}\""]
+    with contextlib.ExitStack() as stack:
+        opened = [stack.enter_context(httpx.stream("GET", f"{gw.url}/api/live", headers={"Cookie": c}, timeout=30))
+                  for c in spellings]
+        assert [r.status_code for r in opened] == [200, 200, 200]
+        r = httpx.get(f"{gw.url}/api/live", headers={"Cookie": f"y=2; pcb_session={session}"}, timeout=30)
+        assert r.status_code == 429  # one caller, however the cookie is spelled
+
+
+def test_a_revoked_key_ends_on_every_worker_within_a_housekeeping_round(gw):
+    admin = {"Authorization": f"Bearer {TOKEN}"}
+    made = httpx.post(f"{gw.url}/admin/principals", headers=admin, json={"name": "cli-leaver", "role": "viewer"}).json()
+    key = {"Authorization": f"Bearer {made['api_key']}"}
+    assert _call(gw, "GET", "/api/statistics", key).status_code == 200
+    env = {**os.environ, "DATABASE_URL": f"sqlite:///{gw.db}"}
+    out = subprocess.run([sys.executable, "-m", "gateway.principals_admin", "revoke", made["id"]], cwd=ROOT, env=env,
+                         capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    import time
+
+    deadline = time.monotonic() + 12  # housekeeping refreshes every 5 s
+    while _call(gw, "GET", "/api/statistics", key).status_code == 200 and time.monotonic() < deadline:
+        time.sleep(0.5)
+    assert _call(gw, "GET", "/api/statistics", key).status_code == 401

@@ -8,7 +8,7 @@ from fastapi import Depends, Header, Request
 
 from gateway.core.errors import Unauthorized
 from gateway.core.metrics import RATE_LIMITED
-from gateway.core.security import failed_auth
+from gateway.core.security import failed_auth, guard_guessing
 from gateway.services.devices import DeviceInfo
 from gateway.services.inspection import InspectionService
 
@@ -22,6 +22,7 @@ def current_device(
     x_device_id: Annotated[str | None, Header()] = None,
     x_api_key: Annotated[str | None, Header()] = None,
 ) -> DeviceInfo:
+    guard_guessing(request)
     try:
         device = request.app.state.devices.authenticate(x_device_id, x_api_key)
     except Unauthorized:

@@ -11,7 +11,7 @@ task and a stream per layer, per request, on the hot path."""
 
 from __future__ import annotations
 
-import hashlib
+import asyncio
 import json
 import logging
 import time
@@ -48,17 +48,33 @@ def is_event_stream(path: str) -> bool:
     return path == "/api/live" or path.endswith("/events")
 
 
-def _stream_key(scope) -> str:
-    """Whose streams these are: the credential presented (a key, a session), else the address.
-    Hashed: the counter never holds a secret."""
-    headers = dict(scope.get("headers") or ())
-    cred = headers.get(b"authorization") or b""
-    for part in (headers.get(b"cookie") or b"").split(b";"):
-        if part.strip().startswith(b"pcb_session="):
-            cred = cred or part.strip()
-    if not cred:
-        cred = str((scope.get("client") or ("?",))[0]).encode()
-    return hashlib.sha256(cred).hexdigest()[:16]
+# big uploads are authorized *before* their body is read: an anonymous caller must not make
+# the gateway parse (or spool) hundreds of megabytes only to be told 401 afterwards
+UPLOAD_ROLES = {"/api/v1/jobs": "operator", "/api/v1/enhance": "operator", "/api/v1/enhance/batch": "operator"}
+
+
+def _role_before_body(scope) -> str | None:
+    path = scope.get("path", "")
+    if scope.get("method") == "POST" and path in UPLOAD_ROLES:
+        return UPLOAD_ROLES[path]
+    if is_event_stream(path):
+        return "operator" if path.startswith("/api/v1/batch/") else "viewer"
+    return None
+
+
+async def _authorize_early(scope, role: str):
+    """The caller (``gateway.core.security.authorize``) or the ApiError to answer with."""
+    from starlette.requests import Request
+
+    from gateway.core.errors import ApiError
+    from gateway.core.security import SESSION_COOKIE, authorize, bearer_of
+
+    request = Request(scope)
+    try:
+        return await asyncio.to_thread(authorize, request, role, bearer_of(request),
+                                       request.cookies.get(SESSION_COOKIE)), None
+    except ApiError as e:
+        return None, e
 
 
 class RequestMiddleware:
@@ -120,13 +136,24 @@ class RequestMiddleware:
                 message["headers"] = [*message.get("headers", []), *extra]
             await send(message)
 
-        stream_key = _stream_key(scope) if is_event_stream(scope.get("path", "")) else None
+        stream_key = None
         try:
             length = headers.get(b"content-length", b"")
             if length.isdigit() and int(length) > limit:
                 too_large = True
                 await answer_413()
                 return
+            role = _role_before_body(scope) if "app" in scope else None
+            if role is not None:
+                caller, refusal = await _authorize_early(scope, role)
+                if refusal is not None:
+                    start, body = _json_answer(refusal.status, {"code": refusal.code, "message": refusal.message})
+                    start["headers"] += [(k.lower().encode(), v.encode()) for k, v in refusal.headers.items()]
+                    await send_with_id(start)
+                    await send(body)
+                    return
+                if is_event_stream(scope.get("path", "")):
+                    stream_key = caller.id  # the caller, however the credential was spelled
             if stream_key is not None:
                 if self._streams.get(stream_key, 0) >= self.max_streams:
                     start, body = _json_answer(429, {"code": "too_many_streams", "message":

@@ -69,7 +69,7 @@ class Caller:
 
 def check_settings(s: Settings) -> None:
     """At start: refuse placeholder secrets; say loudly when access control is off."""
-    for name in ("admin_token", "session_secret", "metrics_token"):
+    for name in ("admin_token", "session_secret", "metrics_token", "triton_admin_key"):
         value = getattr(s, name)
         v = (value or "").strip().lower()
         if value is not None and (v in PLACEHOLDERS or any(m in v for m in ("change-me", "changeme", "change_me"))):
@@ -105,8 +105,9 @@ def session_principal(token: str) -> str | None:
         fresh = int(exp) > time.time()
     except ValueError:
         return None
-    good = hmac.new(_session_key(), f"{pid}.{exp}".encode(), hashlib.sha256).hexdigest()
-    return pid if hmac.compare_digest(mac, good) and fresh else None
+    good = hmac.new(_session_key(), f"{pid}.{exp}".encode("utf-8", "replace"), hashlib.sha256).hexdigest()
+    # bytes, not str: compare_digest refuses non-ASCII text (a hostile cookie must be a 401)
+    return pid if hmac.compare_digest(mac.encode("utf-8", "replace"), good.encode()) and fresh else None
 
 
 # ---- rate limits (kept library: ``limits``; per worker) ----------------------------------
@@ -125,9 +126,27 @@ def client_address(request: Request) -> str:
     return request.client.host if request.client else "unknown"
 
 
+def _claimed(request: Request) -> str:
+    """Whose key a request claims to hold (the public id before the dot), for the limiter."""
+    token = bearer_of(request) or request.headers.get("x-device-id") or ""
+    return token.split(".", 1)[0][:64]
+
+
 def failed_auth(request: Request) -> None:
-    """Count a failed authentication against the caller's address (key guessing)."""
-    limit(get_settings().auth_fail_rate, "auth-fail", client_address(request))
+    """Count a failed authentication against (address, claimed id): guessing one key is
+    slowed down, a shared NAT address is not locked out for everyone else."""
+    limit(get_settings().auth_fail_rate, "auth-fail", client_address(request), _claimed(request))
+
+
+def guard_guessing(request: Request) -> None:
+    """Before any key is checked: an (address, claimed id) over its failure budget gets 429
+    even for a right guess, so guessing cannot run at full speed."""
+    item = parse(get_settings().auth_fail_rate)
+    key = ("auth-fail", client_address(request), _claimed(request))
+    if not _limiter.test(item, *key):
+        reset = _limiter.get_window_stats(item, *key).reset_time
+        raise RateLimited(f"too many failed authentications from {key[1]}",
+                          headers={"Retry-After": str(max(1, int(reset - time.time() + 0.999)))})
 
 
 def identify(request: Request, bearer: str | None, cookie: str | None) -> Caller | None:
@@ -164,6 +183,7 @@ def bearer_of(request: Request) -> str | None:
 
 def authorize(request: Request, role: str, bearer: str | None = None, cookie: str | None = None) -> Caller:
     """The caller, if they hold ``role`` (or a role above it); else 401 or 403."""
+    guard_guessing(request)
     caller = identify(request, bearer, cookie)
     if caller is None:
         failed_auth(request)

@@ -15,14 +15,17 @@ log = logging.getLogger("gateway.housekeeping")
 
 class Housekeeping(BackgroundTask):
     def __init__(self, devices, images, outbox, every_s: float = 5.0, idempotency_ttl_s: float = 86400,
-                 prune_every: int = 60):
+                 prune_every: int = 60, principals=None):
         self.devices, self.images, self.outbox = devices, images, outbox
+        self.principals = principals  # keys revoked through another worker or the CLI end here within a round
         self.every_s, self.idempotency_ttl_s = every_s, idempotency_ttl_s
         self.prune_every = prune_every  # rounds: about every 5 minutes
         self.rounds = 0
 
     def chores(self) -> list[tuple[str, object]]:
         due = [("device_registry", self.devices.refresh), ("heartbeats", self.devices.flush_last_seen)]
+        if self.principals is not None:
+            due.append(("principals", self.principals.refresh))
         if self.rounds % self.prune_every == 0:
             due += [("image_prune", self.images.prune),
                     ("idempotency_prune", lambda: self.outbox.prune_idempotency(self.idempotency_ttl_s))]
