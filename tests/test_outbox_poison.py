@@ -175,3 +175,54 @@ def test_a_background_loop_that_dies_is_restarted():
 
     asyncio.run(go())
     assert len(runs) == 3
+
+
+def test_the_drainer_survives_a_dead_database_and_a_failing_event_log(tmp_path):
+    """The drainer chore: the database refusing connections and the event log raising on
+    top of it are counted, and the loop keeps going (it used to end in its except branch)."""
+    from sqlalchemy.exc import OperationalError
+
+    class DeadDb:
+        def __call__(self, rows):
+            raise OperationalError("INSERT", {}, ConnectionRefusedError("database away"))
+
+        def rejects(self, e):
+            return False
+
+    def broken_events(*args, **kwargs):
+        raise OSError("event log disk full")
+
+    box = Outbox(tmp_path / "o.db")
+    iid, payload = _row(1)
+    box.put(iid, "inspection", payload)
+    drainer = Drainer(box, DeadDb(), idle_s=0.01, max_backoff_s=0.02, events=broken_events)
+    errors_before = CHORE_ERRORS.labels("outbox_drain")._value.get()
+
+    async def go():
+        drainer.start()
+        await asyncio.sleep(0.5)
+        alive = not drainer._task.done()
+        await drainer.stop()
+        return alive
+
+    assert asyncio.run(go())
+    assert drainer.failures >= 3 and box.depth() == 1  # kept, retried, still running
+    assert CHORE_ERRORS.labels("outbox_drain")._value.get() >= errors_before + 3
+
+
+def test_statistics_days_follow_the_plant_time_zone(monkeypatch):
+    from datetime import date, datetime
+
+    from gateway.api.operator import _day_range
+    from gateway.core.config import get_settings
+
+    monkeypatch.setenv("PLANT_TIMEZONE", "Asia/Seoul")
+    get_settings.cache_clear()
+    try:
+        lo, hi = _day_range(date(2026, 12, 1), date(2026, 12, 1))
+        assert (lo, hi) == (datetime(2026, 11, 30, 15, 0), datetime(2026, 12, 1, 15, 0))  # KST day, stored as UTC
+        monkeypatch.setenv("PLANT_TIMEZONE", "UTC")
+        get_settings.cache_clear()
+        assert _day_range(date(2026, 12, 1), date(9999, 12, 31))[1] == datetime(9999, 1, 1)  # clamped, no overflow
+    finally:
+        get_settings.cache_clear()

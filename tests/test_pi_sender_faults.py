@@ -89,3 +89,16 @@ def test_a_refused_captured_at_still_gets_the_verdict(gateway, tmp_path):
 
     assert asyncio.run(go()) and got == [ANSWER]
     assert b'name="captured_at"' not in FaultyGateway.seen[-1]
+
+
+def test_a_live_frame_answered_500_is_spooled_and_the_edge_stays_online(gateway, tmp_path):
+    sender = _sender(gateway, tmp_path)
+
+    async def go():
+        ok = await sender._send(Frame(b"poison", "B-live", 1.0, "k-live"))
+        await sender.client.aclose()
+        return ok
+
+    assert asyncio.run(go()) is False
+    assert sender.stats.spooled == 1 and len(sender.spool) == 1  # kept for a replay, not dropped
+    assert sender.online  # a 500 is about this frame, not an outage

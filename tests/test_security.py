@@ -331,3 +331,18 @@ def test_a_revoked_key_ends_on_every_worker_within_a_housekeeping_round(gw):
     while _call(gw, "GET", "/api/statistics", key).status_code == 200 and time.monotonic() < deadline:
         time.sleep(0.5)
     assert _call(gw, "GET", "/api/statistics", key).status_code == 401
+
+
+def test_batch_job_keys_are_scoped_per_submitter(gw):
+    """The same Idempotency-Key from two principals names two jobs; from one, one job."""
+    from pcb.synthetic import render_board
+    from tests.conftest import encode
+
+    files = [("files", ("a.jpg", encode(render_board(5).image), "image/jpeg"))]
+    ids = []
+    for role in ("operator", "admin", "operator"):
+        r = httpx.post(f"{gw.url}/api/v1/jobs", files=files, timeout=30,
+                       headers={"Authorization": f"Bearer {gw.keys[role]}", "Idempotency-Key": "lot-1"})
+        assert r.status_code in (200, 201), r.text
+        ids.append(r.json()["job_id"])
+    assert ids[0] == ids[2] != ids[1]
