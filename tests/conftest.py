@@ -131,3 +131,13 @@ def mariadb():
             yield proxy, f"mysql+pymysql://root:@127.0.0.1:{proxy.port}/{name}"
         finally:
             proxy.close()
+
+
+async def close_redis_stores(stores, prefix: str) -> None:
+    """Drop every key a test wrote under its own prefix on the machine's Redis, then close
+    the stores (each stands for one gateway worker)."""
+    keys = await stores[0].redis.keys(f"{prefix}*")
+    if keys:
+        await stores[0].redis.delete(*keys)
+    for s in stores:
+        await s.close()

@@ -16,7 +16,7 @@ from gateway.services.outbox import Outbox
 from gateway.services.pair_store import MemoryPairStore, RedisPairStore
 from gateway.services.triton import TritonService
 from pcb.synthetic import render_board
-from tests.conftest import encode
+from tests.conftest import close_redis_stores, encode
 
 LEFT = DeviceInfo("pi-left", "left", True, "x")
 RIGHT = DeviceInfo("pi-right", "right", False, "x")
@@ -122,9 +122,5 @@ async def test_two_workers_sharing_redis_fire_one_pulse_per_board(triton, tmp_pa
         assert len(gpios) == 1
         assert results[0]["board"]["pairing"] == "paired"
     finally:
-        keys = await stores[0].redis.keys(f"{prefix}*")
-        if keys:
-            await stores[0].redis.delete(*keys)
-        for s in stores:
-            await s.close()
+        await close_redis_stores(stores, prefix)
         await t.close()

@@ -25,6 +25,7 @@ from gateway.services.inspection import InspectionService, Submission
 from gateway.services.outbox import Outbox
 from gateway.services.pair_store import MemoryPairStore, RedisPairStore
 from pcb.verdict import SideVerdict
+from tests.conftest import close_redis_stores
 
 LEFT = DeviceInfo("pi-left", "left", True, "x")
 RIGHT = DeviceInfo("pi-right", "right", False, "x")
@@ -111,10 +112,6 @@ def test_pairing_properties_across_workers_on_redis(sc):
         try:
             return await _run(sc, _services(stores))
         finally:
-            keys = await stores[0].redis.keys(f"{prefix}*")
-            if keys:
-                await stores[0].redis.delete(*keys)
-            for s in stores:
-                await s.close()
+            await close_redis_stores(stores, prefix)
 
     _check(sc, asyncio.run(go()))

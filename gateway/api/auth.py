@@ -51,10 +51,9 @@ async def login_page() -> HTMLResponse:
 async def login(request: Request, key: Annotated[str, Form(min_length=1, max_length=200)],
                 next: Annotated[str | None, Form(max_length=500)] = None) -> RedirectResponse:  # noqa: A002
     caller = identify(request, key, None)
-    if caller is None or caller.via == "auth_off":
-        if caller is None:
-            failed_auth(request)
-            raise Unauthorized("unknown or revoked key", "unauthorized")
+    if caller is None:
+        failed_auth(request)
+        raise Unauthorized("unknown or revoked key", "unauthorized")
     response = RedirectResponse(_safe_next(next), status_code=303)
     response.set_cookie(SESSION_COOKIE, session_token(caller.id), max_age=SESSION_TTL_S, httponly=True,
                         samesite="strict", secure=request.url.scheme == "https", path="/")

@@ -114,12 +114,15 @@ def session_principal(token: str) -> str | None:
 _limiter = MovingWindowRateLimiter(MemoryStorage())
 
 
+def _refused(item, key: tuple[str, ...], message: str) -> RateLimited:
+    reset = _limiter.get_window_stats(item, *key).reset_time
+    return RateLimited(message, headers={"Retry-After": str(max(1, int(reset - time.time() + 0.999)))})
+
+
 def limit(rule: str, *key: str) -> None:
     item = parse(rule)
     if not _limiter.hit(item, *key):
-        reset = _limiter.get_window_stats(item, *key).reset_time
-        raise RateLimited(f"too many requests ({rule}) from {key[-1]}",
-                          headers={"Retry-After": str(max(1, int(reset - time.time() + 0.999)))})
+        raise _refused(item, key, f"too many requests ({rule}) from {key[-1]}")
 
 
 def client_address(request: Request) -> str:
@@ -144,9 +147,7 @@ def guard_guessing(request: Request) -> None:
     item = parse(get_settings().auth_fail_rate)
     key = ("auth-fail", client_address(request), _claimed(request))
     if not _limiter.test(item, *key):
-        reset = _limiter.get_window_stats(item, *key).reset_time
-        raise RateLimited(f"too many failed authentications from {key[1]}",
-                          headers={"Retry-After": str(max(1, int(reset - time.time() + 0.999)))})
+        raise _refused(item, key, f"too many failed authentications from {key[1]}")
 
 
 def identify(request: Request, bearer: str | None, cookie: str | None) -> Caller | None:
