@@ -15,10 +15,30 @@ PRESETS = {
 }
 TILE_MIN, TILE_MAX = 256, 512
 UPSCALES = (1, 2, 4)
+# One result photo: a 16 MP upload at x2, or 4 MP at x4. The result is held decoded (3 bytes
+# a pixel, plus the upsampler's float tiles) while it is built: 64 MP is ~190 MB, 256 MP
+# would be ~770 MB in one Triton instance for one request.
+MAX_OUTPUT_PIXELS = 64_000_000
+MAX_OUTPUT_SIDE = 65500  # what OpenCV's JPEG/PNG encoders accept
 
 
 class OptionError(ValueError):
     code = "invalid_options"
+
+
+class OutputTooLarge(OptionError):
+    code = "output_too_large"
+
+
+def check_output_size(width: int, height: int, upscale: int, max_pixels: int = MAX_OUTPUT_PIXELS) -> None:
+    """Refuse a photo whose result (input x upscale squared) is over the bound, before any
+    work: the gateway on the upload's header, the batch engine per item, the model again."""
+    w, h = width * upscale, height * upscale
+    if w * h > max_pixels or max(w, h) > MAX_OUTPUT_SIDE:
+        fits = [u for u in UPSCALES if (width * u) * (height * u) <= max_pixels and max(width, height) * u <= MAX_OUTPUT_SIDE]
+        hint = f"; upscale {max(fits)} fits" if fits else ""
+        raise OutputTooLarge(f"{width}x{height} at upscale {upscale} is a {w}x{h} result, over the limit of "
+                             f"{max_pixels} pixels{hint}")
 
 
 @dataclass(frozen=True)

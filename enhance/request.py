@@ -17,12 +17,10 @@ from collections.abc import Callable
 
 import numpy as np
 
-from enhance.options import OptionError, parse_options
+from enhance.options import OptionError, check_output_size, parse_options
 from enhance.pipeline import Prepared, Result, encode_like, finish, prepare
 from enhance.tiles import UpsampleFn
 from pcb.image_decode import ImageError, decode_image
-
-MAX_OUTPUT_SIDE = 65500  # what OpenCV's JPEG/PNG encoders accept: refuse before the work, not after
 
 
 class ServiceError(RuntimeError):
@@ -68,9 +66,7 @@ def _prepare(data, raw_options, detector, max_pixels):
     opts = parse_options(raw_options)
     img = decode_image(source, max_pixels)
     h, w = img.shape[:2]
-    if max(h, w) * opts.upscale > MAX_OUTPUT_SIDE:
-        raise ImageError("image_too_large", f"{w}x{h} at upscale {opts.upscale} would be over "
-                                            f"{MAX_OUTPUT_SIDE} px on a side")
+    check_output_size(w, h, opts.upscale)  # refuse before the work, not after
     return prepare(img, opts, detector), source
 
 

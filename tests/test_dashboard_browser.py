@@ -4,19 +4,15 @@ the Pi status; a screenshot is taken and checked."""
 
 from __future__ import annotations
 
-import shutil
-
 import httpx
 import numpy as np
 import pytest
 
 from pcb.synthetic import render_board
+from tests.browser import ARGS, CHROMIUM, wait_until
 from tests.conftest import ROOT, encode
 from tests.gateway_server import GatewayServer
 
-CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
-ARGS = ["--headless=new", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
-        "--disable-component-update", "--no-first-run", "--disable-sync"]
 TOKEN = "dash-admin"
 
 
@@ -74,12 +70,11 @@ def test_dashboard_fills_up_live(gateway):
                            data={"board_id": board})
                 assert r.status_code == 200
 
-        page.wait_for_function("document.getElementById('total').textContent === '4'", timeout=15000)
-        page.wait_for_function("document.querySelectorAll('#recent .item').length >= 8", timeout=15000)
+        wait_until(page, "document.getElementById('total').textContent === '4'")
+        wait_until(page, "document.querySelectorAll('#recent .item').length >= 8")
         # every thumbnail loads (boxes drawn server-side), also those answered a moment ago
-        page.wait_for_function("[...document.querySelectorAll('#recent img')].length >= 8 && "
-                               "[...document.querySelectorAll('#recent img')].every(i => i.complete && i.naturalWidth > 0)",
-                               timeout=15000)
+        wait_until(page, "[...document.querySelectorAll('#recent img')].length >= 8 && "
+                         "[...document.querySelectorAll('#recent img')].every(i => i.complete && i.naturalWidth > 0)")
         page.wait_for_selector("tr[data-device='pi-left'] .online", timeout=10000)
         counts = sum(int(page.inner_text(f"#count-{v}")) for v in
                      ("normal", "component_defect", "solder_defect", "discard"))

@@ -6,7 +6,9 @@ from __future__ import annotations
 
 import io
 import json
+import shutil
 import struct
+import subprocess
 import time
 import zipfile
 import zlib
@@ -86,7 +88,7 @@ def test_photo_without_a_face_is_background_only(client):
     assert d.headers["content-type"] == "image/png" and d.content[:4] == b"\x89PNG"
 
 
-def test_batch_of_20_with_progress_stream_and_zip(client, gateway):
+def test_batch_of_20_with_progress_stream_and_zip(client, gateway, tmp_path):
     files = [("files", (f"p{i}.{'png' if i % 4 == 0 else 'jpg'}", photo(100 + i, faces=i % 3,
                                                                         ext=".png" if i % 4 == 0 else ".jpg"),
                         "image/png" if i % 4 == 0 else "image/jpeg")) for i in range(20)]
@@ -113,7 +115,14 @@ def test_batch_of_20_with_progress_stream_and_zip(client, gateway):
     assert st["state"] == "completed" and [it["faces"] for it in st["items"]] == [i % 3 for i in range(20)]
     z = client.get(body["download_url"])
     assert z.status_code == 200 and z.headers["content-type"] == "application/zip"
+    # streamed as it is written: no length known in advance, no copy on disk
+    assert "content-length" not in z.headers and z.headers["transfer-encoding"] == "chunked"
+    archive = tmp_path / "batch.zip"
+    archive.write_bytes(z.content)
+    if shutil.which("unzip"):  # Info-ZIP reads the data descriptors too, not only Python
+        subprocess.run(["unzip", "-tq", str(archive)], check=True, capture_output=True)
     with zipfile.ZipFile(io.BytesIO(z.content)) as zf:
+        assert zf.testzip() is None
         names = zf.namelist()
         assert len(names) == 21 and "manifest.json" in names
         manifest = json.loads(zf.read("manifest.json"))
@@ -152,6 +161,9 @@ def _png_header(w: int, h: int) -> bytes:
     ([("files", ("big.jpg", b"\xff\xd8" + b"\0" * (MAX_UPLOAD + 10), "image/jpeg"))], {}, 413, "payload_too_large"),
     ([("files", (f"{i}.jpg", b"x", "image/jpeg")) for i in range(21)], {}, 400, "too_many_files"),
     ([("files", ("a.jpg", b"x", "image/jpeg"))], {"tile_size": "100"}, 422, "invalid_options"),
+    # 15 MP is within the upload limit, but x4 would be a 240 MP result
+    ([("files", ("wide.png", _png_header(5000, 3000) + b"\0" * 64, "image/png"))], {"upscale": "4"}, 422,
+     "output_too_large"),
     ([("files", ("a.jpg", b"x", "image/jpeg"))], {"quality": "ultra"}, 422, "invalid_options"),
 ])
 def test_bad_batches_are_refused_and_nothing_is_written(client, gateway, files, data, status, code):
@@ -163,6 +175,31 @@ def test_bad_batches_are_refused_and_nothing_is_written(client, gateway, files, 
     assert r.json()["code"] == code
     assert files_in(gateway) == before  # the good photo of the refused batch was not kept either
     assert client.get("/api/v1/performance").json()["tasks"] == tasks_before
+
+
+def test_a_result_removed_before_the_download_is_named_in_the_manifest(client, gateway):
+    files = [("files", (f"g{i}.jpg", photo(300 + i), "image/jpeg")) for i in range(2)]
+    body = client.post("/api/v1/enhance/batch", files=files, data={"quality": "fast"}).json()
+    for t in body["tasks"]:
+        assert wait_task(client, t["task_id"])["state"] == "completed"
+    gone = next(p for p in files_in(gateway) if p.name.startswith(body["tasks"][0]["task_id"] + ".out"))
+    gone.unlink()  # as the TTL clean-up of another process would
+    z = client.get(body["download_url"])
+    assert z.status_code == 200
+    with zipfile.ZipFile(io.BytesIO(z.content)) as zf:
+        items = json.loads(zf.read("manifest.json"))["items"]
+        assert items[0]["error"]["code"] == "result_expired" and "file" not in items[0]
+        assert zf.read(items[1]["file"])[:2] == b"\xff\xd8" and len(zf.namelist()) == 2
+
+
+def test_upscale_4_of_a_photo_whose_result_fits(client):
+    r = client.post("/api/v1/enhance", files={"file": ("s.jpg", photo(7), "image/jpeg")},
+                    data={"quality": "fast", "upscale": "4"})
+    assert r.status_code == 202, r.text
+    t = wait_task(client, r.json()["task_id"])
+    out = cv2.imdecode(np.frombuffer(client.get(f"/api/v1/download/{t['task_id']}").content, np.uint8),
+                       cv2.IMREAD_COLOR)
+    assert out.shape == (960, 1280, 3)
 
 
 def test_unknown_ids_and_single_bad_input(client):

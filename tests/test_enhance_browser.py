@@ -14,9 +14,9 @@ import numpy as np
 import pytest
 
 from enhance.synthetic import face_photo
+from tests.browser import ARGS, CHROMIUM, wait_until
 from tests.conftest import ROOT, encode
 from tests.gateway_server import GatewayServer
-from tests.test_dashboard_browser import ARGS, CHROMIUM
 
 
 @pytest.fixture(scope="module")
@@ -72,8 +72,8 @@ def test_drop_photos_watch_progress_and_download_the_zip(gateway, tmp_path):
         page.wait_for_selector("body[data-done='1']", timeout=60000)
         states = page.eval_on_selector_all(".item", "els => els.map(e => e.dataset.state)")
         assert states == ["completed"] * 4
-        page.wait_for_function("[...document.querySelectorAll('.item img.after')].every(i => i.complete && "
-                               "i.naturalWidth > 0)", timeout=15000)
+        wait_until(page, "[...document.querySelectorAll('.item img.after')].every(i => i.complete && "
+                         "i.naturalWidth > 0)")
         widths = page.eval_on_selector_all(".item img.after", "els => els.map(e => e.naturalWidth)")
         assert widths == [960] * 4  # upscale 2 of 480 px wide photos
         assert "4 completed" in page.inner_text("#summary")

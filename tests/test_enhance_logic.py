@@ -10,7 +10,7 @@ import pytest
 
 from enhance.align import FACE_SIZE, align_matrix, paste_face, template, warp_face
 from enhance.face_detect import HaarFaceDetector, landmarks_from_box, landmarks_from_eyes
-from enhance.options import OptionError, parse_options
+from enhance.options import MAX_OUTPUT_PIXELS, OptionError, OutputTooLarge, check_output_size, parse_options
 from enhance.pipeline import enhance, from_tensor, to_tensor
 from enhance.synthetic import face_photo
 from enhance.tiles import upsample_tiled
@@ -94,6 +94,24 @@ def test_options_presets_and_limits():
                 '{"colour": 1}', '{"weight": 2}'):
         with pytest.raises(OptionError):
             parse_options(bad)
+
+
+@pytest.mark.parametrize("w,h,upscale,ok", [
+    (4000, 4000, 2, True),  # 16 MP at x2: exactly the 64 MP bound
+    (4000, 4000, 4, False),  # the 256 MP result the bound is for
+    (2000, 2000, 4, True), (2001, 2000, 4, False),
+    (20000, 1000, 2, False),  # 80 MP
+    (30000, 100, 4, False),  # few pixels, but a side no encoder writes
+    (1, 1, 4, True),
+])
+def test_output_size_is_input_times_upscale_squared(w, h, upscale, ok):
+    if ok:
+        check_output_size(w, h, upscale)
+        assert (w * upscale) * (h * upscale) <= MAX_OUTPUT_PIXELS
+    else:
+        with pytest.raises(OutputTooLarge) as e:
+            check_output_size(w, h, upscale)
+        assert e.value.code == "output_too_large"
 
 
 def test_pipeline_no_face_is_background_only_and_faces_are_counted():

@@ -22,7 +22,8 @@ from fastapi.testclient import TestClient
 from tritonclient.utils import InferenceServerException
 
 from enhance.face_detect import make_detector
-from enhance.request import MAX_OUTPUT_SIDE, RequestError, finish_request, prepare_request
+from enhance.options import MAX_OUTPUT_PIXELS
+from enhance.request import RequestError, finish_request, prepare_request
 from enhance.synthetic import face_photo
 from gateway.core.config import get_settings
 from pcb.image_decode import MAX_ASPECT_RATIO
@@ -60,7 +61,8 @@ def test_any_failure_of_one_photo_becomes_its_request_error():
     wide = encode(np.full((1000, 20000, 3), 90, np.uint8))  # 20:1 is allowed, but not at upscale 4
     with pytest.raises(RequestError) as e:
         prepare_request(wide, b'{"upscale": 4}', make_detector(), 40_000_000)
-    assert e.value.code == "image_too_large" and str(MAX_OUTPUT_SIDE) in e.value.message
+    assert e.value.code == "output_too_large" and str(MAX_OUTPUT_PIXELS) in e.value.message
+    assert "upscale 1 fits" in e.value.message
     with pytest.raises(RequestError) as e:
         prepare_request(photo, b'{"tile": 5}', make_detector(), 16_000_000)
     assert e.value.code == "invalid_options"

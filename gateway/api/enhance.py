@@ -10,11 +10,10 @@ from typing import Annotated
 
 from fastapi import APIRouter, Depends, File, Form, Request, UploadFile
 from fastapi.responses import FileResponse, HTMLResponse, Response, StreamingResponse
-from starlette.background import BackgroundTask
 
-from enhance.options import OptionError, parse_options
+from enhance.options import OptionError, check_output_size, parse_options
 from gateway.api.auth import page_caller
-from gateway.api.uploads import read_image
+from gateway.api.uploads import probe_image
 from gateway.core.config import get_settings
 from gateway.core.errors import ApiError, Conflict, PayloadTooLarge
 from gateway.core.security import require
@@ -50,6 +49,22 @@ def _options(quality: str | None, upscale: int | None, background: bool | None, 
     return json.loads(opts.to_json())
 
 
+async def _check(files: list[UploadFile], fields: list[str], opts: dict) -> None:
+    """Every photo checked where the parser spooled it, before anything is written: type,
+    size, header, and the size of its result (input x upscale squared)."""
+    s = get_settings()
+    total = 0
+    for f, field in zip(files, fields):
+        size, (w, h) = await probe_image(f, s.max_upload_bytes, s.enhance_max_pixels, field)
+        total += size
+        if total > s.enhance_max_batch_bytes:
+            raise PayloadTooLarge(f"the batch is over {s.enhance_max_batch_bytes} bytes")
+        try:
+            check_output_size(w, h, opts["upscale"])
+        except OptionError as e:
+            raise InvalidOptions(f"{field}: {e}", e.code) from None
+
+
 Quality = Annotated[str | None, Form(description="fast | medium | high (default high)")]
 Upscale = Annotated[int | None, Form(description="1, 2 (default) or 4")]
 Background = Annotated[bool | None, Form(description="RealESRGAN background upsampling (preset decides)")]
@@ -61,10 +76,9 @@ Weight = Annotated[float | None, Form(description="restored vs original face ble
 async def enhance_one(request: Request, file: Annotated[UploadFile, File(description="a JPEG or PNG photo")],
                       quality: Quality = None, upscale: Upscale = None, background: Background = None,
                       tile_size: TileSize = None, weight: Weight = None) -> dict:
-    s = get_settings()
     opts = _options(quality, upscale, background, tile_size, weight)
-    data = await read_image(file, s.max_upload_bytes, s.enhance_max_pixels, "file")
-    batch, (task,) = _service(request).submit([(file.filename, data)], opts)
+    await _check([file], ["file"], opts)
+    batch, (task,) = await _service(request).submit([(file.filename, file.file)], opts)
     return {"task_id": task.id, "batch_id": batch.id, "state": task.state,
             "status_url": f"/api/v1/tasks/{task.id}", "download_url": f"/api/v1/download/{task.id}"}
 
@@ -77,15 +91,8 @@ async def enhance_batch(request: Request, files: Annotated[list[UploadFile], Fil
     if len(files) > s.enhance_max_files:
         raise TooManyFiles(f"{len(files)} files; at most {s.enhance_max_files} per batch")
     opts = _options(quality, upscale, background, tile_size, weight)
-    photos, total = [], 0
-    for i, f in enumerate(files):  # every file checked before anything is written
-        data = await read_image(f, s.max_upload_bytes, s.enhance_max_pixels, f"files[{i}] ({f.filename})")
-        total += len(data)
-        if total > s.enhance_max_batch_bytes:
-            raise PayloadTooLarge(f"the batch is over {s.enhance_max_batch_bytes} bytes")
-        photos.append((f.filename, data))
-    svc = _service(request)
-    batch, tasks = svc.submit(photos, opts)
+    await _check(files, [f"files[{i}] ({f.filename})" for i, f in enumerate(files)], opts)
+    batch, tasks = await _service(request).submit([(f.filename, f.file) for f in files], opts)
     return {"batch_id": batch.id, "total": len(tasks), "state": "queued", "options": opts,
             "tasks": [{"task_id": t.id, "index": t.index, "filename": t.filename} for t in tasks],
             "status_url": f"/api/v1/batch/{batch.id}", "events_url": f"/api/v1/batch/{batch.id}/events",
@@ -130,15 +137,17 @@ async def cancel_batch(request: Request, batch_id: str) -> dict:
 
 
 @router.get("/api/v1/batch/{batch_id}/download", dependencies=OPERATE)
-async def download_batch(request: Request, batch_id: str) -> FileResponse:
+async def download_batch(request: Request, batch_id: str) -> StreamingResponse:
+    """The ZIP is written as it is sent (no copy on disk, a few chunks in memory), from a
+    worker thread: the results are read from disk there, never on the event loop."""
     svc = _service(request)
     batch = svc.batch(batch_id)
     if not svc.finished(batch):
         raise Conflict(f"batch {batch_id} is still running; download it when every item has finished",
                        "not_ready")
-    path = await asyncio.to_thread(svc.build_zip, batch)
-    return FileResponse(path, media_type="application/zip", filename=f"enhanced_{batch_id[:8]}.zip",
-                        background=BackgroundTask(path.unlink, missing_ok=True))
+    name = f"enhanced_{batch_id[:8]}.zip"
+    return StreamingResponse(svc.zip_stream(batch), media_type="application/zip",
+                             headers={"Content-Disposition": f'attachment; filename="{name}"'})
 
 
 @router.get("/api/v1/batch/{batch_id}/events", dependencies=OPERATE)

@@ -24,7 +24,7 @@ INSPECT_MODEL = "pcb_inspect"
 ENHANCE_MODEL = "face_enhance"
 # a photo's own fault (Triton answers these per request, as INVALID_ARG): fail the item, no retry
 BAD_INPUT_CODES = ("invalid_image", "unsupported_image", "image_too_large", "image_aspect_ratio", "empty_image",
-                   "bad_batch", "invalid_options", "enhance_failed")
+                   "bad_batch", "invalid_options", "output_too_large", "enhance_failed")
 
 
 class ItemError(Exception):

@@ -19,7 +19,9 @@ import shutil
 import time
 import zipfile
 from collections import deque
+from collections.abc import Iterator
 from pathlib import Path
+from typing import BinaryIO
 
 import numpy as np
 import psutil
@@ -39,6 +41,42 @@ _SAFE = re.compile(r"[^A-Za-z0-9._-]+")
 def safe_name(name: str | None, index: int) -> str:
     stem = _SAFE.sub("_", Path(name or "").stem)[:60].strip("._") or f"photo_{index:02d}"
     return stem
+
+
+PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
+COPY_CHUNK = 1 << 20
+
+
+class _Sink:
+    """Where ``zipfile`` writes a streamed archive: it has no ``tell``/``seek``, so zipfile
+    counts positions itself and writes data descriptors; ``drain`` hands over what is new."""
+
+    def __init__(self) -> None:
+        self._parts: list[bytes] = []
+
+    def write(self, b) -> int:
+        self._parts.append(bytes(b))
+        return len(b)
+
+    def flush(self) -> None:
+        pass
+
+    def drain(self) -> Iterator[bytes]:
+        if self._parts:
+            out = b"".join(self._parts)
+            self._parts.clear()
+            yield out
+
+
+def _open_result(t: Task) -> BinaryIO | None:
+    """The task's result file, open (so a clean-up that removes it now cannot cut the
+    archive short), or None when it has none."""
+    if t.state != "completed" or t.result_path is None:
+        return None
+    try:
+        return open(t.result_path, "rb")
+    except OSError:
+        return None
 
 
 class EnhanceService(BackgroundTask):
@@ -83,34 +121,48 @@ class EnhanceService(BackgroundTask):
         await super().stop()
 
     # submission ------------------------------------------------------------------------
-    def submit(self, files: list[tuple[str | None, bytes]], options: dict) -> tuple[Batch, list[Task]]:
-        """Write the photos (already validated) and queue them. All or nothing: the batch
-        directory appears by rename once every file is written."""
+    async def submit(self, files: list[tuple[str | None, BinaryIO]], options: dict) -> tuple[Batch, list[Task]]:
+        """Copy the photos (already validated, still in the upload's spooled files) to disk
+        in a worker thread and queue them. All or nothing: the batch directory appears by
+        rename once every file is written."""
         if self.queue.qsize() + len(files) > self.max_queue:
             raise ServiceUnavailable(f"{self.queue.qsize()} photos are waiting; try again later",
                                      "enhance_queue_full", retry_after_s=5)
         batch_id = new_id()
-        final = self.dir / batch_id
-        staging = self.dir / f".{batch_id}.partial"
-        staging.mkdir(parents=True)
-        tasks = []
         try:
-            for i, (name, data) in enumerate(files):
-                ext = "png" if data[:8] == b"\x89PNG\r\n\x1a\n" else "jpg"
-                tid = new_id()
-                (staging / f"{tid}.in.{ext}").write_bytes(data)
-                tasks.append(Task(id=tid, filename=name or f"photo_{i:02d}.{ext}", index=i, batch_id=batch_id,
-                                  input_path=final / f"{tid}.in.{ext}", options=options))
-            staging.rename(final)
-        except BaseException:
-            shutil.rmtree(staging, ignore_errors=True)
-            raise
+            tasks = await asyncio.to_thread(self._stage, batch_id, files, options)
+        except OSError as e:
+            log.error("enhancement upload could not be written: %s", e)
+            raise ServiceUnavailable("the enhancement volume cannot take the photos now",
+                                     "storage_unavailable", retry_after_s=5) from None
+        final = self.dir / batch_id
         batch = Batch(batch_id, [t.id for t in tasks], final)
         self.store.add(batch, tasks)
         for t in tasks:
             self.queue.put_nowait(t.id)
         ENHANCE_QUEUE_DEPTH.set(self.queue.qsize())
         return batch, tasks
+
+    def _stage(self, batch_id: str, files: list[tuple[str | None, BinaryIO]], options: dict) -> list[Task]:
+        final = self.dir / batch_id
+        staging = self.dir / f".{batch_id}.partial"
+        staging.mkdir(parents=True)
+        tasks = []
+        try:
+            for i, (name, src) in enumerate(files):
+                src.seek(0)
+                ext = "png" if src.read(8) == PNG_MAGIC else "jpg"
+                src.seek(0)
+                tid = new_id()
+                with open(staging / f"{tid}.in.{ext}", "wb") as dst:
+                    shutil.copyfileobj(src, dst, COPY_CHUNK)
+                tasks.append(Task(id=tid, filename=name or f"photo_{i:02d}.{ext}", index=i, batch_id=batch_id,
+                                  input_path=final / f"{tid}.in.{ext}", options=options))
+            staging.rename(final)
+        except BaseException:
+            shutil.rmtree(staging, ignore_errors=True)
+            raise
+        return tasks
 
     # lookups ---------------------------------------------------------------------------
     def task(self, task_id: str) -> Task:
@@ -176,7 +228,7 @@ class EnhanceService(BackgroundTask):
         out = r.as_numpy("IMAGE_OUT").reshape(-1)[0]
         faces = int(r.as_numpy("FACES").reshape(-1)[0])
         info = json.loads(r.as_numpy("INFO").reshape(-1)[0])
-        ext = "png" if out[:8] == b"\x89PNG\r\n\x1a\n" else "jpg"
+        ext = "png" if out[:8] == PNG_MAGIC else "jpg"
         path = t.input_path.with_name(f"{t.id}.out.{ext}")
         tmp = path.with_suffix(".partial")
         await asyncio.to_thread(tmp.write_bytes, out)
@@ -193,22 +245,30 @@ class EnhanceService(BackgroundTask):
         ext = t.result_path.suffix if t.result_path else ".jpg"
         return f"enhanced_{t.index:02d}_{safe_name(t.filename, t.index)}{ext}"
 
-    def build_zip(self, batch: Batch) -> Path:
-        """Completed results plus a manifest (every item's state, faces, error) in a ZIP
-        next to the batch's files; stored, not deflated (JPEG/PNG are compressed already)."""
-        tasks = self.store.batch_tasks(batch)
-        path = batch.directory / f"{new_id()}.zip.partial"
+    def zip_stream(self, batch: Batch) -> Iterator[bytes]:
+        """Completed results plus a manifest (every item's state, faces, error) as a ZIP
+        produced while it is sent: stored, not deflated (JPEG/PNG are compressed already),
+        sizes in data descriptors since nothing is seekable. A sync generator, so Starlette
+        runs it (and its file reads) in a worker thread."""
+        sink = _Sink()
         manifest = []
-        with zipfile.ZipFile(path, "w", zipfile.ZIP_STORED) as z:
-            for t in tasks:
+        with zipfile.ZipFile(sink, "w", zipfile.ZIP_STORED) as z:
+            for t in self.store.batch_tasks(batch):
                 entry = {"index": t.index, "filename": t.filename, "state": t.state, "faces": t.faces,
                          "error": t.error}
-                if t.state == "completed" and t.result_path and t.result_path.exists():
+                src = _open_result(t)
+                if src is not None:
                     entry["file"] = self.download_name(t)
-                    z.write(t.result_path, entry["file"])
+                    with src, z.open(entry["file"], "w") as dst:
+                        while chunk := src.read(COPY_CHUNK):
+                            dst.write(chunk)
+                            yield from sink.drain()
+                elif t.state == "completed":
+                    entry["error"] = {"code": "result_expired", "message": "the result file is gone"}
                 manifest.append(entry)
+                yield from sink.drain()
             z.writestr("manifest.json", json.dumps({"batch_id": batch.id, "items": manifest}, indent=2))
-        return path
+        yield from sink.drain()
 
     # housekeeping and numbers ----------------------------------------------------------
     async def _cleanup_loop(self) -> None:

@@ -82,7 +82,8 @@ def translate(e: InferenceServerException) -> Exception:
         # the pre-processor's message starts with its stable code ("invalid_image: ...")
         tail = msg.rsplit("', ", 1)[-1] if "', " in msg else msg
         code, _, text = tail.partition(": ")
-        if code in {"invalid_image", "unsupported_image", "image_too_large", "empty_image", "image_aspect_ratio"}:
+        if code in {"invalid_image", "unsupported_image", "image_too_large", "empty_image", "image_aspect_ratio",
+                    "output_too_large", "invalid_options", "enhance_failed"}:
             return InvalidImage(text or tail, code)
         return InvalidImage(tail)
     if "queue" in msg.lower() and ("max" in msg.lower() or "exceed" in msg.lower()):
