@@ -10,7 +10,7 @@ DETECTOR_V1 := $(REPO)/pcb_detector/1/model.onnx
 ENHANCE_V1 := $(REPO)/face_restorer/1/model.onnx
 export YOLO_OFFLINE := 1
 
-.PHONY: help venv sysdeps repository triton demo test test-fast bench bench-triton bench-gateway bench-batch bench-enhance train export-tensorrt-dry-run lint clean
+.PHONY: help venv sysdeps repository triton demo test test-fast bench bench-triton bench-gateway bench-batch bench-enhance bench-line-beside train export-tensorrt-dry-run lint clean
 
 help:
 	@echo "make demo           CPU Triton + a simulated dual-camera inspection line"
@@ -71,7 +71,7 @@ test: venv sysdeps
 test-fast: venv
 	$(PY) -m pytest -q -m "not slow"
 
-bench: bench-triton bench-gateway bench-enhance bench-batch
+bench: bench-triton bench-gateway bench-enhance bench-batch bench-line-beside
 
 bench-triton: repository
 	$(PY) -m bench.perf_triton
@@ -85,6 +85,10 @@ bench-gateway: repository
 # P6: full-size GFPGAN (random init, real compute), resident vs loaded per photo, batch vs 1 by 1
 bench-enhance: venv
 	$(PY) -m bench.enhance_bench
+
+# the line's latency while a 20-photo enhancement batch is uploaded and processed
+bench-line-beside: venv
+	$(PY) -m bench.line_beside
 
 # Two phases: from scratch with mosaic for variety, then without mosaic (it shrinks the small
 # defects to a few pixels) and milder scale jitter. ~1 h on 2 cores.

@@ -24,6 +24,10 @@ def enhance_config(spec: NetSpec, target: str, max_batch: int = 8, versions: lis
         queue_delay_us = 2000 if target == "onnx" else 1000
     cfg = mc.ModelConfig(name=spec.model_name, max_batch_size=max_batch)
     kind = set_runtime(cfg, target, intra_op_threads)
+    if target == "onnx":
+        # never on the line's path: on a CPU it shares with the line, it takes only the
+        # cycles the line leaves (serving/cpu_priority.py)
+        cfg.parameters["cpu_priority"].string_value = "idle"
     cfg.parameters["scale"].string_value = str(spec.scale)
     cfg.input.add(name="input", data_type=mc.TYPE_FP32, dims=list(spec.channels_hw))
     out_dims = [3, -1, -1] if spec.channels_hw[1] < 0 else list(spec.channels_hw)

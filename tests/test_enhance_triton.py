@@ -82,3 +82,47 @@ def test_concurrent_photos_share_restorer_batches(enhance_triton):
     inf1, exe1 = stats()
     crops, executions = inf1 - inf0, exe1 - exe0
     assert crops == 16 and executions < 8, (crops, executions)  # > 2 crops per restorer run on average
+
+
+def _stubs(server) -> dict[str, list[int]]:
+    """Model name -> pids of its python-backend stub processes under this Triton."""
+    import psutil
+
+    out: dict[str, list[int]] = {}
+    for p in psutil.Process(server.proc.pid).children(recursive=True):
+        cmd = p.cmdline()
+        if cmd and cmd[0].endswith("triton_python_backend_stub"):
+            out.setdefault(cmd[1].split("/")[-3], []).append(p.pid)
+    return out
+
+
+def test_enhancement_takes_only_the_cpu_the_line_leaves(enhance_triton, triton):
+    """Every thread of every enhancement stub (the photo work, the restorer's and the
+    upsampler's onnxruntime pools) is SCHED_IDLE; the line's models stay normal."""
+    import os
+
+    from serving.cpu_priority import describe
+
+    stubs = _stubs(enhance_triton)
+    assert {"face_enhance", "face_restorer", "bg_upsampler"} <= set(stubs)
+    for model in ("face_enhance", "face_restorer", "bg_upsampler"):
+        threads = [t for pid in stubs[model] for t in describe(pid)]
+        assert threads and all(policy == os.SCHED_IDLE for _, policy, _ in threads), (model, threads)
+    line = _stubs(triton)
+    assert "pcb_preprocess" in line and "pcb_detector" in line
+    for model, pids in line.items():
+        assert all(policy == os.SCHED_OTHER and nice == 0 for pid in pids for _, policy, nice in describe(pid)), model
+
+
+def test_cpu_priority_policies_in_a_process_of_their_own():
+    import subprocess
+    import sys
+
+    code = ("import os, threading, time\n"
+            "from serving import cpu_priority\n"
+            "threading.Thread(target=time.sleep, args=(5,), daemon=True).start()\n"
+            "print(cpu_priority.lower('nice:7'))\n"
+            "print(sorted({(p, n) for _, p, n in cpu_priority.describe()}))\n"
+            "try:\n    cpu_priority.lower('fast')\nexcept ValueError as e:\n    print('refused')\n")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.split("\n")
+    assert out[0] == "nice:7" and out[1] == "[(0, 7)]" and out[2] == "refused"

@@ -11,16 +11,19 @@ import os
 
 import triton_python_backend_utils as pb_utils
 
+from serving import cpu_priority
 from serving.ort_detector import OrtDetector
 
 
 class TritonPythonModel:
     def initialize(self, args):
         cfg = json.loads(args["model_config"])
-        threads = int(cfg.get("parameters", {}).get("intra_op_threads", {}).get("string_value", "0"))
+        params = {k: v["string_value"] for k, v in cfg.get("parameters", {}).items()}
         self.input = cfg["input"][0]["name"]
         path = os.path.join(args["model_repository"], args["model_version"], "model.onnx")
-        self.session = OrtDetector(path, threads)
+        self.session = OrtDetector(path, int(params.get("intra_op_threads", "0")))
+        # after the session: its thread pool exists and is lowered with the rest
+        cpu_priority.lower(params.get("cpu_priority", "normal"))
 
     def execute(self, requests):
         inputs = [pb_utils.get_input_tensor_by_name(r, self.input).as_numpy() for r in requests]

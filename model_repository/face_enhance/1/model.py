@@ -17,6 +17,7 @@ import triton_python_backend_utils as pb_utils
 from enhance.face_detect import make_detector
 from enhance.pipeline import to_tensor
 from enhance.request import RequestError, ServiceError, as_request_error, finish_request, prepare_request
+from serving import cpu_priority
 
 
 def _error(msg):
@@ -43,6 +44,8 @@ class TritonPythonModel:
         # one OpenCV thread per instance: the instances and onnxruntime share the cores
         cv2.setNumThreads(1)
         params = {k: v["string_value"] for k, v in json.loads(args["model_config"])["parameters"].items()}
+        # each instance is its own stub process: below the line's models on a shared CPU
+        self.cpu_priority = cpu_priority.lower(params.get("cpu_priority", "normal"))
         self.restorer = params["restorer"]
         self.upsampler = params["upsampler"]
         self.max_pixels = int(params["max_pixels"])

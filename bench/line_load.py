@@ -1,0 +1,93 @@
+"""The line as the plant runs it, for the benchmarks: two registered cameras, each board's
+left and right frames posted to ``/v1/inspect`` together, boards on a fixed clock (open loop:
+a slow answer does not slow the conveyor, so queueing shows in the numbers). Every frame's
+latency (request sent -> answer) and every board's (both sides answered) is kept, with the
+gateway's own account of the slowest frames."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import time
+from dataclasses import dataclass, field
+
+import httpx
+import numpy as np
+
+BUDGET_MS = 300  # seed 001: a board decided in < 300 ms
+ADMIN = {"Authorization": "Bearer bench-line-admin"}
+
+
+@dataclass
+class LineRun:
+    frames_ms: list[float] = field(default_factory=list)
+    # the gateway's own account of each frame: (client ms, inference, pairing wait, total)
+    parts: list[tuple[float, float, float, float]] = field(default_factory=list)
+    boards_ms: list[float] = field(default_factory=list)
+    errors: list[str] = field(default_factory=list)
+
+    def summary(self) -> dict:
+        f = np.array(self.frames_ms or [np.nan])
+        b = np.array(self.boards_ms or [np.nan])
+        slow = sorted(self.parts, reverse=True)[:max(1, len(self.parts) // 100)]
+        tail = np.mean(np.array(slow), axis=0) if slow else [np.nan] * 4
+        return {"tail_client": float(tail[0]), "tail_inference": float(tail[1]), "tail_pairing": float(tail[2]),
+                "tail_gateway_total": float(tail[3]), "boards": len(self.boards_ms), "frame_p50": float(np.percentile(f, 50)),
+                "frame_p99": float(np.percentile(f, 99)), "board_p50": float(np.percentile(b, 50)),
+                "board_p99": float(np.percentile(b, 99)), "board_max": float(np.max(b)),
+                "over_budget": int((b > BUDGET_MS).sum()), "errors": len(self.errors)}
+
+
+class Line:
+    """Two registered cameras posting each board's frames on a fixed clock."""
+
+    def __init__(self, url: str, images: list[bytes], boards_per_s: float):
+        self.url, self.images, self.period = url, images, 1.0 / boards_per_s
+        self.keys: dict[str, str] = {}
+        self.n = 0
+
+    def register(self) -> None:
+        for dev, side, gpio in (("bench-left", "left", True), ("bench-right", "right", False)):
+            r = httpx.post(f"{self.url}/admin/devices", headers=ADMIN,
+                           json={"device_id": dev, "side": side, "drives_gpio": gpio})
+            r.raise_for_status()
+            self.keys[side] = r.json()["api_key"]
+
+    async def _frame(self, http: httpx.AsyncClient, side: str, board: str, img: bytes, run: LineRun) -> float:
+        t0 = time.perf_counter()
+        r = await http.post(f"{self.url}/v1/inspect", data={"board_id": board},
+                            files={"image": (f"{side}.jpg", img, "image/jpeg")},
+                            headers={"X-Device-Id": f"bench-{side}", "X-API-Key": self.keys[side],
+                                     "Idempotency-Key": f"{board}:{side}"})
+        ms = (time.perf_counter() - t0) * 1000
+        if r.status_code != 200:
+            run.errors.append(f"{r.status_code} {r.text[:100]}")
+        else:
+            t = r.json()["timings_ms"]
+            run.parts.append((ms, t["inference"], t["pairing_wait"], t["total"]))
+        run.frames_ms.append(ms)
+        return ms
+
+    async def _board(self, http: httpx.AsyncClient, run: LineRun) -> None:
+        self.n += 1
+        board = f"BENCH-{os.getpid()}-{self.n:06d}"
+        imgs = self.images[self.n % len(self.images)], self.images[(self.n + 7) % len(self.images)]
+        ms = await asyncio.gather(*(self._frame(http, s, board, i, run) for s, i in zip(("left", "right"), imgs)))
+        run.boards_ms.append(max(ms))
+
+    async def run(self, until) -> LineRun:
+        """Boards on the clock until ``until()`` is true; every board's answer awaited."""
+        run, pending = LineRun(), []
+        async with httpx.AsyncClient(timeout=30, limits=httpx.Limits(max_connections=32)) as http:
+            next_at = time.perf_counter()
+            while not until():
+                pending.append(asyncio.create_task(self._board(http, run)))
+                next_at += self.period
+                await asyncio.sleep(max(0.0, next_at - time.perf_counter()))
+            await asyncio.gather(*pending)
+        return run
+
+
+def for_seconds(seconds: float):
+    end = time.perf_counter() + seconds
+    return lambda: time.perf_counter() >= end
