@@ -166,7 +166,22 @@ def test_login_sets_a_strict_httponly_session_and_never_redirects_off_site(gw):
         assert c.get("/").status_code == 200 and c.get("/api/statistics").status_code == 200
         assert c.get("/enhance").status_code == 303  # a viewer is not an operator
         assert c.post("/api/v1/jobs", data={"source_dir": "/tmp"}).status_code == 403
+        # a change on the strength of the cookie must come from this site's pages
+        evil = {"Origin": "https://evil.example"}
+        r = c.post("/api/v1/jobs", data={"source_dir": "/tmp"}, headers=evil)
+        assert r.status_code == 403 and r.json()["code"] == "cross_origin"
+        assert c.post("/api/v1/jobs", data={"source_dir": "/tmp"}, headers={"Origin": "null"}).status_code == 403
+        host = gw.url.split("//", 1)[1]
+        r = c.post("/api/v1/jobs", data={"source_dir": "/tmp"}, headers={"Origin": f"http://{host}"})
+        assert r.json().get("code") != "cross_origin"
+        assert c.get("/api/statistics", headers=evil).status_code == 200  # reading changes nothing
         assert c.post("/logout").status_code == 303
+    r = httpx.post(f"{gw.url}/login", data={"key": gw.keys["viewer"]}, headers={"Origin": "https://evil.example"})
+    assert r.status_code == 403 and "set-cookie" not in r.headers  # no login CSRF either
+    # a key in the header is no ambient credential: no Origin rule for it
+    r = httpx.get(f"{gw.url}/api/statistics", headers={"Authorization": f"Bearer {gw.keys['viewer']}",
+                                                        "Origin": "https://evil.example"})
+    assert r.status_code == 200
     bad = httpx.post(f"{gw.url}/login", data={"key": "nope.nope"})
     assert bad.status_code == 401 and bad.json()["code"] == "unauthorized"
 

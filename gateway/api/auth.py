@@ -18,6 +18,7 @@ from gateway.core.security import (
     SESSION_TTL_S,
     Caller,
     bearer_of,
+    check_origin,
     failed_auth,
     identify,
     session_token,
@@ -50,6 +51,7 @@ async def login_page() -> HTMLResponse:
 @router.post("/login")
 async def login(request: Request, key: Annotated[str, Form(min_length=1, max_length=200)],
                 next: Annotated[str | None, Form(max_length=500)] = None) -> RedirectResponse:  # noqa: A002
+    check_origin(request)  # no signing a visitor in with someone else's key from another site
     caller = identify(request, key, None)
     if caller is None:
         failed_auth(request)

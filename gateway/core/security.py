@@ -28,6 +28,7 @@ import secrets
 import time
 from dataclasses import dataclass
 from typing import Annotated
+from urllib.parse import urlsplit
 
 from fastapi import Depends, Request
 from fastapi.security import APIKeyCookie, HTTPAuthorizationCredentials, HTTPBearer
@@ -150,6 +151,25 @@ def guard_guessing(request: Request) -> None:
         raise _refused(item, key, f"too many failed authentications from {key[1]}")
 
 
+SAFE_METHODS = {"GET", "HEAD", "OPTIONS"}
+
+
+def check_origin(request: Request) -> None:
+    """A request that changes something on the strength of the session cookie must come
+    from this site's own pages. SameSite=Strict already keeps the cookie off cross-site
+    requests; this second check (OWASP's "verify the origin with standard headers") holds
+    where SameSite does not, e.g. a sibling site on the same registrable domain. Browsers
+    send ``Origin`` on every unsafe cross-origin request, so a missing one is not a browser
+    acting for another site."""
+    if request.method in SAFE_METHODS:
+        return
+    origin = request.headers.get("origin") or request.headers.get("referer")
+    if origin is None:
+        return
+    if urlsplit(origin).netloc.lower() != (request.headers.get("host") or "").lower():
+        raise Forbidden(f"a signed-in change must come from this site's pages, not {origin[:100]}", "cross_origin")
+
+
 def identify(request: Request, bearer: str | None, cookie: str | None) -> Caller | None:
     s = get_settings()
     if s.auth_mode == "off":
@@ -191,6 +211,8 @@ def authorize(request: Request, role: str, bearer: str | None = None, cookie: st
         why = "wrong credential" if (bearer or cookie) else "no credential"
         raise Unauthorized(f"{why}: send Authorization: Bearer <key>, or sign in at /login",
                            "unauthorized", headers={"WWW-Authenticate": "Bearer"})
+    if caller.via == "session":
+        check_origin(request)
     if caller.role not in ALLOWED[role]:
         raise Forbidden(f"this needs the {role} role; {caller.id} is {caller.role}")
     request.state.principal = caller.id
