@@ -15,23 +15,20 @@ from pathlib import Path
 import pymysql
 
 from bench.common import OUT, WEIGHTS, bench_images, bench_repository, git_rev, machine, write_section
-from gateway.batch.processors import INSPECT_MODEL, bytes_input
 from gateway.batch.sources import from_dir
 from gateway.batch.tuning import AutoTuner, record
 from gateway.core.config import Settings
+from inference.sync import SyncTriton
 from serving.cpu_server import TritonServer, free_port
 from tests.batch_worker import RABBIT, Worker, delete_queue, wait_for
 
 
 def naive_loop(files: list[tuple[str, str]], url: str) -> float:
     """The seed's shape: one file at a time, one request at a time."""
-    import tritonclient.grpc as grpcclient
-
-    client = grpcclient.InferenceServerClient(url)
+    client = SyncTriton(url)
     t0 = time.perf_counter()
     for path, _ in files:
-        r = client.infer(INSPECT_MODEL, [bytes_input("IMAGE", Path(path).read_bytes())])
-        int(r.as_numpy("VERDICT")[0, 0])
+        client.inspect(Path(path).read_bytes())
     return len(files) / (time.perf_counter() - t0)
 
 

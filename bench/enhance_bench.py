@@ -23,7 +23,6 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import cv2
-import numpy as np
 
 from bench.common import OUT, ROOT, git_rev, machine, write_section
 from serving.cpu_server import TritonServer, free_port
@@ -79,14 +78,9 @@ def per_request_load(onnx: Path, images: list[bytes], work: Path) -> float:
 
 
 def _infer(url: str, data: bytes) -> int:
-    import tritonclient.grpc as grpcclient
+    from inference.sync import SyncTriton
 
-    c = grpcclient.InferenceServerClient(url)
-    a = grpcclient.InferInput("IMAGE", [1, 1], "BYTES")
-    a.set_data_from_numpy(np.array([[data]], dtype=np.object_))
-    b = grpcclient.InferInput("OPTIONS", [1, 1], "BYTES")
-    b.set_data_from_numpy(np.array([[json.dumps(OPTIONS).encode()]], dtype=np.object_))
-    return int(c.infer("face_enhance", [a, b], client_timeout=600).as_numpy("FACES").reshape(-1)[0])
+    return SyncTriton(url, timeout_s=600).enhance(data, OPTIONS).faces
 
 
 def resident(url: str, images: list[bytes], concurrent: bool) -> tuple[float, int]:

@@ -16,9 +16,9 @@ import time
 import httpx
 import numpy as np
 import psutil
-import tritonclient.grpc.aio as grpcclient
 
 from bench.common import OUT, ROOT, WEIGHTS, bench_images, bench_repository, git_rev, machine, write_section
+from inference.aio import AsyncTriton
 from serving.cpu_server import TritonServer, free_port, wait_http
 
 
@@ -94,7 +94,7 @@ async def run(levels: list[int], seconds: float, soak_requests: int = 0) -> list
             wait_http(f"http://127.0.0.1:{gw_port}/health", 120, gw)
             wait_http(f"http://127.0.0.1:{seed_port}/health", 120, seed)
             gw_proc = psutil.Process(gw.pid)
-            tclient = grpcclient.InferenceServerClient(triton.grpc_url)
+            tclient = AsyncTriton(triton.grpc_url, timeout_s=60)
             async with httpx.AsyncClient(timeout=60, limits=httpx.Limits(max_connections=64)) as http:
 
                 async def via_gateway(img: bytes) -> None:
@@ -103,10 +103,7 @@ async def run(levels: list[int], seconds: float, soak_requests: int = 0) -> list
                     r.raise_for_status()
 
                 async def direct_triton(img: bytes) -> None:
-                    arr = np.frombuffer(img, np.uint8)[None]
-                    inp = grpcclient.InferInput("IMAGE", list(arr.shape), "UINT8")
-                    inp.set_data_from_numpy(arr)
-                    await tclient.infer("pcb_inspect", [inp])
+                    await tclient.inspect(img)
 
                 async def seed_design(img: bytes) -> None:
                     r = await http.post(f"http://127.0.0.1:{seed_port}/predict",

@@ -132,9 +132,9 @@ async def lifespan(app: FastAPI):
     app.state.housekeeping = Housekeeping(app.state.devices, app.state.images, app.state.outbox,
                                           principals=app.state.principals)
     app.state.housekeeping.start()
-    app.state.enhance = EnhanceService(app.state.triton.client, settings.enhance_dir, settings.enhance_model,
-                                       settings.enhance_concurrency, settings.enhance_max_queue,
-                                       settings.enhance_result_ttl_s, settings.enhance_timeout_s)
+    app.state.enhance = EnhanceService(app.state.triton, settings.enhance_dir, settings.enhance_concurrency,
+                                       settings.enhance_max_queue, settings.enhance_result_ttl_s,
+                                       settings.enhance_timeout_s)
     app.state.enhance.start()
     # the batch engine: embedded Celery worker with memory://, a client of the broker otherwise;
     # it needs its tables, so without the database it starts when the migration is done

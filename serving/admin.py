@@ -25,10 +25,8 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
-import tritonclient.http as http
-from tritonclient.utils import InferenceServerException
-
 from export.repository import read_config, served_versions, versions, write_config
+from inference.repository_api import RepositoryAPI, RepositoryError
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -41,11 +39,6 @@ class UnknownModel(AdminError):
     """No such model in the repository."""
 
 
-# the header Triton checks on its restricted APIs (``--http-restricted-api=model-repository,
-# shared-memory:triton-admin-key=<TRITON_ADMIN_KEY>``): only the gateway and this CLI hold it
-ADMIN_KEY_HEADER = "triton-admin-key"
-
-
 @dataclass
 class ModelAdmin:
     url: str = "127.0.0.1:8000"
@@ -54,12 +47,11 @@ class ModelAdmin:
 
     def __post_init__(self) -> None:
         self.repository = Path(self.repository)
-        self.client = http.InferenceServerClient(self.url, connection_timeout=10, network_timeout=300)
-        self.headers = {ADMIN_KEY_HEADER: self.admin_key} if self.admin_key else None
+        self.triton = RepositoryAPI(self.url, self.admin_key)
 
     # ---- read --------------------------------------------------------------------------
     def index(self) -> list[dict]:
-        return self.client.get_model_repository_index(headers=self.headers)
+        return self.triton.index()  # a refusal here is Triton's trouble (503), not the admin's
 
     def describe(self) -> list[dict]:
         """One row per model: versions on disk, served by policy, and ready in Triton."""
@@ -104,9 +96,9 @@ class ModelAdmin:
 
     def _load(self, model: str) -> None:
         try:
-            self.client.load_model(model, headers=self.headers)
-        except InferenceServerException as e:
-            raise AdminError(f"Triton refused to load {model}: {e.message()}") from e
+            self.triton.load(model)
+        except RepositoryError as e:
+            raise AdminError(str(e)) from e
 
     def served(self, model: str) -> list[int]:
         model_dir = self._dir(model)
@@ -128,9 +120,9 @@ class ModelAdmin:
         self._dir(model)
         if version is None:
             try:
-                self.client.unload_model(model, headers=self.headers)
-            except InferenceServerException as e:
-                raise AdminError(f"Triton refused to unload {model}: {e.message()}") from e
+                self.triton.unload(model)
+            except RepositoryError as e:
+                raise AdminError(str(e)) from e
             return []
         self._set_policy(model, [v for v in self.served(model) if v != version])
         return self.served(model)

@@ -7,8 +7,9 @@ from __future__ import annotations
 import pytest
 import tritonclient.http as httpclient
 
-from gateway.batch.processors import INSPECT_MODEL, TritonBatch, bytes_input
 from gateway.services.triton import TritonService
+from inference import SINGLE_MODEL as INSPECT_MODEL
+from inference.sync import SyncTriton
 from pcb.synthetic import render_board
 from tests.batch_worker import wait_for
 from tests.conftest import encode, start_triton
@@ -66,10 +67,9 @@ async def test_gateway_client_round_robin_spreads_requests(replicas):
 
 def test_worker_client_round_robin_spreads_batches(replicas):
     before = _counts(replicas)
-    tb = TritonBatch(_target(replicas), lb_policy="round_robin")
+    tb = SyncTriton(_target(replicas), lb_policy="round_robin")
     images = [encode(render_board(10 + i).image) for i in range(4)]
     for _ in range(4):
-        assert not any(isinstance(r, Exception) for r in
-                       tb.infer_all(INSPECT_MODEL, [[bytes_input("IMAGE", b)] for b in images], ["VERDICT"]))
+        assert not any(isinstance(r, Exception) for r in tb.inspect_many(images))
     delta = _delta(replicas, before, 16)
     assert sum(delta) == 16 and min(delta) >= 1, delta  # both replicas served (one would be pinned)

@@ -18,12 +18,13 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 from gateway.batch import tuning
 from gateway.batch.lease import LeaseKeeper
-from gateway.batch.processors import ItemError, TritonBatch, make_processor
+from gateway.batch.processors import ItemError, make_processor
 from gateway.batch.resources import ResourceMonitor, Thresholds
 from gateway.batch.scheduler import Send, dispatch
 from gateway.batch.store import Claimed, JobStore
 from gateway.core.config import Settings
 from gateway.db.session import make_engine, make_sessionmaker
+from inference.sync import SyncTriton
 from pcb.image_decode import ImageError, check_header
 
 log = logging.getLogger("gateway.batch.runner")
@@ -48,7 +49,7 @@ class Runtime:
         self.settings = settings
         self.send = send
         self.store = store or JobStore(make_sessionmaker(make_engine(settings.database_url)))
-        self.triton = TritonBatch(settings.triton_url, lb_policy=settings.triton_grpc_lb_policy)
+        self.triton = SyncTriton(settings.triton_url, lb_policy=settings.triton_grpc_lb_policy)
         batch, conc = tuning.current(self.store.sessions, settings)
         self.monitor = ResourceMonitor(batch, conc, thresholds=Thresholds(settings.batch_cpu_high,
                                                                           settings.batch_mem_high))

@@ -82,7 +82,6 @@ class Settings(BaseSettings):
     batch_cpu_high: float = 90.0  # resource monitor: above this CPU % or memory % the worker
     batch_mem_high: float = 85.0  # halves its batch size and concurrency
     # photo enhancement (gateway/services/enhance.py, the face_enhance model in Triton)
-    enhance_model: str = "face_enhance"
     enhance_dir: str = "build/enhance"  # uploads and results, deleted after the TTL
     enhance_concurrency: int = 4  # photos in Triton at once: enough for its batcher to combine
     enhance_max_queue: int = 200  # photos waiting; beyond that uploads get 503 + Retry-After

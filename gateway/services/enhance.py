@@ -25,14 +25,13 @@ from typing import BinaryIO
 
 import numpy as np
 import psutil
-import tritonclient.grpc.aio as grpcclient
-from tritonclient.utils import InferenceServerException
 
 from gateway.core.errors import NotFound, ServiceUnavailable
 from gateway.core.metrics import ENHANCE_DURATION, ENHANCE_FACES, ENHANCE_QUEUE_DEPTH
 from gateway.services.background import BackgroundTask
 from gateway.services.enhance_tasks import TERMINAL, Batch, Task, TaskStore, new_id
-from gateway.services.triton import translate
+from gateway.services.triton import TritonService
+from inference import ENHANCE_MODEL
 
 log = logging.getLogger("gateway.enhance")
 _SAFE = re.compile(r"[^A-Za-z0-9._-]+")
@@ -80,10 +79,9 @@ def _open_result(t: Task) -> BinaryIO | None:
 
 
 class EnhanceService(BackgroundTask):
-    def __init__(self, client: grpcclient.InferenceServerClient, directory: str | Path, model: str = "face_enhance",
-                 concurrency: int = 4, max_queue: int = 200, ttl_s: float = 3600.0, timeout_s: float = 300.0,
+    def __init__(self, triton: TritonService, directory: str | Path, concurrency: int = 4, max_queue: int = 200, ttl_s: float = 3600.0, timeout_s: float = 300.0,
                  cleanup_every_s: float = 30.0):
-        self.client, self.model = client, model
+        self.triton = triton
         # one folder per gateway process: its tasks are its own (see enhance_tasks.py)
         self.root = Path(directory)
         self.dir = self.root / str(os.getpid())
@@ -215,24 +213,14 @@ class EnhanceService(BackgroundTask):
 
     async def _process(self, t: Task) -> None:
         data = await asyncio.to_thread(t.input_path.read_bytes)
-        img = grpcclient.InferInput("IMAGE", [1, 1], "BYTES")
-        img.set_data_from_numpy(np.array([[data]], dtype=np.object_))
-        opts = grpcclient.InferInput("OPTIONS", [1, 1], "BYTES")
-        opts.set_data_from_numpy(np.array([[json.dumps(t.options).encode()]], dtype=np.object_))
         t0 = time.perf_counter()
-        try:
-            r = await self.client.infer(self.model, [img, opts], client_timeout=self.timeout_s)
-        except InferenceServerException as e:
-            raise translate(e) from None
+        r = await self.triton.enhance(data, t.options, self.timeout_s)
         dt = time.perf_counter() - t0
-        out = r.as_numpy("IMAGE_OUT").reshape(-1)[0]
-        faces = int(r.as_numpy("FACES").reshape(-1)[0])
-        info = json.loads(r.as_numpy("INFO").reshape(-1)[0])
-        ext = "png" if out[:8] == PNG_MAGIC else "jpg"
-        path = t.input_path.with_name(f"{t.id}.out.{ext}")
+        path = t.input_path.with_name(f"{t.id}.out.{'png' if r.is_png else 'jpg'}")
         tmp = path.with_suffix(".partial")
-        await asyncio.to_thread(tmp.write_bytes, out)
+        await asyncio.to_thread(tmp.write_bytes, r.image)
         os.replace(tmp, path)  # a result file is whole or absent
+        faces, info = r.faces, r.info
         ENHANCE_DURATION.observe(dt)
         ENHANCE_FACES.inc(faces)
         self.completed_total += 1
@@ -290,7 +278,7 @@ class EnhanceService(BackgroundTask):
         disk = sum(f.stat().st_size for f in self.dir.rglob("*") if f.is_file()) if self.dir.exists() else 0
         mem = psutil.Process().memory_info().rss
         return {
-            "model": self.model,
+            "model": ENHANCE_MODEL,
             "concurrency": self.concurrency,
             "queue_depth": self.queue.qsize(),
             "processing": len(self._running),

@@ -1,0 +1,49 @@
+"""Model names, tensor names and request builders: what goes over the wire to each model.
+
+The builders take a tritonclient ``InferInput`` class, so the same request is built for the
+gRPC aio client (the gateway) and the sync one (workers, demo, benchmarks): the two
+modules define distinct but identically shaped classes.
+"""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+
+SINGLE_MODEL = "pcb_inspect"  # one encoded image -> detections, verdict
+DUAL_MODEL = "pcb_dual_inspect"  # both sides of a board -> each side + the board's verdict and pulse
+ENHANCE_MODEL = "face_enhance"  # one encoded photo + options JSON -> the enhanced photo
+
+SIDE_OUTPUTS = ("DETECTIONS", "VERDICT", "CONFIDENCE", "DETECTOR_VERSION")
+DUAL_OUTPUTS = (*(f"{s}_{o}" for s in ("LEFT", "RIGHT") for o in SIDE_OUTPUTS),
+                "BOARD_VERDICT", "BOARD_CONFIDENCE", "GPIO_PIN", "GPIO_DURATION_MS")
+ENHANCE_OUTPUTS = ("IMAGE_OUT", "FACES", "INFO")
+
+
+def image_input(infer_input, name: str, data: bytes):
+    """Encoded image bytes as the ``[1, n]`` UINT8 tensor the pre-processors decode."""
+    arr = np.frombuffer(data, np.uint8)[None]
+    inp = infer_input(name, list(arr.shape), "UINT8")
+    inp.set_data_from_numpy(arr)
+    return inp
+
+
+def bytes_input(infer_input, name: str, data: bytes):
+    """One ``[1, 1]`` BYTES element (a photo, an options JSON)."""
+    inp = infer_input(name, [1, 1], "BYTES")
+    inp.set_data_from_numpy(np.array([[data]], dtype=np.object_))
+    return inp
+
+
+def inspect_request(infer_input, image: bytes) -> list:
+    return [image_input(infer_input, "IMAGE", image)]
+
+
+def dual_request(infer_input, left: bytes, right: bytes) -> list:
+    return [image_input(infer_input, "LEFT_IMAGE", left), image_input(infer_input, "RIGHT_IMAGE", right)]
+
+
+def enhance_request(infer_input, photo: bytes, options: dict | bytes | None) -> list:
+    raw = options if isinstance(options, bytes) else json.dumps(options or {}).encode()
+    return [bytes_input(infer_input, "IMAGE", photo), bytes_input(infer_input, "OPTIONS", raw)]

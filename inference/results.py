@@ -1,0 +1,82 @@
+"""Typed answers of the models, parsed from a tritonclient ``InferResult`` (anything with
+``as_numpy(name)``)."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+
+from pcb import taxonomy
+
+
+@dataclass(frozen=True)
+class Detection:
+    x1: float
+    y1: float
+    x2: float
+    y2: float
+    confidence: float
+    class_id: int
+    class_name: str
+
+
+@dataclass(frozen=True)
+class SideResult:
+    detections: list[Detection]
+    verdict_code: int
+    confidence: float
+    detector_version: int
+
+
+@dataclass(frozen=True)
+class DualResult:
+    left: SideResult
+    right: SideResult
+    board_verdict_code: int
+    board_confidence: float
+    gpio_pin: int
+    gpio_duration_ms: int
+    detector_version: int
+    inference_ms: float
+
+
+@dataclass(frozen=True)
+class EnhanceResult:
+    image: bytes  # encoded like the source (JPEG stays JPEG, PNG stays PNG)
+    faces: int
+    info: dict
+
+    @property
+    def is_png(self) -> bool:
+        return self.image[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def _scalar(r, name: str):
+    return r.as_numpy(name).reshape(-1)[0]
+
+
+def side(r, prefix: str = "") -> SideResult:
+    tax = taxonomy.load()
+    det = r.as_numpy(f"{prefix}DETECTIONS")[0]
+    return SideResult(
+        detections=[Detection(float(d[0]), float(d[1]), float(d[2]), float(d[3]), float(d[4]), int(d[5]),
+                              tax.classes[int(d[5])].name) for d in det],
+        verdict_code=int(_scalar(r, f"{prefix}VERDICT")),
+        confidence=float(_scalar(r, f"{prefix}CONFIDENCE")),
+        detector_version=int(_scalar(r, f"{prefix}DETECTOR_VERSION")),
+    )
+
+
+def dual(r, inference_ms: float) -> DualResult:
+    left, right = side(r, "LEFT_"), side(r, "RIGHT_")
+    return DualResult(left=left, right=right,
+                      board_verdict_code=int(_scalar(r, "BOARD_VERDICT")),
+                      board_confidence=float(_scalar(r, "BOARD_CONFIDENCE")),
+                      gpio_pin=int(_scalar(r, "GPIO_PIN")),
+                      gpio_duration_ms=int(_scalar(r, "GPIO_DURATION_MS")),
+                      detector_version=left.detector_version, inference_ms=inference_ms)
+
+
+def enhanced(r) -> EnhanceResult:
+    return EnhanceResult(image=bytes(_scalar(r, "IMAGE_OUT")), faces=int(_scalar(r, "FACES")),
+                         info=json.loads(bytes(_scalar(r, "INFO")) or b"{}"))
