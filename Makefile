@@ -10,7 +10,7 @@ DETECTOR_V1 := $(REPO)/pcb_detector/1/model.onnx
 ENHANCE_V1 := $(REPO)/face_restorer/1/model.onnx
 export YOLO_OFFLINE := 1
 
-.PHONY: help venv sysdeps repository triton demo test test-fast bench bench-triton bench-gateway bench-batch bench-enhance bench-line-beside train export-tensorrt-dry-run lint clean
+.PHONY: help venv official-nets sysdeps repository triton demo test test-fast bench bench-triton bench-gateway bench-batch bench-enhance bench-line-beside train export-tensorrt-dry-run lint clean
 
 help:
 	@echo "make demo           CPU Triton + a simulated dual-camera inspection line"
@@ -27,6 +27,19 @@ $(STAMP): pyproject.toml constraints.txt
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -c constraints.txt -e ".[server,export,edge,dev]"
 	rm -f $(VENV)/.installed-*
+	touch $@
+
+# The official GFPGAN / BasicSR networks, only for tests/test_official_arch_parity.py (export/
+# re-implements them). --no-deps: their requirements would pull opencv-python, tb-nightly,
+# facexlib and unpinned torch/numpy; the test imports only their arch modules, which need
+# nothing beyond torch. basicsr 1.4.2 is an sdist whose setup_requires names torch:
+# --no-build-isolation builds it against the venv's torch instead of downloading another one.
+OFFICIAL_NETS := gfpgan==1.3.8 basicsr==1.4.2
+OFFICIAL_STAMP := $(VENV)/.official-nets-$(shell echo $(OFFICIAL_NETS) | md5sum | cut -c1-8)
+official-nets: $(OFFICIAL_STAMP)
+$(OFFICIAL_STAMP): $(STAMP)
+	$(PY) -m pip install -q --no-deps --no-build-isolation -c constraints.txt $(OFFICIAL_NETS)
+	rm -f $(VENV)/.official-nets-*
 	touch $@
 
 # Debian packages: Chromium for the browser tests, a Korean font so the verdict labels render,
@@ -65,10 +78,10 @@ triton: repository
 demo: repository
 	$(PY) -m serving.demo_line --repository $(REPO)
 
-test: venv sysdeps
+test: venv official-nets sysdeps
 	$(PY) -m pytest -q -rfE --durations=15
 
-test-fast: venv
+test-fast: venv official-nets
 	$(PY) -m pytest -q -m "not slow"
 
 bench: bench-triton bench-gateway bench-enhance bench-batch bench-line-beside
