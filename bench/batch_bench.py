@@ -14,9 +14,9 @@ from pathlib import Path
 
 import pymysql
 
+from batch.sources import from_dir
+from batch.tuning import AutoTuner, record
 from bench.common import OUT, WEIGHTS, bench_images, bench_repository, git_rev, machine, write_section
-from gateway.batch.sources import from_dir
-from gateway.batch.tuning import AutoTuner, record
 from gateway.core.config import Settings
 from inference.sync import SyncTriton
 from serving.cpu_server import TritonServer, free_port
@@ -81,10 +81,10 @@ def main(argv: list[str] | None = None) -> int:
         env = {"DATABASE_URL": f"mysql+pymysql://root:@127.0.0.1:3306/{db}", "TRITON_URL": srv.grpc_url,
                "BATCH_BROKER_URL": RABBIT, "BATCH_QUEUE": queue, "BATCH_DATA_DIR": str(OUT / "batch_data")}
         os.environ.update(env)
-        from gateway.batch.celery_app import celery_app
-        from gateway.batch.engine import BatchEngine
-        from gateway.db.migrate import upgrade
-        from gateway.db.session import make_engine, make_sessionmaker
+        from batch.celery_app import celery_app
+        from batch.engine import BatchEngine
+        from store.migrate import upgrade
+        from store.session import make_engine, make_sessionmaker
 
         settings = Settings()
         upgrade(settings.database_url)
@@ -92,9 +92,9 @@ def main(argv: list[str] | None = None) -> int:
 
         # the tuner measures through the worker's own code (a probe job), so its pick is the
         # engine's best point; the bare-Triton rate is kept for the P7 comparison's context
-        from gateway.batch import tasks
-        from gateway.batch.probe import EngineProbe
-        from gateway.batch.runner import Runtime
+        from batch import tasks
+        from batch.probe import EngineProbe
+        from batch.runner import Runtime
 
         probe = EngineProbe(Runtime(settings, tasks.send, engine.store), files[:64])
 
@@ -161,14 +161,14 @@ def main(argv: list[str] | None = None) -> int:
     lines = ["## Batch engine (`make bench-batch`)", "",
              f"Command: `make bench-batch` (= `python -m bench.batch_bench --images {a.images}`), commit {git_rev()}, "
              f"{time.strftime('%Y-%m-%d %H:%M')}.",
-             f"Machine: {machine()}. Celery workers (`python -m gateway.batch worker`, thread pool) over the",
+             f"Machine: {machine()}. Celery workers (`python -m batch worker`, thread pool) over the",
              "machine's RabbitMQ, job state in its MariaDB, the CPU Triton server on the same two cores; "
              f"{a.images} camera-like 640x480 JPEGs from disk; every result written to the database.",
              "", "| run | job seconds | images/s | vs naive loop | vs seed-style loop |",
              "|---|---:|---:|---:|---:|"]
     for name, secs, rate in rows:
         lines.append(f"| {name} | {secs} | {rate:.1f} | {rate / naive:.2f}x | {rate / seed:.2f}x |")
-    lines += ["", "Auto-tuner (`python -m gateway.batch tune`): each point is a probe job run through the worker's own "
+    lines += ["", "Auto-tuner (`python -m batch tune`): each point is a probe job run through the worker's own "
               "code (claim, read, Triton batch, one transaction of results), without the broker.",
               f"Hill-climbing from the default visited {tune_points} points in {tune_s:.0f} s and picked "
               f"batch {pick.batch_size} x concurrency {pick.concurrency} at {pick.items_per_s:.1f} images/s; the full "

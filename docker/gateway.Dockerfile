@@ -17,6 +17,9 @@ COPY serving serving
 COPY export export
 COPY pi_edge pi_edge
 COPY enhance enhance
+COPY inference inference
+COPY batch batch
+COPY store store
 RUN pip install -c constraints.txt -e .
 
 USER app

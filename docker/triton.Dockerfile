@@ -5,4 +5,6 @@ FROM nvcr.io/nvidia/tritonserver:${TRITON_VERSION}-py3
 RUN pip install --no-cache-dir "numpy>=1.26,<2" "opencv-python-headless>=4.9,<4.12" "pyyaml>=6"
 COPY pcb /opt/pcb-platform/pcb
 COPY serving /opt/pcb-platform/serving
+# face_enhance (BLS) runs over enhance/
+COPY enhance /opt/pcb-platform/enhance
 ENV PYTHONPATH=/opt/pcb-platform

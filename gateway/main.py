@@ -17,9 +17,9 @@ from fastapi.staticfiles import StaticFiles
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from batch.engine import BatchEngine
 from gateway.api import admin, auth, edge, enhance, inspect, jobs, live, operator, seed_compat
 from gateway.api.operator import ONLINE_AFTER_S
-from gateway.batch.engine import BatchEngine
 from gateway.core.config import get_settings
 from gateway.core.errors import ApiError
 from gateway.core.logging import setup as setup_logging
@@ -27,8 +27,6 @@ from gateway.core.metrics import OUTBOX_DEPTH, REGISTRY, TRITON_READY, observe_b
 from gateway.core.middleware import RequestMiddleware
 from gateway.core.rate_limit import RateLimiter
 from gateway.core.security import authorize, bearer_of, check_settings, require
-from gateway.db.migrate import upgrade
-from gateway.db.session import make_engine, make_sessionmaker
 from gateway.services.db_writer import DbWriter
 from gateway.services.devices import DeviceRegistry
 from gateway.services.drainer import Drainer
@@ -44,6 +42,8 @@ from gateway.services.pair_store import FallbackPairStore, MemoryPairStore, Redi
 from gateway.services.principals import PrincipalRegistry
 from gateway.services.system_log import SystemLogger
 from gateway.services.triton import TritonService
+from store.migrate import upgrade
+from store.session import make_engine, make_sessionmaker
 
 log = logging.getLogger("gateway")
 

@@ -11,9 +11,9 @@ from __future__ import annotations
 import argparse
 
 from gateway.core.config import get_settings
-from gateway.db.migrate import upgrade
-from gateway.db.session import make_engine, make_sessionmaker
 from gateway.services.principals import ROLES, PrincipalRegistry
+from store.migrate import upgrade
+from store.session import make_engine, make_sessionmaker
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -129,7 +129,7 @@ def main(argv: list[str] | None = None) -> int:
 
     build = ROOT / "build" / "demo"
     build.mkdir(parents=True, exist_ok=True)
-    for f in ("gateway.db", "outbox.db"):
+    for f in ("store", "outbox.db"):
         (build / f).unlink(missing_ok=True)
     for d in ("images", "batch"):  # a fresh archive each run
         shutil.rmtree(build / d, ignore_errors=True)
@@ -140,7 +140,7 @@ def main(argv: list[str] | None = None) -> int:
     with srv:
         print(f"Triton (CPU, PyPI build) ready in {time.perf_counter() - t0:.1f} s at {srv.grpc_url}")
         env = {**os.environ, "TRITON_URL": srv.grpc_url, "TRITON_HTTP_URL": srv.http_url,
-               "MODEL_REPOSITORY": str(args.repository), "DATABASE_URL": f"sqlite:///{build / 'gateway.db'}",
+               "MODEL_REPOSITORY": str(args.repository), "DATABASE_URL": f"sqlite:///{build / 'store'}",
                "OUTBOX_PATH": str(build / "outbox.db"), "IMAGE_DIR": str(build / "images"), "IMAGE_POLICY": "all",
                "ADMIN_TOKEN": ADMIN_TOKEN, "LOG_LEVEL": "WARNING", "BATCH_DATA_DIR": str(build / "batch"),
                "BATCH_ALLOWED_ROOTS": str(build / "images")}

@@ -1,4 +1,4 @@
-"""Real batch workers (``python -m gateway.batch worker``) as subprocesses, and the RabbitMQ
+"""Real batch workers (``python -m batch worker``) as subprocesses, and the RabbitMQ
 queue each test gets to itself (deleted afterwards)."""
 
 from __future__ import annotations
@@ -24,7 +24,7 @@ class Worker:
 
     def start(self) -> Worker:
         out = open(self.log, "ab")
-        self.proc = subprocess.Popen([sys.executable, "-m", "gateway.batch", "worker",
+        self.proc = subprocess.Popen([sys.executable, "-m", "batch", "worker",
                                       "--concurrency", str(self.concurrency), "--loglevel", os.environ.get("BATCH_TEST_LOGLEVEL", "WARNING")],
                                      cwd=ROOT, env=self.env, stdout=out, stderr=subprocess.STDOUT,
                                      start_new_session=True)

@@ -14,9 +14,9 @@ import zipfile
 import httpx
 import pytest
 
-from gateway.batch.store import JobStore
-from gateway.db.session import make_engine, make_sessionmaker
+from batch.store import JobStore
 from pcb.synthetic import render_board
+from store.session import make_engine, make_sessionmaker
 from tests.batch_worker import wait_for
 from tests.conftest import ROOT, encode
 from tests.gateway_server import GatewayServer
@@ -146,7 +146,7 @@ def test_cli_run_shows_progress_and_writes_results(env, tmp_path, boards):
         (folder / f"{i}.jpg").write_bytes(b)
     (folder / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\n" + b"\0" * 20)
     out = tmp_path / "results"
-    p = subprocess.run([sys.executable, "-m", "gateway.batch", "run", str(folder), "--priority", "high",
+    p = subprocess.run([sys.executable, "-m", "batch", "run", str(folder), "--priority", "high",
                         "--out", str(out)], cwd=ROOT, env={**os.environ, **env}, capture_output=True,
                        text=True, timeout=180)
     assert p.returncode == 0, p.stderr[-2000:]
@@ -155,19 +155,19 @@ def test_cli_run_shows_progress_and_writes_results(env, tmp_path, boards):
     assert final["state"] == "completed" and final["counts"]["completed"] == 8 and final["counts"]["failed"] == 1
     assert sorted(f.name for f in out.iterdir()) == ["report.html", "results.csv", "results.json", "summary.json"]
     assert json.loads((out / "summary.json").read_text())["items"] == 9
-    listed = subprocess.run([sys.executable, "-m", "gateway.batch", "list"], cwd=ROOT, env={**os.environ, **env},
+    listed = subprocess.run([sys.executable, "-m", "batch", "list"], cwd=ROOT, env={**os.environ, **env},
                             capture_output=True, text=True, timeout=60)
     assert '"state": "completed"' in listed.stdout
 
 
 def test_cli_tune_records_the_pick(env):
-    p = subprocess.run([sys.executable, "-m", "gateway.batch", "tune", "--items", "16"], cwd=ROOT,
+    p = subprocess.run([sys.executable, "-m", "batch", "tune", "--items", "16"], cwd=ROOT,
                        env={**os.environ, **env}, capture_output=True, text=True, timeout=300)
     assert p.returncode == 0, p.stderr[-2000:]
     pick = json.loads(p.stdout.strip().splitlines()[-1])
     assert pick["items_per_s"] > 0 and "<- best" in p.stdout
     store = JobStore(make_sessionmaker(make_engine(env["DATABASE_URL"])))
-    from gateway.batch.tuning import current
+    from batch.tuning import current
     from gateway.core.config import Settings
 
     assert current(store.sessions, Settings()) == (pick["batch_size"], pick["concurrency"])
@@ -205,7 +205,7 @@ def test_enhancement_job_through_the_engine(enhance_triton, tmp_path):
     (folder / "junk.jpg").write_bytes(b"\xff\xd8 truncated")
     env = {"DATABASE_URL": f"sqlite:///{tmp_path / 'e.db'}", "TRITON_URL": enhance_triton.grpc_url,
            "BATCH_BROKER_URL": "memory://", "BATCH_DATA_DIR": str(tmp_path / "data")}
-    p = subprocess.run([sys.executable, "-m", "gateway.batch", "run", str(folder), "--kind", "enhance",
+    p = subprocess.run([sys.executable, "-m", "batch", "run", str(folder), "--kind", "enhance",
                         "--out", str(tmp_path / "res")], cwd=ROOT, env={**os.environ, **env},
                        capture_output=True, text=True, timeout=300)
     assert p.returncode == 0, p.stderr[-2000:]

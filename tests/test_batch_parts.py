@@ -11,14 +11,14 @@ from datetime import timedelta
 
 import pytest
 
-from gateway.batch import results, sources
-from gateway.batch.priority import Priority, broker_priority, effective_level
-from gateway.batch.resources import Limits, adjust
-from gateway.batch.store import Dispatch, JobStore
-from gateway.batch.tuning import AutoTuner, Point
-from gateway.db.migrate import upgrade
-from gateway.db.models import utcnow
-from gateway.db.session import make_engine, make_sessionmaker
+from batch import results, sources
+from batch.priority import Priority, broker_priority, effective_level
+from batch.resources import Limits, adjust
+from batch.store import Dispatch, JobStore
+from batch.tuning import AutoTuner, Point
+from store.migrate import upgrade
+from store.models import utcnow
+from store.session import make_engine, make_sessionmaker
 
 
 @pytest.fixture
@@ -89,7 +89,7 @@ def test_window_and_priority_order_with_aging(store):
 def _set(store, job_id, **values):
     from sqlalchemy import update
 
-    from gateway.db.models import BatchJob
+    from store.models import BatchJob
 
     with store.sessions.begin() as s:
         s.execute(update(BatchJob).where(BatchJob.id == job_id).values(**values))
@@ -98,7 +98,7 @@ def _set(store, job_id, **values):
 def _chunks(store, job_id):
     from sqlalchemy import select
 
-    from gateway.db.models import BatchChunk
+    from store.models import BatchChunk
 
     with store.sessions() as s:
         return {c.seq: c for c in s.scalars(select(BatchChunk).where(BatchChunk.job_id == job_id))}
@@ -112,7 +112,7 @@ def _work(store, d, now):
 
 
 def test_a_long_running_low_job_is_overtaken_by_new_urgent_work(store):
-    """Bound (gateway/batch/priority.py): new URGENT work takes the next free slot, behind at
+    """Bound (batch/priority.py): new URGENT work takes the next free slot, behind at
     most one chunk of each job aged to URGENT by 3 * aging_s with nothing in flight. A LOW
     job that has been running for 10 minutes is not such a job: it gets no slot at all."""
     aging = 60.0
@@ -355,7 +355,7 @@ def test_a_stale_delivery_does_nothing_and_a_lost_lease_stops_the_worker(store, 
     import cv2
     import numpy as np
 
-    from gateway.batch import runner
+    from batch import runner
     from gateway.core.config import Settings
 
     calls: list[list[str]] = []
@@ -429,3 +429,14 @@ def test_csv_cells_cannot_become_formulas():
                            attempts=1, worker="@w", error="+1-2")
     rows = list(csv.DictReader(io.StringIO(results.to_csv([item]))))
     assert rows[0]["name"].startswith("'=") and rows[0]["worker"] == "'@w" and rows[0]["error"] == "'+1-2"
+
+
+def test_a_worker_process_never_imports_the_http_app():
+    import subprocess
+    import sys
+
+    code = ("import sys, batch.tasks, batch.runner, batch.__main__\n"
+            "print(' '.join(sorted(m for m in sys.modules if m.split('.')[0] in ('fastapi', 'starlette', 'uvicorn')\n"
+            "                      or m.startswith(('gateway.api', 'gateway.services', 'gateway.main')))))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.strip()
+    assert out == "", out

@@ -10,10 +10,10 @@ import httpx
 import pytest
 from sqlalchemy import select
 
-from gateway.batch.store import JobStore
-from gateway.db.models import BatchChunk
-from gateway.db.session import make_engine, make_sessionmaker
+from batch.store import JobStore
 from pcb.synthetic import render_board
+from store.models import BatchChunk
+from store.session import make_engine, make_sessionmaker
 from tests.batch_worker import RABBIT, Worker, rabbit_queue, wait_for
 from tests.conftest import ROOT, encode, fresh_mariadb
 from tests.gateway_server import GatewayServer
@@ -218,7 +218,7 @@ def test_flower_shows_the_workers_and_the_queue(env, workers, tmp_path):
     w = workers(concurrency=1)
     port = free_port()
     log = open(tmp_path / "flower.log", "ab")
-    flower = subprocess.Popen([sys.executable, "-m", "celery", "--app", "gateway.batch.celery_app", "flower",
+    flower = subprocess.Popen([sys.executable, "-m", "celery", "--app", "batch.celery_app", "flower",
                                f"--port={port}", "--address=127.0.0.1"], cwd=ROOT,
                               env={**os.environ, **env, "FLOWER_UNAUTHENTICATED_API": "true"},
                               stdout=log, stderr=subprocess.STDOUT, start_new_session=True)

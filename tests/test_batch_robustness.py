@@ -1,6 +1,6 @@
 """Leases in the real engine: a healthy chunk much slower than ``BATCH_LEASE_S`` is renewed
 by its worker and processed exactly once, while the lease sweeper runs all along. The engine
-is ``python -m gateway.batch run`` (embedded: in-memory Celery transport, a worker thread, the
+is ``python -m batch run`` (embedded: in-memory Celery transport, a worker thread, the
 sweeper, SQLite) against a real Triton server whose post-processing model is made slow."""
 
 from __future__ import annotations
@@ -16,10 +16,10 @@ import pytest
 import tritonclient.http as httpclient
 from sqlalchemy import select
 
-from gateway.batch.store import JobStore
-from gateway.db.models import BatchChunk
-from gateway.db.session import make_engine, make_sessionmaker
+from batch.store import JobStore
 from pcb.synthetic import render_board
+from store.models import BatchChunk
+from store.session import make_engine, make_sessionmaker
 from tests.conftest import ROOT, encode, start_triton
 
 LEASE_S = 1.0
@@ -76,7 +76,7 @@ def test_a_chunk_slower_than_its_lease_is_processed_exactly_once(slow_triton, tm
            "BATCH_BROKER_URL": "memory://", "BATCH_DATA_DIR": str(tmp_path / "data"),
            "BATCH_LEASE_S": str(LEASE_S), "BATCH_CHUNK_SIZE": "2", "BATCH_CONCURRENCY": "2"}
     before = inspected()
-    p = subprocess.run([sys.executable, "-m", "gateway.batch", "run", str(folder), "--out", str(tmp_path / "res")],
+    p = subprocess.run([sys.executable, "-m", "batch", "run", str(folder), "--out", str(tmp_path / "res")],
                        cwd=ROOT, env={**os.environ, **env}, capture_output=True, text=True, timeout=240)
     assert p.returncode == 0, p.stderr[-3000:]
     items = {i["name"]: i for i in json.loads((tmp_path / "res" / "results.json").read_text())["items"]}

@@ -62,8 +62,8 @@ def test_compose_app_services_share_one_image_and_run_the_right_commands():
     apps = {n: services[n] for n in ("gateway", "batch-worker", "flower")}
     assert {s["build"]["dockerfile"] for s in apps.values()} == {"docker/gateway.Dockerfile"}
     assert len({s["image"] for s in apps.values()}) == 1
-    assert apps["batch-worker"]["command"] == ["python", "-m", "gateway.batch", "worker"]
-    assert " ".join(apps["flower"]["command"]) == "celery --app gateway.batch.celery_app flower --port=5555"
+    assert apps["batch-worker"]["command"] == ["python", "-m", "batch", "worker"]
+    assert " ".join(apps["flower"]["command"]) == "celery --app batch.celery_app flower --port=5555"
     env = apps["gateway"]["environment"]
     assert env["TRITON_URL"] == "triton:8001" and env["TRITON_HTTP_URL"] == "triton:8000"
     assert env["REDIS_URL"].startswith("redis://redis:")

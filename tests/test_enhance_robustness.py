@@ -251,7 +251,7 @@ def api(triton, tmp_path_factory):
 
     d = tmp_path_factory.mktemp("gw_strips")
     mp = pytest.MonkeyPatch()
-    for k, v in {"TRITON_URL": triton.grpc_url, "DATABASE_URL": f"sqlite:///{d / 'gateway.db'}",
+    for k, v in {"TRITON_URL": triton.grpc_url, "DATABASE_URL": f"sqlite:///{d / 'store'}",
                  "OUTBOX_PATH": str(d / "outbox.db"), "IMAGE_DIR": str(d / "images"),
                  "ENHANCE_DIR": str(d / "enhance"), "BATCH_DATA_DIR": str(d / "batch"),
                  "AUTH_MODE": "off"}.items():  # upload checks here; access rules are another test's

@@ -65,6 +65,6 @@ def test_gateway_starts_and_inspects_during_a_database_outage(triton, mariadb, t
 def _head() -> str:
     from alembic.script import ScriptDirectory
 
-    from gateway.db.migrate import alembic_config
+    from store.migrate import alembic_config
 
     return ScriptDirectory.from_config(alembic_config("sqlite://")).get_current_head()

@@ -17,7 +17,7 @@ def gateway_env(triton, tmp_path_factory):
     d = tmp_path_factory.mktemp("gw")
     mp = pytest.MonkeyPatch()
     mp.setenv("TRITON_URL", triton.grpc_url)
-    mp.setenv("DATABASE_URL", f"sqlite:///{d / 'gateway.db'}")
+    mp.setenv("DATABASE_URL", f"sqlite:///{d / 'store'}")
     mp.setenv("OUTBOX_PATH", str(d / "outbox.db"))
     mp.setenv("PAIRING_WINDOW_MS", "500")
     mp.setenv("ADMIN_TOKEN", "inspect-admin")
@@ -128,7 +128,7 @@ def test_rows_reach_the_database(api):
 
     from sqlalchemy import func, select
 
-    from gateway.db.models import Inspection
+    from store.models import Inspection
 
     deadline = time.monotonic() + 10
     while api.app.state.outbox.depth() and time.monotonic() < deadline:

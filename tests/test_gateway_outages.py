@@ -13,9 +13,9 @@ from fastapi.testclient import TestClient
 from sqlalchemy import select
 
 from gateway.core.config import get_settings
-from gateway.db.models import Inspection
 from pcb.synthetic import render_board
 from serving.cpu_server import free_port
+from store.models import Inspection
 from tests.conftest import encode
 from tests.tcp_proxy import TcpProxy
 

@@ -47,9 +47,9 @@ def test_heartbeats_seen_by_one_worker_count_on_every_worker(tmp_path):
     """Two workers (or pods) over one database: a heartbeat flushed by one is picked up by
     the other's refresh (online status and edge metrics agree) and not written back."""
     from gateway.core.metrics import EDGE_LAST_SEEN, EDGES_ONLINE, observe_edges
-    from gateway.db.migrate import upgrade
-    from gateway.db.session import make_engine, make_sessionmaker
     from gateway.services.devices import DeviceRegistry
+    from store.migrate import upgrade
+    from store.session import make_engine, make_sessionmaker
 
     url = f"sqlite:///{tmp_path / 'g.db'}"
     upgrade(url)

@@ -8,7 +8,15 @@ from __future__ import annotations
 import pytest
 from tritonclient.utils import InferenceServerException
 
-from inference.errors import BAD_INPUT_CODES, BadInput, Overloaded, Unavailable, classify, model_code, status_of
+from inference.errors import (
+    BAD_INPUT_CODES,
+    BadInput,
+    Overloaded,
+    Unavailable,
+    classify,
+    model_code,
+    status_of,
+)
 
 WRAPPED = ("in ensemble 'pcb_inspect', Failed to process the request(s) for model 'pcb_preprocess_0_1', "
            "message: image_aspect_ratio: 4000x100 is a strip: the longest side may be at most 20 times the shortest")

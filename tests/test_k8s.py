@@ -112,11 +112,11 @@ def test_gateway_autoscaled_and_workers_scaled_on_their_own(target, rendered):
     svc = _one(objs, "Service", "gateway")
     assert svc["spec"]["selector"].items() <= gw["spec"]["template"]["metadata"]["labels"].items()
     worker = _one(objs, "Deployment", "batch-worker")
-    assert _pod(worker)["containers"][0]["command"] == ["python", "-m", "gateway.batch", "worker"]
+    assert _pod(worker)["containers"][0]["command"] == ["python", "-m", "batch", "worker"]
     assert worker["spec"]["replicas"] == {"dev": 1, "production": 4}[target]
     flower = _one(objs, "Deployment", "flower")
     assert " ".join(_pod(flower)["containers"][0]["command"]) == \
-        "celery --app gateway.batch.celery_app flower --port=5555"
+        "celery --app batch.celery_app flower --port=5555"
 
 
 @pytest.mark.parametrize("target", list(TARGETS))

@@ -135,7 +135,7 @@ def gateway(env, tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def worker(env, gateway, tmp_path_factory):
-    """A real batch worker (``python -m gateway.batch worker``) with its metrics port."""
+    """A real batch worker (``python -m batch worker``) with its metrics port."""
     from tests.batch_worker import Worker
 
     port = free_port()

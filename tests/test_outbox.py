@@ -11,11 +11,11 @@ import pytest
 from sqlalchemy import func, select
 from sqlalchemy.exc import DBAPIError
 
-from gateway.db.migrate import upgrade
-from gateway.db.models import Inspection
-from gateway.db.session import make_engine, make_sessionmaker
 from gateway.services.db_writer import DbWriter
 from gateway.services.outbox import Outbox
+from store.migrate import upgrade
+from store.models import Inspection
+from store.session import make_engine, make_sessionmaker
 from tests.tcp_proxy import TcpProxy
 
 

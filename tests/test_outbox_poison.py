@@ -14,15 +14,15 @@ import pytest
 from sqlalchemy import func, select
 
 from gateway.core.metrics import CHORE_ERRORS, CHORE_LAST_SUCCESS, DB_WRITE_FAILURES
-from gateway.db.migrate import upgrade
-from gateway.db.models import Inspection
-from gateway.db.session import make_engine, make_sessionmaker
 from gateway.services.background import BackgroundTask
 from gateway.services.db_writer import DbWriter
 from gateway.services.drainer import Drainer
 from gateway.services.housekeeping import Housekeeping
 from gateway.services.image_store import ImageStore
 from gateway.services.outbox import Outbox
+from store.migrate import upgrade
+from store.models import Inspection
+from store.session import make_engine, make_sessionmaker
 from tests.conftest import fresh_mariadb
 
 

@@ -177,7 +177,7 @@ class ConfigIn(BaseModel):
 @router.put("/config")
 async def put_config(body: ConfigIn, request: Request) -> dict:
     """Set operator-visible configuration keys (the seed's ``system_config`` table)."""
-    from gateway.db.models import SystemConfig
+    from store.models import SystemConfig
 
     def write(sessions):
         with sessions.begin() as s:

@@ -1,4 +1,4 @@
-"""Batch jobs API (the engine is gateway/batch): submit a folder, a ZIP or uploads; read
+"""Batch jobs API (the engine is batch): submit a folder, a ZIP or uploads; read
 progress (also as Server-Sent Events); cancel a job or an item; retry failed items; download
 results as JSON, CSV, a summary or an HTML report."""
 
@@ -16,10 +16,10 @@ from fastapi import APIRouter, Depends, File, Form, Header, Query, Request, Uplo
 from fastapi.responses import HTMLResponse, JSONResponse, PlainTextResponse, StreamingResponse
 from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 
-from gateway.batch import results, sources, tuning
-from gateway.batch.engine import BatchEngine
-from gateway.batch.priority import Priority
-from gateway.batch.store import JobNotFound
+from batch import results, sources, tuning
+from batch.engine import BatchEngine
+from batch.priority import Priority
+from batch.store import JobNotFound
 from gateway.core.config import get_settings
 from gateway.core.errors import ApiError, NotFound, PayloadTooLarge, ServiceUnavailable
 from gateway.core.security import require
@@ -228,7 +228,7 @@ async def job_results(job_id: str, request: Request,
 
 @router.get("/tuning", dependencies=VIEW)
 async def get_tuning(request: Request) -> dict:
-    """The auto-tuner's recorded pick (``python -m gateway.batch tune`` measures it)."""
+    """The auto-tuner's recorded pick (``python -m batch tune`` measures it)."""
     eng = _engine(request)
     b, c = await _db(tuning.current, eng.store.sessions, eng.settings)
     return {"batch_size": b, "concurrency": c}

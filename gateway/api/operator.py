@@ -20,8 +20,8 @@ from sqlalchemy.exc import DBAPIError, OperationalError
 from gateway.core.config import get_settings
 from gateway.core.errors import ApiError, NotFound, ServiceUnavailable
 from gateway.core.security import require
-from gateway.db.models import Inspection, SystemConfig, SystemLog
 from pcb import taxonomy
+from store.models import Inspection, SystemConfig, SystemLog
 
 router = APIRouter(prefix="/api", tags=["operator"], dependencies=[Depends(require("viewer"))])
 

@@ -24,7 +24,7 @@ class Settings(BaseSettings):
     # "round_robin": spread requests over every replica TRITON_URL resolves to (e.g.
     # dns:///triton-pods:8001, a headless Service); empty: one connection (compose, one box)
     triton_grpc_lb_policy: str = ""
-    database_url: str = "sqlite:///build/gateway.db"
+    database_url: str = "sqlite:///build/store"
     redis_url: str | None = None
     # every Redis call (pairing, idempotency records) waits at most this long: a blackholed
     # Redis costs one timeout per request, then the gateway pairs in-process until it answers
@@ -65,7 +65,7 @@ class Settings(BaseSettings):
     seed_compat_rate: str = "20/second"
     seed_left_device: str = "seed-left"
     seed_right_device: str = "seed-right"
-    # batch engine (gateway/batch): Celery over this broker; memory:// runs it in-process
+    # batch engine (batch): Celery over this broker; memory:// runs it in-process
     batch_broker_url: str = "memory://"
     batch_queue: str = "pcb-batch"
     batch_data_dir: str = "build/batch"  # uploaded job files; shared storage when workers are remote

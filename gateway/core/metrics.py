@@ -68,7 +68,7 @@ def observe_edges(devices, online_after_s: float) -> None:
     EDGES_REGISTERED.set(len(enabled))
 
 
-# batch engine (gateway/batch): job and item counts per state, from the database at scrape
+# batch engine (batch): job and item counts per state, from the database at scrape
 # time (every gateway sees the same numbers); workers export their own on BATCH_METRICS_PORT
 BATCH_JOBS = Gauge("batch_jobs", "Batch jobs by state", ["state"], registry=REGISTRY)
 BATCH_ITEMS = Gauge("batch_items", "Batch items by state (pending = the backlog)", ["state"], registry=REGISTRY)

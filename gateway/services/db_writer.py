@@ -8,8 +8,8 @@ from sqlalchemy import select, text
 from sqlalchemy.exc import DataError, IntegrityError, InterfaceError, ProgrammingError
 from sqlalchemy.orm import sessionmaker
 
-from gateway.db.models import Inspection, SystemLog
 from gateway.services.outbox import PendingRow
+from store.models import Inspection, SystemLog
 
 _DATES = ("created_at", "captured_at")
 

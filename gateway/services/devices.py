@@ -21,7 +21,7 @@ from sqlalchemy import select, update
 from sqlalchemy.orm import sessionmaker
 
 from gateway.core.errors import Unauthorized
-from gateway.db.models import Device
+from store.models import Device
 
 log = logging.getLogger("gateway.devices")
 

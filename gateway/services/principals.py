@@ -15,8 +15,8 @@ from dataclasses import dataclass
 from sqlalchemy import select, update
 from sqlalchemy.orm import sessionmaker
 
-from gateway.db.models import Principal
 from gateway.services.devices import hash_key
+from store.models import Principal
 
 ROLES = ("viewer", "operator", "admin")
 

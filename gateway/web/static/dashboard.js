@@ -129,7 +129,7 @@ async function loadJobs() {
         el("td", {}, j.eta_s == null ? "–" : Math.round(j.eta_s) + " s"), el("td", {}, cancel));
     });
     fill("jobs", rows.length ? rows
-      : [el("tr", {}, el("td", {colspan: 9, class: "empty"}, "no jobs (python -m gateway.batch run DIR, or POST /api/v1/jobs)"))]);
+      : [el("tr", {}, el("td", {colspan: 9, class: "empty"}, "no jobs (python -m batch run DIR, or POST /api/v1/jobs)"))]);
   } catch (err) { /* next poll */ }
 }
 async function cancelJob(id) { await fetch(`/api/v1/jobs/${encodeURIComponent(id)}/cancel`, {method: "POST"}); loadJobs(); }

@@ -10,10 +10,10 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable
 
-from gateway.batch.priority import broker_priority
-from gateway.batch.store import JobStore
+from batch.priority import broker_priority
+from batch.store import JobStore
 
-log = logging.getLogger("gateway.batch.scheduler")
+log = logging.getLogger("batch.scheduler")
 
 Send = Callable[[str, int, int, int], None]  # (job_id, chunk seq, broker priority, generation)
 

@@ -11,7 +11,7 @@ from dataclasses import dataclass, replace
 
 import psutil
 
-log = logging.getLogger("gateway.batch.resources")
+log = logging.getLogger("batch.resources")
 
 
 @dataclass(frozen=True)

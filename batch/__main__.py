@@ -1,9 +1,9 @@
 """Batch engine CLI.
 
-    python -m gateway.batch run DIR|ZIP [--priority high] [--out results/]   submit, watch, export
-    python -m gateway.batch worker [--concurrency 4]                          a Celery worker
-    python -m gateway.batch tune [--images DIR] [--sweep]                     auto-tune and record
-    python -m gateway.batch list | status JOB | cancel JOB | retry JOB | export JOB --out DIR
+    python -m batch run DIR|ZIP [--priority high] [--out results/]   submit, watch, export
+    python -m batch worker [--concurrency 4]                          a Celery worker
+    python -m batch tune [--images DIR] [--sweep]                     auto-tune and record
+    python -m batch list | status JOB | cancel JOB | retry JOB | export JOB --out DIR
 
 Settings come from the environment like the gateway's (DATABASE_URL, TRITON_URL,
 BATCH_BROKER_URL, ...). With the default ``memory://`` broker, ``run`` starts a worker in this
@@ -26,9 +26,9 @@ from gateway.core.config import get_settings
 
 
 def _engine(sweep: bool = True, start: bool = True):
-    from gateway.batch.engine import BatchEngine
-    from gateway.db.migrate import upgrade
-    from gateway.db.session import make_engine, make_sessionmaker
+    from batch.engine import BatchEngine
+    from store.migrate import upgrade
+    from store.session import make_engine, make_sessionmaker
 
     s = get_settings()
     upgrade(s.database_url)
@@ -37,7 +37,7 @@ def _engine(sweep: bool = True, start: bool = True):
 
 
 def _sources(path: Path, job_dir: Path, all_files: bool) -> list[tuple[str, str]]:
-    from gateway.batch import sources
+    from batch import sources
 
     s = get_settings()
     if path.is_dir():
@@ -74,7 +74,7 @@ def cmd_run(a) -> int:
             return 0
         p = watch(eng.store, job_id)
         if a.out:
-            from gateway.batch.results import write_all
+            from batch.results import write_all
 
             for f in write_all(a.out, p, eng.store.items(job_id)):
                 print(f)
@@ -92,9 +92,9 @@ def _mk(d: str) -> str:
 def cmd_worker(a) -> int:
     from prometheus_client import start_http_server
 
-    from gateway.batch import tasks
-    from gateway.batch.celery_app import celery_app
-    from gateway.batch.runner import WORKER_REGISTRY
+    from batch import tasks
+    from batch.celery_app import celery_app
+    from batch.runner import WORKER_REGISTRY
 
     s = get_settings()
     if s.batch_broker_url.startswith("memory://"):
@@ -106,7 +106,7 @@ def cmd_worker(a) -> int:
             start_http_server(port, registry=WORKER_REGISTRY)
         except OSError as e:
             logging.warning("worker metrics port %d: %s (metrics off)", port, e)
-    from gateway.batch.tuning import current
+    from batch.tuning import current
 
     _engine()  # migrations + the lease sweeper; every worker runs one, duplicates are harmless
     _, conc = current(tasks.runtime().store.sessions, s)
@@ -118,10 +118,10 @@ def cmd_worker(a) -> int:
 
 
 def cmd_tune(a) -> int:
-    from gateway.batch import tasks
-    from gateway.batch.probe import EngineProbe
-    from gateway.batch.runner import Runtime
-    from gateway.batch.tuning import AutoTuner, record
+    from batch import tasks
+    from batch.probe import EngineProbe
+    from batch.runner import Runtime
+    from batch.tuning import AutoTuner, record
 
     s = get_settings()
     eng = _engine(sweep=False, start=False)
@@ -139,7 +139,7 @@ def cmd_tune(a) -> int:
 def _tune_files(folder: str | None, data_dir: Path) -> list[tuple[str, str]]:
     """Sample images on disk (the probe reads files like a real job): the given folder, or
     synthetic boards written once under BATCH_DATA_DIR."""
-    from gateway.batch.sources import from_dir
+    from batch.sources import from_dir
 
     if folder:
         return from_dir(Path(folder))[:64]
@@ -171,7 +171,7 @@ def cmd_simple(a) -> int:
     elif a.cmd == "retry":
         print(f"{eng.retry(a.job)} failed item(s) sent again")
     elif a.cmd == "export":
-        from gateway.batch.results import write_all
+        from batch.results import write_all
 
         for f in write_all(a.out, st.progress(a.job), st.items(a.job)):
             print(f)
@@ -179,7 +179,7 @@ def cmd_simple(a) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(prog="python -m gateway.batch", description=__doc__,
+    ap = argparse.ArgumentParser(prog="python -m batch", description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = ap.add_subparsers(dest="cmd", required=True)
     r = sub.add_parser("run", help="submit a folder or ZIP, show progress, export results")

@@ -109,7 +109,7 @@ class IdempotencyKey(Base):
 
 
 class BatchJob(Base):
-    """A batch-engine job (gateway/batch). Its progress is counted from its items' states,
+    """A batch-engine job (batch). Its progress is counted from its items' states,
     never kept as counters, so a redelivered task cannot count an item twice."""
 
     __tablename__ = "batch_jobs"
@@ -117,7 +117,7 @@ class BatchJob(Base):
     id: Mapped[str] = mapped_column(String(36), primary_key=True)
     name: Mapped[str] = mapped_column(String(255), default="")
     kind: Mapped[str] = mapped_column(String(16), default="inspect")  # inspect / enhance
-    priority: Mapped[int] = mapped_column(Integer)  # gateway.batch.priority.Priority
+    priority: Mapped[int] = mapped_column(Integer)  # batch.priority.Priority
     state: Mapped[str] = mapped_column(String(16), index=True)  # running/completed/cancelled
     total: Mapped[int] = mapped_column(Integer, default=0)
     chunk_size: Mapped[int] = mapped_column(Integer)

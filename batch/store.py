@@ -22,8 +22,8 @@ from datetime import datetime, timedelta
 from sqlalchemy import case, delete, func, select, update
 from sqlalchemy.orm import sessionmaker
 
-from gateway.batch.priority import effective_level, rank_key
-from gateway.db.models import BatchChunk, BatchItem, BatchJob, utcnow
+from batch.priority import effective_level, rank_key
+from store.models import BatchChunk, BatchItem, BatchJob, utcnow
 
 ITEM_STATES = ("pending", "processing", "completed", "failed", "cancelled")
 FINAL = ("completed", "failed", "cancelled")

@@ -11,8 +11,8 @@ import json
 from collections import Counter
 from collections.abc import Sequence
 
-from gateway.db.models import BatchItem
 from pcb import taxonomy
+from store.models import BatchItem
 
 CSV_FIELDS = ["seq", "name", "state", "verdict", "verdict_label", "confidence", "defects", "classes",
               "output", "duration_ms", "attempts", "worker", "error"]

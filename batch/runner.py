@@ -16,18 +16,18 @@ from pathlib import Path
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
-from gateway.batch import tuning
-from gateway.batch.lease import LeaseKeeper
-from gateway.batch.processors import ItemError, make_processor
-from gateway.batch.resources import ResourceMonitor, Thresholds
-from gateway.batch.scheduler import Send, dispatch
-from gateway.batch.store import Claimed, JobStore
+from batch import tuning
+from batch.lease import LeaseKeeper
+from batch.processors import ItemError, make_processor
+from batch.resources import ResourceMonitor, Thresholds
+from batch.scheduler import Send, dispatch
+from batch.store import Claimed, JobStore
 from gateway.core.config import Settings
-from gateway.db.session import make_engine, make_sessionmaker
 from inference.sync import SyncTriton
 from pcb.image_decode import ImageError, check_header
+from store.session import make_engine, make_sessionmaker
 
-log = logging.getLogger("gateway.batch.runner")
+log = logging.getLogger("batch.runner")
 
 # the worker's own metrics (served on BATCH_METRICS_PORT by the worker process)
 WORKER_REGISTRY = CollectorRegistry(auto_describe=True)

@@ -22,9 +22,9 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 
-from gateway.batch.store import JobStore
+from batch.store import JobStore
 
-log = logging.getLogger("gateway.batch.lease")
+log = logging.getLogger("batch.lease")
 MAX_HOLD_LEASES = 12
 
 

@@ -16,7 +16,7 @@ from dataclasses import asdict, dataclass
 
 from sqlalchemy.orm import sessionmaker
 
-from gateway.db.models import SystemConfig, utcnow
+from store.models import SystemConfig, utcnow
 
 KEY = "batch.tuning"
 BATCH_SIZES = (1, 2, 4, 8, 16)
@@ -59,7 +59,7 @@ Rate = Callable[[int, int, int], float]  # (batch size, concurrency, items) -> i
 
 
 class AutoTuner:
-    """``rate`` measures one setting; ``gateway.batch.probe.EngineProbe`` runs the worker's
+    """``rate`` measures one setting; ``batch.probe.EngineProbe`` runs the worker's
     real path (claim, read, Triton, write) so the pick is the engine's best, not Triton's."""
 
     def __init__(self, rate: Rate, items_per_point: int = 64, batch_sizes: Sequence[int] = BATCH_SIZES,

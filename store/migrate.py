@@ -1,5 +1,5 @@
 """Alembic, driven from code: ``upgrade(url)`` brings a database to the newest schema.
-The gateway runs it at start (``python -m gateway.db.migrate`` does the same by hand).
+The gateway runs it at start (``python -m store.migrate`` does the same by hand).
 
 Several gateway workers (and pods) start at once: the upgrade runs under a lock (MySQL's
 ``GET_LOCK`` on the server; a file lock beside an SQLite file), so only one migrates and

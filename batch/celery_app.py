@@ -5,7 +5,7 @@ only after its results are in the database, so a killed worker's chunk is redeli
 prefetch 1 (a worker holds no more than it runs, so urgent work is not stuck behind a
 prefetched backlog). ``memory://`` runs the same engine in-process for ``make demo``.
 
-Operators: ``celery --app gateway.batch.celery_app flower`` shows workers, tasks and queues.
+Operators: ``celery --app batch.celery_app flower`` shows workers, tasks and queues.
 """
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ from __future__ import annotations
 from celery import Celery
 from kombu import Exchange, Queue
 
-from gateway.batch.priority import MAX_BROKER_PRIORITY
+from batch.priority import MAX_BROKER_PRIORITY
 from gateway.core.config import Settings, get_settings
 
 
@@ -52,4 +52,4 @@ def configure(app: Celery, settings: Settings) -> Celery:
     return app
 
 
-celery_app = configure(Celery("pcb_batch", include=["gateway.batch.tasks"]), get_settings())
+celery_app = configure(Celery("pcb_batch", include=["batch.tasks"]), get_settings())

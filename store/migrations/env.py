@@ -1,7 +1,7 @@
 from alembic import context
 
-from gateway.db.models import Base
-from gateway.db.session import make_engine
+from store.models import Base
+from store.session import make_engine
 
 config = context.config
 target_metadata = Base.metadata

@@ -9,7 +9,7 @@ import threading
 import time
 from collections.abc import Sequence
 
-from gateway.batch.runner import Runtime
+from batch.runner import Runtime
 
 
 class EngineProbe:

@@ -9,15 +9,15 @@ from pathlib import Path
 
 from sqlalchemy.orm import sessionmaker
 
-from gateway.batch import scheduler, tasks, tuning
-from gateway.batch.celery_app import celery_app, configure
-from gateway.batch.embedded import EmbeddedWorker
-from gateway.batch.priority import Priority
-from gateway.batch.runner import Runtime
-from gateway.batch.store import JobStore
+from batch import scheduler, tasks, tuning
+from batch.celery_app import celery_app, configure
+from batch.embedded import EmbeddedWorker
+from batch.priority import Priority
+from batch.runner import Runtime
+from batch.store import JobStore
 from gateway.core.config import Settings
 
-log = logging.getLogger("gateway.batch")
+log = logging.getLogger("batch")
 SWEEP_INTERVAL_S = 10.0
 
 

@@ -11,7 +11,7 @@ import threading
 
 from celery import Celery
 
-log = logging.getLogger("gateway.batch.embedded")
+log = logging.getLogger("batch.embedded")
 READY_TIMEOUT_S = 30.0
 
 

@@ -10,12 +10,12 @@ import threading
 
 from sqlalchemy.exc import SQLAlchemyError
 
-from gateway.batch.celery_app import celery_app
-from gateway.batch.processors import Transient
-from gateway.batch.runner import Runtime
+from batch.celery_app import celery_app
+from batch.processors import Transient
+from batch.runner import Runtime
 from gateway.core.config import get_settings
 
-log = logging.getLogger("gateway.batch.tasks")
+log = logging.getLogger("batch.tasks")
 _runtime: Runtime | None = None
 _lock = threading.Lock()
 

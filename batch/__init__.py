@@ -1,0 +1,10 @@
+"""The batch engine: re-inspection of image archives and enhancement batches on the same
+Triton as the line, run by Celery workers (``python -m batch worker``) or embedded in the
+gateway (``memory://``).
+
+Owns jobs, chunks and items (``store.py``), scheduling and priority aging, the workers'
+chunk runner, the resource monitor, the auto-tuner, sources (folders, defensive ZIPs) and
+results. May import: ``store`` (tables, sessions), ``inference`` (Triton), ``pcb``,
+``gateway.core.config`` (the one settings class) and Celery. Never the HTTP app
+(``gateway.api``, ``gateway.services``, FastAPI): a worker process starts without it
+(tests/test_batch_parts.py checks)."""
