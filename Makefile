@@ -76,7 +76,7 @@ triton: repository
 	$(PY) -m serving.cpu_server --repository $(REPO)
 
 demo: repository
-	$(PY) -m serving.demo_line --repository $(REPO)
+	$(PY) -m demo.line --repository $(REPO)
 
 test: venv official-nets sysdeps
 	$(PY) -m pytest -q -rfE --durations=15

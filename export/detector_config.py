@@ -13,7 +13,7 @@ from dataclasses import dataclass
 
 from tritonclient.grpc import model_config_pb2 as mc
 
-from export.repository import DETECTOR
+from serving.repository import DETECTOR
 
 HEADER = """# Written by `python -m export yolo`. The detector: letterboxed images in, raw YOLO output
 # (xywh + class scores per anchor) and the exported version number out.

@@ -13,8 +13,8 @@ from pathlib import Path
 from export.enhance_config import HEADER, enhance_config
 from export.enhance_nets import SPECS, build, export_onnx
 from export.onnx_target import ROOT
-from export.repository import next_version, read_config, served_versions, versions, write_config
 from export.tensorrt_target import PlanSpec, build_plan
+from serving.repository import next_version, read_config, served_versions, versions, write_config
 
 # tiles: 256..512 plus up to 2x64 context; faces: fixed 512
 TILE_SIDES = (64, 432, 640)

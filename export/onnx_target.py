@@ -11,7 +11,7 @@ import onnx
 from onnx import TensorProto, helper
 
 from export.detector_config import HEADER, DetectorShape, detector_config
-from export.repository import DETECTOR, next_version, read_config, served_versions, versions, write_config
+from serving.repository import DETECTOR, next_version, read_config, served_versions, versions, write_config
 
 ROOT = Path(__file__).resolve().parent.parent
 MODEL_TEMPLATE = ROOT / "serving" / "templates" / "detector_model.py"

@@ -15,7 +15,7 @@ from pathlib import Path
 
 from export.detector_config import HEADER, detector_config
 from export.onnx_target import check_pipeline_size, export_onnx, onnx_shape, stamp_version
-from export.repository import DETECTOR, next_version, read_config, served_versions, versions, write_config
+from serving.repository import DETECTOR, next_version, read_config, served_versions, versions, write_config
 
 
 @dataclass(frozen=True)

@@ -25,8 +25,8 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
-from export.repository import read_config, served_versions, versions, write_config
 from inference.repository_api import RepositoryAPI, RepositoryError
+from serving.repository import read_config, served_versions, versions, write_config
 
 ROOT = Path(__file__).resolve().parent.parent
 

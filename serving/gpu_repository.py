@@ -13,7 +13,7 @@ import argparse
 import shutil
 from pathlib import Path
 
-from export.repository import DETECTOR
+from serving.repository import DETECTOR
 
 ROOT = Path(__file__).resolve().parent.parent
 

@@ -14,10 +14,10 @@ import zipfile
 import httpx
 import pytest
 
+from batch.local_workers import wait_for
 from batch.store import JobStore
 from pcb.synthetic import render_board
 from store.session import make_engine, make_sessionmaker
-from tests.batch_worker import wait_for
 from tests.conftest import ROOT, encode
 from tests.gateway_server import GatewayServer
 

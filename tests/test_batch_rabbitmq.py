@@ -10,11 +10,11 @@ import httpx
 import pytest
 from sqlalchemy import select
 
+from batch.local_workers import RABBIT, Worker, rabbit_queue, wait_for
 from batch.store import JobStore
 from pcb.synthetic import render_board
 from store.models import BatchChunk
 from store.session import make_engine, make_sessionmaker
-from tests.batch_worker import RABBIT, Worker, rabbit_queue, wait_for
 from tests.conftest import ROOT, encode, fresh_mariadb
 from tests.gateway_server import GatewayServer
 from tests.tcp_proxy import TcpProxy

@@ -13,9 +13,9 @@ from tritonclient.grpc import model_config_pb2 as mc
 
 from export import onnx_target
 from export.detector_config import DetectorShape, detector_config
-from export.repository import read_config, versions
 from serving.gpu_repository import assemble
 from serving.ort_detector import OrtDetector
+from serving.repository import read_config, versions
 from tests.conftest import ROOT, WEIGHTS
 
 

@@ -108,7 +108,7 @@ def test_dashboards_are_generated_and_provisioned():
 def env(triton, tmp_path_factory):
     """Settings shared by the gateway and the batch worker: a fresh MariaDB database and a
     RabbitMQ queue of this module's own (both removed afterwards)."""
-    from tests.batch_worker import RABBIT, rabbit_queue
+    from batch.local_workers import RABBIT, rabbit_queue
 
     d = tmp_path_factory.mktemp("mon")
     images = d / "archive"
@@ -136,7 +136,7 @@ def gateway(env, tmp_path_factory):
 @pytest.fixture(scope="module")
 def worker(env, gateway, tmp_path_factory):
     """A real batch worker (``python -m batch worker``) with its metrics port."""
-    from tests.batch_worker import Worker
+    from batch.local_workers import Worker
 
     port = free_port()
     w = Worker({**env, "BATCH_METRICS_PORT": str(port)}, tmp_path_factory.mktemp("mon-worker") / "worker.log")

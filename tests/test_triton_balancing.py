@@ -7,11 +7,11 @@ from __future__ import annotations
 import pytest
 import tritonclient.http as httpclient
 
+from batch.local_workers import wait_for
 from gateway.services.triton import TritonService
 from inference import SINGLE_MODEL as INSPECT_MODEL
 from inference.sync import SyncTriton
 from pcb.synthetic import render_board
-from tests.batch_worker import wait_for
 from tests.conftest import encode, start_triton
 
 

@@ -1,5 +1,6 @@
-"""Real batch workers (``python -m batch worker``) as subprocesses, and the RabbitMQ
-queue each test gets to itself (deleted afterwards)."""
+"""Batch workers (``python -m batch worker``) started as local subprocesses, each RabbitMQ run
+with a queue of its own (deleted afterwards): for the benchmarks and the tests, never the
+product's own path (deployments start workers with systemd, compose or Kubernetes)."""
 
 from __future__ import annotations
 

@@ -118,7 +118,7 @@ def run_batch(gateway: str, folder: Path) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(prog="python -m serving.demo_line", description=__doc__,
+    ap = argparse.ArgumentParser(prog="python -m demo.line", description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--repository", type=Path, default=DEFAULT_REPOSITORY)
     ap.add_argument("--boards", type=int, default=30)
