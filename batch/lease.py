@@ -78,7 +78,7 @@ class LeaseKeeper:
             due = [x for x in self._held if not x.lost and now - x.since < self.max_hold_s]
         if not due:
             return
-        renewed = self.store.renew([(x.job_id, x.seq, x.generation) for x in due])
+        renewed = self.store.renew([(x.job_id, x.seq, x.generation) for x in due], done_is_held=True)
         with self._lock:  # a chunk that ended meanwhile was not lost, just done
             lost = [x for x, held in zip(due, renewed, strict=True) if not held and x in self._held]
         for lease in lost:

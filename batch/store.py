@@ -254,10 +254,13 @@ class JobStore:
         return requeued
 
     # -- the worker's side -----------------------------------------------------------------
-    def renew(self, leases: list[tuple[str, int, int | None]], now: datetime | None = None) -> list[bool]:
+    def renew(self, leases: list[tuple[str, int, int | None]], now: datetime | None = None,
+              done_is_held: bool = False) -> list[bool]:
         """(job id, seq, generation) of chunks a worker is on -> their leases run from ``now``.
         Returns which this worker still holds: False when the chunk was re-sent since (a
-        newer generation) or taken back by the sweeper. ``generation=None`` (the tuner's
+        newer generation) or taken back by the sweeper. With ``done_is_held`` (the lease
+        keeper's renewals), a chunk this generation has just finished counts as held: its
+        worker has not let go of the lease yet, and nothing was lost. ``generation=None`` (the tuner's
         probe, messages from before generations) renews whatever is in flight and says True."""
         now = now or utcnow()
         held = []
@@ -268,6 +271,13 @@ class JobStore:
                 if gen is not None:
                     q = q.where(BatchChunk.dispatches == gen)
                 n = s.execute(q.values(dispatched_at=now)).rowcount
+                if n == 0 and gen is not None and done_is_held:
+                    # finished by this very delivery a moment ago (its worker has not let go
+                    # of the lease yet): done, not lost
+                    done = s.scalar(select(func.count()).select_from(BatchChunk).where(
+                        BatchChunk.job_id == job_id, BatchChunk.seq == seq, BatchChunk.state == "done",
+                        BatchChunk.dispatches == gen))
+                    n = int(done or 0)
                 held.append(gen is None or n == 1)
         return held
 

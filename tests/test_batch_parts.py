@@ -193,6 +193,23 @@ def test_leases_are_renewed_and_only_a_lapsed_one_is_resent(store):
     assert _chunks(store, jid)[d.seq].state == "queued"  # its items are still pending: round again
 
 
+def test_a_chunk_finished_while_its_lease_is_renewed_is_not_lost(store):
+    """The lease keeper may renew between the chunk's last transaction and its worker letting
+    go: that chunk is done, not re-sent, and must not be reported lost."""
+    from sqlalchemy import update
+
+    from store.models import BatchChunk
+
+    jid = _job(store, 1, chunk=1)
+    [d] = store.take_dispatches(1, 60)
+    assert store.hold(jid, d.seq, d.generation) is True
+    with store.sessions.begin() as s:
+        s.execute(update(BatchChunk).where(BatchChunk.job_id == jid).values(state="done"))
+    assert store.renew([(jid, d.seq, d.generation)], done_is_held=True) == [True]
+    assert store.renew([(jid, d.seq, d.generation + 1)], done_is_held=True) == [False]  # not this delivery's
+    assert store.hold(jid, d.seq, d.generation) is False  # a late duplicate delivery still does nothing
+
+
 def test_cancel_job_item_and_retry_failed(store):
     jid = _job(store, 8, chunk=4)
     d = store.take_dispatches(1, 60)[0]
