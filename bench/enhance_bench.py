@@ -94,9 +94,9 @@ def resident(url: str, images: list[bytes], concurrent: bool) -> tuple[float, in
 
 
 def restorer_stats(http_url: str) -> tuple[int, int]:
-    import tritonclient.http as httpclient
+    from inference.repository_api import RepositoryAPI
 
-    s = httpclient.InferenceServerClient(http_url).get_inference_statistics("face_restorer")["model_stats"][0]
+    s = RepositoryAPI(http_url).statistics("face_restorer")["model_stats"][0]
     return int(s["inference_count"]), int(s["execution_count"])
 
 

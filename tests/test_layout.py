@@ -1,0 +1,77 @@
+"""The package cut holds: every import arrow points down or sideways (docs/architecture.md),
+and only ``inference/`` talks to Triton through tritonclient. Read from the source with
+``ast``, so a lazy import inside a function counts too."""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+PACKAGES = ["pcb", "enhance", "inference", "serving", "export", "store", "batch", "gateway", "pi_edge", "demo",
+            "bench", "model_repository"]
+
+# package -> the project packages it may import (itself always)
+MAY_IMPORT = {
+    "pcb": set(),
+    "enhance": {"pcb"},
+    "inference": {"pcb"},
+    "serving": {"pcb", "enhance", "inference"},
+    "export": {"pcb", "enhance", "serving"},
+    "store": {"gateway.core.config"},
+    "batch": {"pcb", "inference", "store", "gateway.core.config"},
+    "gateway": {"pcb", "enhance", "inference", "store", "batch", "serving"},
+    "pi_edge": {"pcb"},
+    "model_repository": {"pcb", "enhance", "serving"},
+    "bench": {"pcb", "enhance", "inference", "serving", "export", "store", "batch", "gateway"},
+    "demo": {"pcb", "inference", "serving", "pi_edge", "gateway"},
+}
+# the repository's config format is tritonclient's protobuf: not a client
+TRITON_CONFIG_PROTO = "tritonclient.grpc.model_config_pb2"
+# perf_analyzer's runner reads Triton's statistics the way perf_analyzer's users do
+CLIENT_ALLOWED = {"bench/perf_triton.py"}
+
+
+def imports(path: Path) -> set[str]:
+    tree = ast.parse(path.read_text(encoding="utf-8"))
+    out = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            out |= {a.name for a in node.names}
+        elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+            out |= {f"{node.module}.{a.name}" for a in node.names}
+    return out
+
+
+def files(package: str) -> list[Path]:
+    return [p for p in (ROOT / package).rglob("*.py") if "__pycache__" not in p.parts]
+
+
+@pytest.mark.parametrize("package", PACKAGES)
+def test_imports_point_down(package):
+    allowed = MAY_IMPORT[package] | {package}
+    bad = []
+    for path in files(package):
+        for name in imports(path):
+            top = name.split(".")[0]
+            if top not in PACKAGES or top == package:
+                continue
+            if not any(name == a or name.startswith(a + ".") for a in allowed):
+                bad.append(f"{path.relative_to(ROOT)} imports {name}")
+    assert not bad, "\n".join(sorted(set(bad)))
+
+
+def test_only_inference_uses_the_triton_client():
+    bad = []
+    for package in PACKAGES:
+        if package == "inference":
+            continue
+        for path in files(package):
+            if str(path.relative_to(ROOT)) in CLIENT_ALLOWED:
+                continue
+            for name in imports(path):
+                if name.startswith("tritonclient") and not name.startswith(TRITON_CONFIG_PROTO):
+                    bad.append(f"{path.relative_to(ROOT)} imports {name}")
+    assert not bad, "\n".join(sorted(set(bad)))
