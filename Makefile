@@ -78,7 +78,7 @@ triton: repository
 demo: repository
 	$(PY) -m demo.line --repository $(REPO)
 
-test: venv official-nets sysdeps
+test: venv official-nets sysdeps lint
 	$(PY) -m pytest -q -rfE --durations=15
 
 test-fast: venv official-nets
@@ -114,8 +114,10 @@ export-tensorrt-dry-run: venv
 	$(PY) -m export yolo --weights $(WEIGHTS) --target tensorrt --fp16 --max-batch 32 \
 		--repository build/model_repository_gpu --dry-run
 
+# ruff, then mypy over the packages ([tool.mypy] in pyproject.toml); part of `make test`
 lint: venv
 	$(VENV)/bin/ruff check .
+	$(PY) -m mypy
 
 clean:
 	rm -rf build $(REPO)/pcb_detector $(REPO)/face_restorer $(REPO)/bg_upsampler

@@ -8,6 +8,7 @@ from __future__ import annotations
 import logging
 import socket
 import threading
+from typing import Any
 
 from celery import Celery
 
@@ -19,7 +20,7 @@ class EmbeddedWorker:
     def __init__(self, app: Celery, concurrency: int):
         self.app = app
         self.concurrency = concurrency
-        self.worker = None
+        self.worker: Any = None  # celery's WorkController, made in start()
         self.thread: threading.Thread | None = None
         self.ready = threading.Event()
 

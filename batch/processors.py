@@ -66,7 +66,7 @@ class EnhanceProcessor:
         self.options = options or {}
 
     def run(self, payloads: Sequence[bytes], names: Sequence[str], job_dir: Path) -> list:
-        out = []
+        out: list[dict | ItemError] = []
         for name, a in zip(names, self.triton.enhance_many(payloads, self.options)):
             if isinstance(a, InferenceError):
                 out.append(outcome_of_error(a))

@@ -112,7 +112,8 @@ class Runtime:
         t0 = time.perf_counter()
         outcomes = processor.run(payloads, [it.name for it in ready], job_dir)
         per_item_ms = (time.perf_counter() - t0) * 1000 / len(ready)
-        rows = [(it.id, "failed", None, str(out), per_item_ms) if isinstance(out, ItemError)
+        rows: list[tuple[int, str, dict | None, str | None, float | None]] = [
+            (it.id, "failed", None, str(out), per_item_ms) if isinstance(out, ItemError)
                 else (it.id, "completed", out, None, per_item_ms) for it, out in zip(ready, outcomes, strict=True)]
         for r, applied in zip(rows, self.store.finish_items(rows), strict=True):
             if applied:  # a redelivered chunk's already-finished items are not counted again

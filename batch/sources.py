@@ -15,6 +15,7 @@ import zipfile
 import zlib
 from collections.abc import Iterable
 from pathlib import Path, PurePosixPath
+from typing import BinaryIO
 
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff"}
 
@@ -95,7 +96,7 @@ def _extract_member(zf: zipfile.ZipFile, m: zipfile.ZipInfo, target: Path) -> No
         raise SourceError("storage_unavailable", f"cannot store {m.filename}: {e}") from None
 
 
-def save_uploads(files: Iterable[tuple[str, object]], dest: Path, max_items: int, max_bytes: int
+def save_uploads(files: Iterable[tuple[str | None, BinaryIO]], dest: Path, max_items: int, max_bytes: int
                  ) -> list[tuple[str, str]]:
     """Uploaded files (name, binary file object) saved under ``dest``; ZIPs are expanded."""
     dest.mkdir(parents=True, exist_ok=True)

@@ -76,7 +76,7 @@ def run_line(gateway: str, boards: int, fps: float) -> list[float]:
         print(f"{frame.board_id:<24} {sides[:22]:<22} {v.name + ' (' + v.label + ')':<26} {pulse:<18} "
               f"{ms:6.1f}{flag}{late}")
 
-    left.on_result = show
+    left.on_result = show  # type: ignore[method-assign]  # print each board as the edge handles it
     left.sender.on_result = show
 
     async def both():
@@ -90,7 +90,7 @@ def run_line(gateway: str, boards: int, fps: float) -> list[float]:
     lat = np.array(latencies) if latencies else np.array([0.0])
     print(f"\n{len(latencies)} boards: p50 {np.percentile(lat, 50):.1f} ms, p99 {np.percentile(lat, 99):.1f} ms "
           f"(capture to GPIO), {int((lat > BUDGET_MS).sum())} over the {BUDGET_MS} ms budget; "
-          f"{len(left.gpio.pulses)} pulses on Pi 1, skipped {sum(e.sender.stats.skipped for e in edges)} frames")
+          f"{len(left.gpio.pulses) if left.gpio else 0} pulses on Pi 1, skipped {sum(e.sender.stats.skipped for e in edges)} frames")
     return latencies
 
 

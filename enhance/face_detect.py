@@ -54,7 +54,7 @@ def _downscale(img: np.ndarray, max_side: int) -> tuple[np.ndarray, float]:
 
 class HaarFaceDetector:
     def __init__(self, min_size: int = 24):
-        root = Path(cv2.data.haarcascades)
+        root = Path(cv2.data.haarcascades)  # type: ignore[attr-defined]  # cv2's stubs omit cv2.data
         self.faces = cv2.CascadeClassifier(str(root / "haarcascade_frontalface_default.xml"))
         self.eyes = cv2.CascadeClassifier(str(root / "haarcascade_eye.xml"))
         self.min_size = min_size

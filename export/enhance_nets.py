@@ -44,17 +44,17 @@ SPECS = {
 def build(kind: str, weights: Path | None = None, narrow: bool = False, seed: int = 0) -> torch.nn.Module:
     """The network in eval mode. ``weights=None`` means a fixed random init (``seed``)."""
     if kind == "gfpgan":
-        cfg = gfpgan_arch.GFPGANConfig.narrow_test() if narrow else gfpgan_arch.GFPGANConfig()
+        face = gfpgan_arch.GFPGANConfig.narrow_test() if narrow else gfpgan_arch.GFPGANConfig()
         if weights is None:
-            return gfpgan_arch.random_init(cfg, seed)
+            return gfpgan_arch.random_init(face, seed)
         _need(weights, kind)
-        return gfpgan_arch.load_weights(weights, cfg)
+        return gfpgan_arch.load_weights(weights, face)
     if kind == "realesrgan":
-        cfg = rrdbnet_arch.RRDBConfig.narrow_test() if narrow else rrdbnet_arch.RRDBConfig()
+        bg = rrdbnet_arch.RRDBConfig.narrow_test() if narrow else rrdbnet_arch.RRDBConfig()
         if weights is None:
-            return rrdbnet_arch.random_init(cfg, seed)
+            return rrdbnet_arch.random_init(bg, seed)
         _need(weights, kind)
-        return rrdbnet_arch.load_weights(weights, cfg)
+        return rrdbnet_arch.load_weights(weights, bg)
     raise ValueError(f"unknown network {kind!r}")
 
 

@@ -7,6 +7,7 @@ Runs on the GPU machine (TensorRT + torch CUDA for device buffers)."""
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -58,7 +59,7 @@ def compare(plan: Path, onnx: Path, kind: str, n: int = 8) -> dict:
     ref, got = np.clip(ref, lo, hi), np.clip(got, lo, hi)
     values = [psnr(r, g, hi - lo) for r, g in zip(ref, got)]
     flat = [float(g.std()) < 1e-3 for g in got]  # the solid-colour failure
-    report = {"images": n, "psnr_min_db": min(values), "psnr_mean_db": float(np.mean(values)),
+    report: dict[str, Any] = {"images": n, "psnr_min_db": min(values), "psnr_mean_db": float(np.mean(values)),
               "solid_colour_outputs": int(sum(flat)), "max_abs_diff": float(np.abs(ref - got).max())}
     report["ok"] = report["psnr_min_db"] >= MIN_PSNR_DB and not any(flat)
     if not report["ok"]:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import ssl
+from typing import Any
 
 import uvicorn
 
@@ -16,7 +17,7 @@ from gateway.core.config import get_settings
 
 def main() -> None:
     s = get_settings()
-    tls = {}
+    tls: dict[str, Any] = {}
     if s.tls_cert_file or s.tls_key_file:
         if not (s.tls_cert_file and s.tls_key_file):
             raise SystemExit("HTTPS needs both TLS_CERT_FILE and TLS_KEY_FILE")

@@ -47,6 +47,11 @@ class Board:
         return out
 
 
+def _poly(points) -> np.ndarray:
+    """Polygon vertices as the int32 array OpenCV's drawing functions take."""
+    return np.asarray(points, np.int32)
+
+
 def _col(base: np.ndarray, rng: np.random.Generator, jitter: float = 12) -> tuple:
     c = np.clip(base + rng.normal(0, jitter, 3), 0, 255)
     return tuple(int(v) for v in c)
@@ -87,7 +92,7 @@ class _Painter:
             for a in np.linspace(0, 2 * np.pi, 12, endpoint=False):
                 k = r.uniform(0.7, 1.25)
                 pts.append((cx + k * rx * np.cos(a), cy + k * ry * np.sin(a)))
-            cv2.fillPoly(self.img, [np.int32(pts)], _col(np.array([120, 120, 118]), r, 6))
+            cv2.fillPoly(self.img, [_poly(pts)], _col(np.array([120, 120, 118]), r, 6))
             y0, y1 = max(0, cy - ry - 2), cy + ry + 3
             x0, x1 = max(0, cx - rx - 2), cx + rx + 3
             patch = self.img[y0:y1, x0:x1].astype(np.int16)
@@ -135,10 +140,10 @@ class _Painter:
             g = int(r.integers(10, 20))
             lam = _col(LAMINATE, r, 8)
             if horizontal:
-                pts = np.int32([(px - g // 2 + int(r.integers(-3, 4)), py - hw - 2), (px + g // 2 + int(r.integers(-3, 4)), py - hw - 2),
+                pts = _poly([(px - g // 2 + int(r.integers(-3, 4)), py - hw - 2), (px + g // 2 + int(r.integers(-3, 4)), py - hw - 2),
                                 (px + g // 2 + int(r.integers(-3, 4)), py + hw + 2), (px - g // 2 + int(r.integers(-3, 4)), py + hw + 2)])
             else:
-                pts = np.int32([(px - hw - 2, py - g // 2 + int(r.integers(-3, 4))), (px + hw + 2, py - g // 2 + int(r.integers(-3, 4))),
+                pts = _poly([(px - hw - 2, py - g // 2 + int(r.integers(-3, 4))), (px + hw + 2, py - g // 2 + int(r.integers(-3, 4))),
                                 (px + hw + 2, py + g // 2 + int(r.integers(-3, 4))), (px - hw - 2, py + g // 2 + int(r.integers(-3, 4)))])
             cv2.fillPoly(self.img, [pts], lam, cv2.LINE_AA)
             self.add(defect, pts[:, 0].min() - 3, pts[:, 1].min() - 3, pts[:, 0].max() + 3, pts[:, 1].max() + 3)
@@ -160,7 +165,7 @@ class _Painter:
             rad = int(r.integers(5, 8))
             lam = _col(LAMINATE, r, 8)
             side = 1 if r.random() < 0.5 else -1
-            pts = []
+            centers = []
             for j in range(m):
                 off = (j - (m - 1) / 2) * (2 * rad + 2)
                 if horizontal:
@@ -168,8 +173,8 @@ class _Painter:
                 else:
                     c = (px + side * hw, int(py + off))
                 cv2.circle(self.img, c, rad, lam, -1, cv2.LINE_AA)
-                pts.append(c)
-            xs, ys = [p[0] for p in pts], [p[1] for p in pts]
+                centers.append(c)
+            xs, ys = [p[0] for p in centers], [p[1] for p in centers]
             self.add(defect, min(xs) - rad, min(ys) - rad, max(xs) + rad, max(ys) + rad)
         elif defect == "spur":
             # a sharp copper sliver sticking out of the trace edge (exposed, so brighter)
@@ -179,11 +184,11 @@ class _Painter:
             if horizontal:
                 base = py + side * hw
                 tip = (px + int(r.integers(-5, 6)), base + side * ln)
-                tri = np.int32([(px - b, base), (px + b, base), tip])
+                tri = _poly([(px - b, base), (px + b, base), tip])
             else:
                 base = px + side * hw
                 tip = (base + side * ln, py + int(r.integers(-5, 6)))
-                tri = np.int32([(base, py - b), (base, py + b), tip])
+                tri = _poly([(base, py - b), (base, py + b), tip])
             cv2.fillPoly(self.img, [tri], _col(COPPER, r, 10), cv2.LINE_AA)
             self.add(defect, tri[:, 0].min(), tri[:, 1].min(), tri[:, 0].max(), tri[:, 1].max())
 
@@ -230,7 +235,7 @@ class _Painter:
             self.add(defect, allx.min(), ally.min(), allx.max(), ally.max())
             return
         cv2.rectangle(self.img, body[:2], body[2:], _col(BODY, r, 5), -1)
-        if bad_pad is not None:
+        if bad_pad is not None and defect is not None:
             p = pads[bad_pad]
             self.add(defect, p[0], p[1], p[2], p[3], pad=4)
         elif defect in ("damaged_pad", "pin_hole"):
@@ -318,7 +323,7 @@ class _Painter:
             for a in np.linspace(0, 2 * np.pi, 9, endpoint=False):
                 k = r.uniform(0.35, 0.8)
                 pts.append((cx + k * (x2 - x1) * np.cos(a), cy + k * (y2 - y1) * np.sin(a)))
-            cv2.fillPoly(self.img, [np.int32(pts)], _col(np.array([25, 45, 70]), r, 6))
+            cv2.fillPoly(self.img, [_poly(pts)], _col(np.array([25, 45, 70]), r, 6))
             for _ in range(3):
                 a = (int(r.integers(x1, x2 + 1)), int(r.integers(y1, y2 + 1)))
                 b = (int(r.integers(x1, x2 + 1)), int(r.integers(y1, y2 + 1)))
@@ -339,13 +344,13 @@ class _Painter:
         if defect == "spurious_copper":
             s = int(r.integers(14, 30))
             c = (x + int(r.integers(s + 4, w - s - 4)), y + int(r.integers(s + 4, h - s - 4)))
-            pts = []
+            corners = []
             for a in np.linspace(0, 2 * np.pi, int(r.integers(6, 11)), endpoint=False):
                 k = r.uniform(0.5, 1.0) * s
-                pts.append((c[0] + k * np.cos(a), c[1] + k * np.sin(a)))
-            pts = np.int32(pts)
-            cv2.fillPoly(self.img, [pts], _col(COPPER, r, 12), cv2.LINE_AA)
-            self.add(defect, pts[:, 0].min(), pts[:, 1].min(), pts[:, 0].max(), pts[:, 1].max())
+                corners.append((c[0] + k * np.cos(a), c[1] + k * np.sin(a)))
+            sliver = _poly(corners)
+            cv2.fillPoly(self.img, [sliver], _col(COPPER, r, 12), cv2.LINE_AA)
+            self.add(defect, sliver[:, 0].min(), sliver[:, 1].min(), sliver[:, 0].max(), sliver[:, 1].max())
 
 
 # which cell kinds can host which defect
@@ -415,14 +420,14 @@ def render_board(
         getattr(p, kind)(x + 6, y + 6, cw - 12, ch - 12, assigned.get(i))
 
     sx, sy = out_w / w, out_h / h
-    img = cv2.resize(img, (out_w, out_h), interpolation=cv2.INTER_LINEAR)
+    scaled = cv2.resize(img, (out_w, out_h), interpolation=cv2.INTER_LINEAR)
     boxes = [(c, x1 * sx, y1 * sy, x2 * sx, y2 * sy) for c, x1, y1, x2, y2 in p.boxes]
 
     # camera look: uneven light, blur, sensor noise
     gx = np.linspace(rng.uniform(0.8, 1.0), rng.uniform(1.0, 1.2), out_w, dtype=np.float32)
     gy = np.linspace(rng.uniform(0.85, 1.0), rng.uniform(1.0, 1.15), out_h, dtype=np.float32)
     light = (gy[:, None] * gx[None, :])[..., None] * rng.uniform(0.85, 1.15)
-    out = img.astype(np.float32) * light
-    out = cv2.GaussianBlur(out, (0, 0), rng.uniform(0.4, 1.0))
-    out += rng.normal(0, rng.uniform(2, 6), out.shape).astype(np.float32)
-    return Board(np.clip(out, 0, 255).astype(np.uint8), boxes)
+    out = scaled.astype(np.float32) * light
+    blurred = cv2.GaussianBlur(out, (0, 0), rng.uniform(0.4, 1.0))
+    noisy = blurred + rng.normal(0, rng.uniform(2, 6), blurred.shape).astype(np.float32)
+    return Board(np.clip(noisy, 0, 255).astype(np.uint8), boxes)

@@ -45,6 +45,7 @@ def fuse(left: SideVerdict | None, right: SideVerdict | None,
     if left is None and right is None:
         raise ValueError("fuse needs at least one side")
     if left is None:
+        assert right is not None  # both None was refused above
         code, conf, by = right.code, right.confidence, "right"
     elif right is None or left.code > right.code:
         code, conf, by = left.code, left.confidence, "left"

@@ -14,6 +14,7 @@ import logging
 import threading
 import time
 from collections.abc import Iterable
+from typing import Any
 
 log = logging.getLogger("pi_edge.gpio")
 
@@ -24,7 +25,7 @@ class SorterGpio:
         self.driver = driver
         self.max_pulse_ms = max_pulse_ms  # the actuation bound, besides the pin allow-list
         self.refused = 0
-        self._outputs: dict[int, object] = {}
+        self._outputs: dict[int, Any] = {}  # gpiozero devices (imported only on a Pi or with mock pins)
         self._rpi = None
         self._timers: dict[int, threading.Timer] = {}
         self._lock = threading.Lock()

@@ -70,7 +70,8 @@ def wait_http(url: str, timeout: float = 60, proc: subprocess.Popen | None = Non
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if proc is not None and proc.poll() is not None:
-            raise RuntimeError(f"{proc.args[0] if proc.args else 'server'} exited with {proc.returncode}")
+            name = proc.args[0] if isinstance(proc.args, (list, tuple)) and proc.args else "server"
+            raise RuntimeError(f"{name!s} exited with {proc.returncode}")
         try:
             with urllib.request.urlopen(url, timeout=2, context=context) as r:
                 if 200 <= r.status < 300:

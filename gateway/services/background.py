@@ -17,6 +17,7 @@ import contextlib
 import logging
 import time
 from collections.abc import Callable, Coroutine
+from typing import Any
 
 from gateway.core.metrics import CHORE_ERRORS, CHORE_LAST_SUCCESS
 
@@ -32,7 +33,7 @@ def chore_failed(name: str, e: BaseException) -> None:
     log.warning("background chore %s failed: %r", name, e)
 
 
-async def run_chore(name: str, fn: Callable[[], object], *, in_thread: bool = True) -> bool:
+async def run_chore(name: str, fn: Callable[[], Any], *, in_thread: bool = True) -> bool:
     """Run ``fn`` once (in a worker thread: chores touch files and databases); True if it
     ran cleanly."""
     try:
@@ -57,7 +58,7 @@ class BackgroundTask:
         factory = coro if callable(coro) else None
         self._task = asyncio.create_task(self._supervise(factory, coro, name), name=name)
 
-    async def _supervise(self, factory, first: Coroutine | None, name: str) -> None:
+    async def _supervise(self, factory: Callable[[], Coroutine] | None, first: Any, name: str) -> None:
         coro = first if factory is None else factory()
         while True:
             try:

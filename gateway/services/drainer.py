@@ -71,10 +71,10 @@ class Drainer(BackgroundTask):
         self.failures, self.db_ok = 0, True
         self.written += moved
         while self._quarantined:
-            row, e = self._quarantined.pop()
-            log.error("outbox row %s (%s) refused %d times, quarantined: %r", row.id, row.kind, self.max_attempts, e)
+            row, why = self._quarantined.pop()
+            log.error("outbox row %s (%s) refused %d times, quarantined: %r", row.id, row.kind, self.max_attempts, why)
             await self._event("error", f"outbox row {row.id} ({row.kind}) quarantined after {self.max_attempts} "
-                                       f"refusals: {e!r}", {"row_id": row.id, "kind": row.kind})
+                                       f"refusals: {why!r}", {"row_id": row.id, "kind": row.kind})
         return moved, True
 
     async def run(self) -> None:

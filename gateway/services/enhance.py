@@ -240,7 +240,7 @@ class EnhanceService(BackgroundTask):
         runs it (and its file reads) in a worker thread."""
         sink = _Sink()
         manifest = []
-        with zipfile.ZipFile(sink, "w", zipfile.ZIP_STORED) as z:
+        with zipfile.ZipFile(sink, "w", zipfile.ZIP_STORED) as z:  # type: ignore[call-overload]  # any writable
             for t in self.store.batch_tasks(batch):
                 entry = {"index": t.index, "filename": t.filename, "state": t.state, "faces": t.faces,
                          "error": t.error}

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Callable
 
 from gateway.services.background import BackgroundTask, run_chore
 
@@ -22,7 +23,7 @@ class Housekeeping(BackgroundTask):
         self.prune_every = prune_every  # rounds: about every 5 minutes
         self.rounds = 0
 
-    def chores(self) -> list[tuple[str, object]]:
+    def chores(self) -> list[tuple[str, Callable[[], object]]]:
         due = [("device_registry", self.devices.refresh), ("heartbeats", self.devices.flush_last_seen)]
         if self.principals is not None:
             due.append(("principals", self.principals.refresh))

@@ -111,6 +111,7 @@ class Idempotency:
                 raise self._busy(key) from None
         # held from here, before any await: a duplicate arriving meanwhile waits above
         self._running[k] = _Running(fp, asyncio.Event())
+        answer: dict | None
         try:
             local = await asyncio.to_thread(self.outbox.seen, scope, key)
             if local is not None:

@@ -30,7 +30,7 @@ import json
 import sqlite3
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -185,7 +185,7 @@ class Outbox:
             raise
         return [PendingRow(r[0], r[1], json.loads(r[2]), r[3]) for r in rows]
 
-    def _settle(self, done: list[PendingRow], release: list[PendingRow] = (), error: str | None = None) -> None:
+    def _settle(self, done: list[PendingRow], release: Sequence[PendingRow] = (), error: str | None = None) -> None:
         """Delete what the database took; hand the rest back (lease ended)."""
         c = self._conn()
         c.execute("BEGIN IMMEDIATE")

@@ -7,6 +7,7 @@ from __future__ import annotations
 import logging
 import uuid
 from datetime import UTC, datetime
+from typing import Any
 
 from gateway.services.outbox import Outbox, StorageError
 
@@ -18,7 +19,7 @@ class SystemLogger:
         self.outbox = outbox
 
     def __call__(self, level: str, source: str, message: str, details: dict | None = None) -> None:
-        row = {"id": str(uuid.uuid4()), "level": level, "source": source, "message": message[:2000],
+        row: dict[str, Any] = {"id": str(uuid.uuid4()), "level": level, "source": source, "message": message[:2000],
                "details": details, "created_at": datetime.now(UTC).replace(tzinfo=None).isoformat()}
         try:
             self.outbox.put(row["id"], "system_log", row)
