@@ -13,6 +13,7 @@ from dataclasses import dataclass
 
 from tritonclient.grpc import model_config_pb2 as mc
 
+from inference.contract import PRIORITY_BACKGROUND, PRIORITY_LEVELS
 from serving.repository import DETECTOR
 
 HEADER = """# Written by `python -m export yolo`. The detector: letterboxed images in, raw YOLO output
@@ -76,6 +77,10 @@ def detector_config(
     db.default_queue_policy.max_queue_size = max_queue_size
     db.default_queue_policy.timeout_action = mc.ModelQueuePolicy.REJECT
     db.default_queue_policy.allow_timeout_override = True
+    # the line first (inference/contract.py): the gateway's boards at level 1, batch work at
+    # the default level 2; Triton serves level 1 before level 2 in every batch it forms
+    db.priority_levels = PRIORITY_LEVELS
+    db.default_priority_level = PRIORITY_BACKGROUND
 
     cfg.instance_group.add(count=instances, kind=kind)
     if versions:

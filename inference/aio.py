@@ -28,21 +28,24 @@ class AsyncTriton:
         except InferenceServerException:
             return False
 
-    async def infer(self, model: str, inputs: list, timeout_s: float | None = None):
+    async def infer(self, model: str, inputs: list, timeout_s: float | None = None, priority: int = 0):
         """The raw answer; a failure is raised as :class:`inference.errors.InferenceError`."""
         try:
-            return await self.client.infer(model, inputs, client_timeout=timeout_s or self.timeout_s)
+            return await self.client.infer(model, inputs, client_timeout=timeout_s or self.timeout_s,
+                                           priority=priority)
         except InferenceServerException as e:
             raise classify(e, model) from None
 
     async def inspect(self, image: bytes) -> tuple[results.SideResult, float]:
         t0 = time.perf_counter()
-        r = await self.infer(contract.SINGLE_MODEL, contract.inspect_request(grpcclient.InferInput, image))
+        r = await self.infer(contract.SINGLE_MODEL, contract.inspect_request(grpcclient.InferInput, image),
+                             priority=contract.PRIORITY_LINE)
         return results.side(r), (time.perf_counter() - t0) * 1000
 
     async def inspect_dual(self, left: bytes, right: bytes) -> results.DualResult:
         t0 = time.perf_counter()
-        r = await self.infer(contract.DUAL_MODEL, contract.dual_request(grpcclient.InferInput, left, right))
+        r = await self.infer(contract.DUAL_MODEL, contract.dual_request(grpcclient.InferInput, left, right),
+                             priority=contract.PRIORITY_LINE)
         return results.dual(r, (time.perf_counter() - t0) * 1000)
 
     async def enhance(self, photo: bytes, options: dict, timeout_s: float | None = None) -> results.EnhanceResult:

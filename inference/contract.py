@@ -15,6 +15,13 @@ SINGLE_MODEL = "pcb_inspect"  # one encoded image -> detections, verdict
 DUAL_MODEL = "pcb_dual_inspect"  # both sides of a board -> each side + the board's verdict and pulse
 ENHANCE_MODEL = "face_enhance"  # one encoded photo + options JSON -> the enhanced photo
 
+# Priority levels of the line's models (their dynamic batchers have two; lower is served
+# first): the sorter's boards at the top, batch re-inspection below. A request without a
+# priority (perf_analyzer, a script) gets the models' default, the lower level.
+PRIORITY_LINE = 1
+PRIORITY_BACKGROUND = 2
+PRIORITY_LEVELS = 2
+
 SIDE_OUTPUTS = ("DETECTIONS", "VERDICT", "CONFIDENCE", "DETECTOR_VERSION")
 DUAL_OUTPUTS = (*(f"{s}_{o}" for s in ("LEFT", "RIGHT") for o in SIDE_OUTPUTS),
                 "BOARD_VERDICT", "BOARD_CONFIDENCE", "GPIO_PIN", "GPIO_DURATION_MS")

@@ -40,13 +40,13 @@ class SyncTriton:
             except Exception:  # noqa: BLE001 - closing a broken channel
                 pass
 
-    def infer(self, model: str, inputs: list):
+    def infer(self, model: str, inputs: list, priority: int = 0):
         try:
-            return self.client().infer(model, inputs, client_timeout=self.timeout_s)
+            return self.client().infer(model, inputs, client_timeout=self.timeout_s, priority=priority)
         except InferenceServerException as e:
             raise classify(e, model) from None
 
-    def infer_all(self, model: str, requests: Sequence[list], outputs: Sequence[str]) -> list:
+    def infer_all(self, model: str, requests: Sequence[list], outputs: Sequence[str], priority: int = 0) -> list:
         """All requests in flight at once; one InferResult or :class:`InferenceError` per
         request. No answer in time raises :class:`Unavailable` (and drops the channel), as
         does the channel after any retryable failure."""
@@ -63,7 +63,8 @@ class SyncTriton:
         wanted = [grpcclient.InferRequestedOutput(o) for o in outputs]
         for i, inputs in enumerate(requests):
             try:
-                client.async_infer(model, inputs, callback(i), client_timeout=self.timeout_s, outputs=wanted)
+                client.async_infer(model, inputs, callback(i), client_timeout=self.timeout_s, outputs=wanted,
+                                   priority=priority)
             except InferenceServerException as e:
                 answers[i] = classify(e, model)
                 done.release()
@@ -79,7 +80,7 @@ class SyncTriton:
     def inspect_many(self, images: Sequence[bytes]) -> list[results.SideResult | InferenceError]:
         answers = self.infer_all(contract.SINGLE_MODEL,
                                  [contract.inspect_request(grpcclient.InferInput, i) for i in images],
-                                 contract.SIDE_OUTPUTS)
+                                 contract.SIDE_OUTPUTS, contract.PRIORITY_BACKGROUND)
         return [a if isinstance(a, InferenceError) else results.side(a) for a in answers]
 
     def enhance_many(self, photos: Sequence[bytes], options: dict | bytes | None

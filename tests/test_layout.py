@@ -19,7 +19,7 @@ MAY_IMPORT = {
     "enhance": {"pcb"},
     "inference": {"pcb"},
     "serving": {"pcb", "enhance", "inference"},
-    "export": {"pcb", "enhance", "serving"},
+    "export": {"pcb", "enhance", "inference", "serving"},
     "store": {"gateway.core.config"},
     "batch": {"pcb", "inference", "store", "gateway.core.config"},
     "gateway": {"pcb", "enhance", "inference", "store", "batch", "serving"},
