@@ -57,8 +57,9 @@ def to_csv(items: Sequence[BatchItem]) -> str:
 
 def summary(progress: dict, items: Sequence[BatchItem]) -> dict:
     done = [it for it in items if it.state == "completed" and it.result]
-    verdicts = Counter(it.result.get("verdict") for it in done if "verdict" in it.result)
-    classes = Counter(d["class"] for it in done for d in it.result.get("defects", []))
+    answers = [it.result for it in done if it.result]
+    verdicts = Counter(a.get("verdict") for a in answers if "verdict" in a)
+    classes = Counter(d["class"] for a in answers for d in a.get("defects", []))
     errors = Counter((it.error or "").split(":", 1)[0] for it in items if it.state == "failed")
     times = sorted(it.duration_ms for it in done if it.duration_ms is not None)
     defective = sum(n for v, n in verdicts.items() if v != "normal")
@@ -69,7 +70,7 @@ def summary(progress: dict, items: Sequence[BatchItem]) -> dict:
     return {"items": progress["total"], "counts": progress["counts"],
             "verdicts": dict(verdicts), "defect_rate": round(defective / len(done), 4) if done else None,
             "classes": dict(classes.most_common()), "failure_reasons": dict(errors),
-            "faces": sum(it.result.get("faces", 0) for it in done),
+            "faces": sum(a.get("faces", 0) for a in answers),
             "timings": {"elapsed_s": progress["elapsed_s"], "items_per_s": progress["items_per_s"],
                         "item_ms_p50": pct(0.5), "item_ms_p95": pct(0.95)}}
 

@@ -140,6 +140,7 @@ class Edge:
                     return
 
         threading.Thread(target=reader, daemon=True).start()
+        assert self.cfg.trigger_pin is not None  # run() takes this path only with a pin
         eye = PhotoEye(self.cfg.trigger_pin, lambda: loop.call_soon_threadsafe(triggers.put_nowait, time.time()))
         sender_task = asyncio.create_task(self.sender.run())
         try:

@@ -77,7 +77,7 @@ async def submit(request: Request,
                 raise ApiError(f"{source_dir} is not under BATCH_ALLOWED_ROOTS", "source_not_allowed")
             items = await asyncio.to_thread(sources.from_dir, root, True, False, s.batch_max_items)
         else:
-            items = await asyncio.to_thread(sources.save_uploads, [(f.filename, f.file) for f in files],
+            items = await asyncio.to_thread(sources.save_uploads, [(f.filename, f.file) for f in files or []],
                                             staging, s.batch_max_items, s.batch_max_upload_bytes)
         if not items:
             raise ApiError("no image files found", "empty_job")
@@ -85,6 +85,7 @@ async def submit(request: Request,
                                                       name=name or (source_dir or "upload"), chunk_size=chunk_size,
                                                       client_key=client_key, client_fingerprint=fp))
         if not created:  # the same key won a race a moment ago
+            assert client_key is not None and fp is not None  # only a keyed submission can lose one
             shutil.rmtree(staging, ignore_errors=True)
             existing = await _existing(eng, client_key, fp)
             if existing is None:

@@ -27,6 +27,7 @@ import time
 import uuid
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from typing import Any
 
 from gateway.core.errors import ServiceUnavailable
 from gateway.core.metrics import INSPECTION_LATENCY, PAIRING, VERDICTS
@@ -256,7 +257,7 @@ class InspectionService:
         image_path = await self._save_images(iid, {"left": (r.left.verdict_code, left),
                                                    "right": (r.right.verdict_code, right)})
         total_ms = (time.perf_counter() - t0) * 1000
-        response = {
+        response: dict[str, Any] = {
             "inspection_id": iid, "board_id": sub.board_id, "device_id": sub.device.id,
             "verdict": _verdict_json(r.board_verdict_code), "confidence": round(r.board_confidence, 4),
             "left": {"verdict": _verdict_json(r.left.verdict_code), "confidence": round(r.left.confidence, 4),
