@@ -19,7 +19,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from sqlalchemy import case, delete, func, select, update
+from sqlalchemy import and_, case, delete, func, or_, select, update
 from sqlalchemy.orm import sessionmaker
 
 from batch.priority import effective_level, rank_key
@@ -208,7 +208,8 @@ class JobStore:
         - A *started* chunk (items in a worker's hands) lapses ``lease_s`` after its worker's
           last renewal: the worker died or hangs.
         - A chunk not started yet is waiting in the broker behind others, or its message was
-          lost. While some worker shows life (a started chunk renewed within ``lease_s``) it
+          lost. While some worker shows life (a started chunk renewed, or a chunk finished,
+          within ``lease_s``) it
           is left alone: re-sending a merely waiting chunk would only add duplicates. It is
           re-sent when no worker has shown life for ``lease_s``.
         - Attempts are claims (a worker starting on the items), not sends: a lapsed chunk
@@ -230,9 +231,13 @@ class JobStore:
             started = {(c.job_id, c.seq) for c in s.scalars(
                 select(BatchChunk).where(BatchChunk.state == "dispatched", BatchChunk.dispatched_at <= cutoff,
                                          started_chunk))}
+            # life: a started chunk renewed within the lease, or a chunk finished within it
+            # (finish_chunk stamps dispatched_at): between one chunk's end and the next one's
+            # claim no chunk is started, and the waiting ones must not be re-sent for that
             alive = s.scalar(select(func.count()).select_from(BatchChunk)
-                             .where(BatchChunk.state == "dispatched", BatchChunk.dispatched_at > cutoff,
-                                    started_chunk)) or 0
+                             .where(BatchChunk.dispatched_at > cutoff,
+                                    or_(and_(BatchChunk.state == "dispatched", started_chunk),
+                                        BatchChunk.state == "done"))) or 0
             requeued, poisoned = 0, []
             for c in stale:
                 if (c.job_id, c.seq) not in started and alive:
