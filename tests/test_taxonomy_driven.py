@@ -125,3 +125,16 @@ def test_the_dashboard_shows_a_card_for_the_new_verdict(gw):
             == ["2", "0", "1", "0"]
         assert page.inner_text("#total") == "5" and page.inner_text("#defect-rate") == "60.0 %"
         browser.close()
+
+
+def test_load_follows_pcb_taxonomy_and_keeps_each_file_cached(tmp_path, monkeypatch):
+    _with_quarantine(tmp_path / "t.yaml")
+    monkeypatch.delenv("PCB_TAXONOMY", raising=False)
+    packaged = taxonomy.load()
+    monkeypatch.setenv("PCB_TAXONOMY", str(tmp_path / "t.yaml"))
+    mine = taxonomy.load()
+    assert mine is taxonomy.load()  # parsed once
+    assert mine.verdict("quarantine").label == "격리" and mine.ok.name == "normal"
+    assert mine.class_by_name("pin_hole").verdict.name == "quarantine"
+    monkeypatch.delenv("PCB_TAXONOMY")
+    assert taxonomy.load() is packaged and "quarantine" not in packaged.verdict_names
