@@ -62,7 +62,8 @@ def summary(progress: dict, items: Sequence[BatchItem]) -> dict:
     classes = Counter(d["class"] for a in answers for d in a.get("defects", []))
     errors = Counter((it.error or "").split(":", 1)[0] for it in items if it.state == "failed")
     times = sorted(it.duration_ms for it in done if it.duration_ms is not None)
-    defective = sum(n for v, n in verdicts.items() if v != "normal")
+    ok = taxonomy.load().ok.name  # every other verdict is a defect
+    defective = sum(n for v, n in verdicts.items() if v != ok)
 
     def pct(q: float) -> float | None:
         return round(times[min(len(times) - 1, int(q * len(times)))], 2) if times else None

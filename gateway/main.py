@@ -20,6 +20,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from batch.engine import BatchEngine
 from gateway.api import admin, auth, edge, enhance, inspect, jobs, live, operator, seed_compat
 from gateway.api.operator import ONLINE_AFTER_S
+from gateway.api.schemas.health import Health, Liveness, NotReady, Readiness
 from gateway.core.config import get_settings
 from gateway.core.errors import ApiError
 from gateway.core.logging import setup as setup_logging
@@ -165,8 +166,11 @@ def create_app() -> FastAPI:
     settings = get_settings()
     check_settings(settings)  # placeholder secrets refuse to start; AUTH_MODE=off is loud
     # the API docs follow the viewer role (served below), not FastAPI's open defaults
+    # default_response_class given (not left to FastAPI): answers are rendered by json.dumps,
+    # byte for byte as before the response models (pydantic's own writer spells 1e-05 as
+    # 0.00001); the models still validate and shape every answer
     app = FastAPI(title="PCB inspection gateway", version="0.1.0", lifespan=lifespan,
-                  docs_url=None, redoc_url=None, openapi_url=None)
+                  docs_url=None, redoc_url=None, openapi_url=None, default_response_class=JSONResponse)
 
     # two images for /dual plus the form fields
     app.add_middleware(RequestMiddleware, max_body_bytes=2 * get_settings().max_upload_bytes + 65536,
@@ -230,19 +234,20 @@ def create_app() -> FastAPI:
         return JSONResponse({"code": "internal_error", "message": "internal error; see the gateway log"},
                             status_code=500)
 
-    @app.get("/health", tags=["seed"])
+    @app.get("/health", tags=["seed"], response_model=Health)
     async def health(request: Request) -> dict:
         """The seed's status route: always 200 while the process answers (see /health/ready)."""
         triton_ok = await request.app.state.triton.ready()
         return {"status": "healthy" if triton_ok else "degraded", "triton": triton_ok}
 
-    @app.get("/health/live", tags=["health"])
+    @app.get("/health/live", tags=["health"], response_model=Liveness)
     async def liveness() -> dict:
         """Liveness: the process serves requests (no dependency is asked)."""
         return {"status": "alive"}
 
-    @app.get("/health/ready", tags=["health"], responses={503: {"description": "not ready"}})
-    async def ready(request: Request) -> JSONResponse:
+    @app.get("/health/ready", tags=["health"], response_model=Readiness,
+             responses={503: {"model": NotReady, "description": "not ready"}})
+    async def ready(request: Request) -> dict | JSONResponse:
         """Readiness for a balancer: 200 only while this gateway can inspect (Triton ready)
         and record (its outbox file answers). The database and Redis are not required: the
         outbox and in-process pairing carry the line through their outages."""
@@ -255,7 +260,7 @@ def create_app() -> FastAPI:
             outbox_ok = False
         body = {"triton": triton_ok, "outbox": outbox_ok}
         if triton_ok and outbox_ok:
-            return JSONResponse({"status": "ready", **body})
+            return {"status": "ready", **body}
         missing = " and ".join(k for k, ok in body.items() if not ok)
         return JSONResponse({"code": "not_ready", "message": f"not ready: {missing} unavailable", **body},
                             status_code=503, headers={"Retry-After": "1"})

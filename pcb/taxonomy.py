@@ -2,10 +2,15 @@
 
 Verdict codes are the verdicts' severities (0 = normal ... 3 = discard), so "most severe
 wins" is a plain ``max`` over codes wherever they travel as integers (Triton tensors, DB).
+The verdict with code 0 is the one that passes a board (``Taxonomy.ok``); every other is a
+defect. Verdict lists (statistics, the dashboard, filters) come from here, never spelled out.
+
+A deployment may use its own file: ``PCB_TAXONOMY`` (a path) replaces the packaged one.
 """
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
@@ -13,6 +18,7 @@ from pathlib import Path
 import yaml
 
 TAXONOMY_FILE = Path(__file__).with_name("taxonomy.yaml")
+TAXONOMY_ENV = "PCB_TAXONOMY"
 
 
 @dataclass(frozen=True)
@@ -43,6 +49,16 @@ class Taxonomy:
     verdicts: tuple[Verdict, ...]  # indexed by code
     no_detection: Verdict
     no_detection_confidence: float
+
+    @property
+    def ok(self) -> Verdict:
+        """The verdict that passes a board (code 0); every other verdict is a defect."""
+        return self.verdicts[0]
+
+    @property
+    def verdict_names(self) -> list[str]:
+        """Verdict names in code order (``normal`` first)."""
+        return [v.name for v in self.verdicts]
 
     @property
     def class_names(self) -> list[str]:
@@ -108,7 +124,14 @@ def parse(doc: dict) -> Taxonomy:
     )
 
 
-@lru_cache(maxsize=1)
-def load(path: str | Path = TAXONOMY_FILE) -> Taxonomy:
+def load(path: str | Path | None = None) -> Taxonomy:
+    """The taxonomy in ``path``, else in the file ``PCB_TAXONOMY`` names, else the packaged
+    ``taxonomy.yaml``; each file is parsed once (the environment is read on every call, so a
+    process that sets it later gets its file, and everyone else keeps the cached one)."""
+    return _load(Path(path or os.environ.get(TAXONOMY_ENV) or TAXONOMY_FILE))
+
+
+@lru_cache(maxsize=8)
+def _load(path: Path) -> Taxonomy:
     with open(path, encoding="utf-8") as f:
         return parse(yaml.safe_load(f))

@@ -12,6 +12,19 @@ from fastapi import APIRouter, Depends, Query, Request
 from pydantic import BaseModel, Field
 from sqlalchemy.exc import SQLAlchemyError
 
+from gateway.api.schemas.admin import (
+    ConfigUpdated,
+    DeviceCreated,
+    DeviceDisabled,
+    DeviceOut,
+    ModelServed,
+    ModelVersions,
+    PrincipalCreated,
+    PrincipalOut,
+    PrincipalRevoked,
+    QuarantinePage,
+    Requeued,
+)
 from gateway.core.config import get_settings
 from gateway.core.errors import ApiError, NotFound, ServiceUnavailable
 from gateway.core.security import require
@@ -42,7 +55,7 @@ async def _admin_call(fn, *args):
         raise ServiceUnavailable(f"Triton admin call failed: {e}", "inference_unavailable", 5) from e
 
 
-@router.get("/models")
+@router.get("/models", response_model=list[ModelVersions])
 async def list_models() -> list[dict]:
     return await _admin_call(lambda m: m.describe())
 
@@ -51,14 +64,14 @@ class VersionIn(BaseModel):
     version: int = Field(ge=1)
 
 
-@router.post("/models/{model}/rollback")
+@router.post("/models/{model}/rollback", response_model=ModelServed)
 async def rollback(model: str, request: Request) -> dict:
     served = await _admin_call(lambda m: m.rollback(model))
     await _event(request, f"rollback {model}: now serving {served}")
     return {"model": model, "served": served}
 
 
-@router.post("/models/{model}/{action}")
+@router.post("/models/{model}/{action}", response_model=ModelServed)
 async def version_action(model: str, action: Literal["load", "promote", "unload"], body: VersionIn,
                          request: Request) -> dict:
     """load: serve ``version`` next to the current ones; promote: serve only it (the others
@@ -79,7 +92,7 @@ class DeviceIn(BaseModel):
     name: str = Field(default="", max_length=128)
 
 
-@router.post("/devices", status_code=201)
+@router.post("/devices", status_code=201, response_model=DeviceCreated)
 async def create_device(body: DeviceIn, request: Request) -> dict:
     """Registers (or re-keys) a device; the API key is shown this once."""
     try:
@@ -92,14 +105,14 @@ async def create_device(body: DeviceIn, request: Request) -> dict:
     return {"device_id": info.id, "side": info.side, "drives_gpio": info.drives_gpio, "api_key": key}
 
 
-@router.get("/devices")
+@router.get("/devices", response_model=list[DeviceOut])
 async def list_devices(request: Request) -> list[dict]:
     return [{"device_id": d.id, "side": d.side, "drives_gpio": d.drives_gpio, "enabled": d.enabled,
              "name": d.name, "last_seen": request.app.state.devices.last_seen.get(d.id)}
             for d in request.app.state.devices.all()]
 
 
-@router.delete("/devices/{device_id}")
+@router.delete("/devices/{device_id}", response_model=DeviceDisabled)
 async def disable_device(device_id: str, request: Request) -> dict:
     if request.app.state.devices.get(device_id) is None:
         raise NotFound(f"no device {device_id}", "unknown_device")
@@ -112,7 +125,7 @@ async def disable_device(device_id: str, request: Request) -> dict:
     return {"device_id": device_id, "enabled": False}
 
 
-@router.get("/outbox/quarantine")
+@router.get("/outbox/quarantine", response_model=QuarantinePage)
 async def list_quarantine(request: Request, limit: Annotated[int, Query(ge=1, le=1000)] = 100) -> dict:
     """Rows the database kept refusing, set aside on this gateway (kept, never deleted)."""
     box = request.app.state.outbox
@@ -124,7 +137,7 @@ class RequeueIn(BaseModel):
     ids: list[Annotated[str, Field(max_length=64)]] | None = Field(None, max_length=1000)
 
 
-@router.post("/outbox/quarantine/retry")
+@router.post("/outbox/quarantine/retry", response_model=Requeued)
 async def retry_quarantine(body: RequeueIn, request: Request) -> dict:
     """Send quarantined rows (``ids``, or all) back to the outbox, e.g. after a schema fix."""
     n = await asyncio.to_thread(request.app.state.outbox.requeue, body.ids)
@@ -142,7 +155,7 @@ def _principal(p) -> dict:
     return {"id": p.id, "name": p.name, "role": p.role, "enabled": p.enabled}
 
 
-@router.post("/principals", status_code=201)
+@router.post("/principals", status_code=201, response_model=PrincipalCreated)
 async def create_principal(body: PrincipalIn, request: Request) -> dict:
     """A key for a person or an application; shown this once (only its hash is stored)."""
     try:
@@ -153,12 +166,12 @@ async def create_principal(body: PrincipalIn, request: Request) -> dict:
     return {**_principal(info), "api_key": key}
 
 
-@router.get("/principals")
+@router.get("/principals", response_model=list[PrincipalOut])
 async def list_principals(request: Request) -> list[dict]:
     return [_principal(p) for p in request.app.state.principals.all()]
 
 
-@router.delete("/principals/{principal_id}")
+@router.delete("/principals/{principal_id}", response_model=PrincipalRevoked)
 async def revoke_principal(principal_id: str, request: Request) -> dict:
     try:
         found = await asyncio.to_thread(request.app.state.principals.revoke, principal_id)
@@ -174,7 +187,7 @@ class ConfigIn(BaseModel):
     values: dict[str, str] = Field(max_length=100)
 
 
-@router.put("/config")
+@router.put("/config", response_model=ConfigUpdated)
 async def put_config(body: ConfigIn, request: Request) -> dict:
     """Set operator-visible configuration keys (the seed's ``system_config`` table)."""
     from store.models import SystemConfig

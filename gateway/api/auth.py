@@ -48,7 +48,7 @@ async def login_page() -> HTMLResponse:
     return HTMLResponse(PAGE.read_text(encoding="utf-8"))
 
 
-@router.post("/login")
+@router.post("/login", response_class=RedirectResponse, status_code=303)
 async def login(request: Request, key: Annotated[str, Form(min_length=1, max_length=200)],
                 next: Annotated[str | None, Form(max_length=500)] = None) -> RedirectResponse:  # noqa: A002
     check_origin(request)  # no signing a visitor in with someone else's key from another site
@@ -62,7 +62,7 @@ async def login(request: Request, key: Annotated[str, Form(min_length=1, max_len
     return response
 
 
-@router.post("/logout")
+@router.post("/logout", response_class=RedirectResponse, status_code=303)
 async def logout() -> RedirectResponse:
     response = RedirectResponse("/login", status_code=303)
     response.delete_cookie(SESSION_COOKIE, path="/")

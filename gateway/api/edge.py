@@ -10,13 +10,14 @@ from fastapi import APIRouter, Depends, Header, Request
 from pydantic import BaseModel, Field
 
 from gateway.api.deps import Device, current_device
+from gateway.api.schemas.edge import Heartbeat, LineSession, TaxonomyOut
 from gateway.core.security import SESSION_COOKIE, authorize, bearer_of
 from pcb import taxonomy
 
 router = APIRouter(prefix="/v1", tags=["edge"])
 
 
-@router.post("/heartbeat")
+@router.post("/heartbeat", response_model=Heartbeat)
 async def heartbeat(device: Device) -> dict:
     # authenticating already stamped last_seen
     return {"device_id": device.id, "side": device.side, "drives_gpio": device.drives_gpio}
@@ -28,7 +29,7 @@ class LineSessionIn(BaseModel):
     start_id: Annotated[str, Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9._-]+$")] = "unknown"
 
 
-@router.post("/line-session")
+@router.post("/line-session", response_model=LineSession)
 async def line_session(device: Device, body: LineSessionIn, request: Request) -> dict:
     """The session part of this edge's board ids for this start (``gateway/services/line_sessions.py``)."""
     session = await request.app.state.line_sessions.open(body.line_id, device.side, body.start_id)
@@ -43,7 +44,7 @@ def device_or_viewer(request: Request, x_device_id: Annotated[str | None, Header
         authorize(request, "viewer", bearer_of(request), request.cookies.get(SESSION_COOKIE))
 
 
-@router.get("/taxonomy", dependencies=[Depends(device_or_viewer)])
+@router.get("/taxonomy", dependencies=[Depends(device_or_viewer)], response_model=TaxonomyOut)
 async def gpio_table() -> dict:
     tax = taxonomy.load()
     return {"verdicts": [{"code": v.name, "label": v.label, "severity": v.code,

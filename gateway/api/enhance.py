@@ -13,6 +13,15 @@ from fastapi.responses import FileResponse, HTMLResponse, Response, StreamingRes
 
 from enhance.options import OptionError, check_output_size, parse_options
 from gateway.api.auth import page_caller
+from gateway.api.schemas.enhance import (
+    BatchCancelled,
+    EnhanceAccepted,
+    EnhanceBatchAccepted,
+    EnhanceBatchStatus,
+    EnhancePerformance,
+    EnhanceTask,
+    TaskCancelled,
+)
 from gateway.api.uploads import probe_image
 from gateway.core.config import get_settings
 from gateway.core.errors import ApiError, Conflict, PayloadTooLarge
@@ -72,7 +81,7 @@ TileSize = Annotated[int | None, Form(description="background tile size, 256-512
 Weight = Annotated[float | None, Form(description="restored vs original face blend, 0-1 (default 0.5)")]
 
 
-@router.post("/api/v1/enhance", status_code=202, dependencies=OPERATE)
+@router.post("/api/v1/enhance", status_code=202, dependencies=OPERATE, response_model=EnhanceAccepted)
 async def enhance_one(request: Request, file: Annotated[UploadFile, File(description="a JPEG or PNG photo")],
                       quality: Quality = None, upscale: Upscale = None, background: Background = None,
                       tile_size: TileSize = None, weight: Weight = None) -> dict:
@@ -83,7 +92,8 @@ async def enhance_one(request: Request, file: Annotated[UploadFile, File(descrip
             "status_url": f"/api/v1/tasks/{task.id}", "download_url": f"/api/v1/download/{task.id}"}
 
 
-@router.post("/api/v1/enhance/batch", status_code=202, dependencies=OPERATE)
+@router.post("/api/v1/enhance/batch", status_code=202, dependencies=OPERATE,
+             response_model=EnhanceBatchAccepted)
 async def enhance_batch(request: Request, files: Annotated[list[UploadFile], File(description="up to 20 photos")],
                         quality: Quality = None, upscale: Upscale = None, background: Background = None,
                         tile_size: TileSize = None, weight: Weight = None) -> dict:
@@ -99,12 +109,13 @@ async def enhance_batch(request: Request, files: Annotated[list[UploadFile], Fil
             "download_url": f"/api/v1/batch/{batch.id}/download"}
 
 
-@router.get("/api/v1/tasks/{task_id}", dependencies=OPERATE)
+@router.get("/api/v1/tasks/{task_id}", dependencies=OPERATE, response_model=EnhanceTask,
+            response_model_exclude_unset=True)
 async def task_status(request: Request, task_id: str) -> dict:
     return _service(request).task(task_id).public()
 
 
-@router.post("/api/v1/tasks/{task_id}/cancel", dependencies=OPERATE)
+@router.post("/api/v1/tasks/{task_id}/cancel", dependencies=OPERATE, response_model=TaskCancelled)
 async def cancel_task(request: Request, task_id: str) -> dict:
     svc = _service(request)
     t = svc.task(task_id)
@@ -112,7 +123,9 @@ async def cancel_task(request: Request, task_id: str) -> dict:
     return {"task_id": t.id, "cancelled": n, "state": t.state}
 
 
-@router.get("/api/v1/download/{task_id}", dependencies=OPERATE)
+@router.get("/api/v1/download/{task_id}", dependencies=OPERATE, response_class=FileResponse,
+            responses={200: {"content": {"image/jpeg": {}, "image/png": {}},
+                             "description": "the enhanced photo (as its upload: JPEG or PNG)"}})
 async def download(request: Request, task_id: str) -> FileResponse:
     svc = _service(request)
     t = svc.task(task_id)
@@ -122,13 +135,14 @@ async def download(request: Request, task_id: str) -> FileResponse:
     return FileResponse(t.result_path, media_type=media, filename=svc.download_name(t))
 
 
-@router.get("/api/v1/batch/{batch_id}", dependencies=OPERATE)
+@router.get("/api/v1/batch/{batch_id}", dependencies=OPERATE, response_model=EnhanceBatchStatus,
+            response_model_exclude_unset=True)
 async def batch_status(request: Request, batch_id: str) -> dict:
     svc = _service(request)
     return svc.store.batch_status(svc.batch(batch_id))
 
 
-@router.post("/api/v1/batch/{batch_id}/cancel", dependencies=OPERATE)
+@router.post("/api/v1/batch/{batch_id}/cancel", dependencies=OPERATE, response_model=BatchCancelled)
 async def cancel_batch(request: Request, batch_id: str) -> dict:
     svc = _service(request)
     batch = svc.batch(batch_id)
@@ -136,7 +150,9 @@ async def cancel_batch(request: Request, batch_id: str) -> dict:
     return {"batch_id": batch_id, "cancelled": n}
 
 
-@router.get("/api/v1/batch/{batch_id}/download", dependencies=OPERATE)
+@router.get("/api/v1/batch/{batch_id}/download", dependencies=OPERATE, response_class=StreamingResponse,
+            responses={200: {"content": {"application/zip": {}},
+                             "description": "the completed results and manifest.json, as a ZIP"}})
 async def download_batch(request: Request, batch_id: str) -> StreamingResponse:
     """The ZIP is written as it is sent (no copy on disk, a few chunks in memory), from a
     worker thread: the results are read from disk there, never on the event loop."""
@@ -150,7 +166,9 @@ async def download_batch(request: Request, batch_id: str) -> StreamingResponse:
                              headers={"Content-Disposition": f'attachment; filename="{name}"'})
 
 
-@router.get("/api/v1/batch/{batch_id}/events", dependencies=OPERATE)
+@router.get("/api/v1/batch/{batch_id}/events", dependencies=OPERATE, response_class=StreamingResponse,
+            responses={200: {"content": {"text/event-stream": {}},
+                             "description": "Server-Sent Events: item, batch, done"}})
 async def batch_events(request: Request, batch_id: str) -> StreamingResponse:
     """``item`` events as each photo changes state (with its download URL once done), a
     ``batch`` summary with each, and ``done`` when every item has finished."""
@@ -183,7 +201,7 @@ async def batch_events(request: Request, batch_id: str) -> StreamingResponse:
                              headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
 
 
-@router.get("/api/v1/performance", dependencies=OPERATE)
+@router.get("/api/v1/performance", dependencies=OPERATE, response_model=EnhancePerformance)
 async def performance(request: Request) -> dict:
     return await asyncio.to_thread(_service(request).performance)
 

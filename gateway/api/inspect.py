@@ -13,6 +13,7 @@ from typing import Annotated
 from fastapi import APIRouter, File, Form, UploadFile
 
 from gateway.api.deps import Device, IdempotencyKey, Inspections
+from gateway.api.schemas.inspection import InspectAnswer, InspectDualAnswer
 from gateway.api.uploads import read_image
 from gateway.core.config import get_settings
 from gateway.core.errors import ApiError
@@ -40,7 +41,7 @@ def checked_captured_at(value: float | None) -> float | None:
     return value
 
 
-@router.post("/inspect")
+@router.post("/inspect", response_model=InspectAnswer)
 async def inspect(
     device: Device,
     inspections: Inspections,
@@ -63,7 +64,7 @@ async def inspect(
     return await inspections.inspect_side(sub, side, data)
 
 
-@router.post("/inspect/dual")
+@router.post("/inspect/dual", response_model=InspectDualAnswer)
 async def inspect_dual(
     device: Device,
     inspections: Inspections,

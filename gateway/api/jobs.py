@@ -20,6 +20,7 @@ from batch import results, sources, tuning
 from batch.engine import BatchEngine
 from batch.priority import Priority
 from batch.store import JobNotFound
+from gateway.api.schemas.jobs import JobItem, JobProgress, JobResults, JobRetried, JobSummary, Tuning
 from gateway.core.config import get_settings
 from gateway.core.errors import ApiError, NotFound, PayloadTooLarge, ServiceUnavailable
 from gateway.core.security import require
@@ -45,7 +46,9 @@ async def _db(fn, *args):
         raise ServiceUnavailable(f"job database unavailable: {type(e).__name__}", "database_unavailable", 5) from e
 
 
-@router.post("/jobs", status_code=201, dependencies=OPERATE)
+@router.post("/jobs", status_code=201, dependencies=OPERATE, response_model=JobProgress,
+             responses={200: {"model": JobProgress,
+                              "description": "the job an earlier submission under this Idempotency-Key created"}})
 async def submit(request: Request,
                  files: Annotated[list[UploadFile] | None, File(description="images and/or ZIPs")] = None,
                  source_dir: Annotated[str | None, Form(description="a folder the workers can read")] = None,
@@ -137,18 +140,18 @@ def _create(eng: BatchEngine, items: list, kw: dict) -> bool:
         return False
 
 
-@router.get("/jobs", dependencies=VIEW)
+@router.get("/jobs", dependencies=VIEW, response_model=list[JobProgress])
 async def list_jobs(request: Request, limit: Annotated[int, Query(ge=1, le=500)] = 50) -> list[dict]:
     eng = _engine(request)
     return await _db(lambda: [eng.store.progress(j.id) for j in eng.store.jobs(limit)])
 
 
-@router.get("/jobs/{job_id}", dependencies=VIEW)
+@router.get("/jobs/{job_id}", dependencies=VIEW, response_model=JobProgress)
 async def get_job(job_id: str, request: Request) -> dict:
     return await _db(_engine(request).store.progress, job_id)
 
 
-@router.get("/jobs/{job_id}/items", dependencies=VIEW)
+@router.get("/jobs/{job_id}/items", dependencies=VIEW, response_model=list[JobItem])
 async def get_items(job_id: str, request: Request,
                     state: Literal["pending", "processing", "completed", "failed", "cancelled"] | None = None,
                     offset: Annotated[int, Query(ge=0)] = 0,
@@ -158,7 +161,9 @@ async def get_items(job_id: str, request: Request,
     return [results.item_dict(it) for it in await _db(store.items, job_id, state, offset, limit)]
 
 
-@router.get("/jobs/{job_id}/events", dependencies=VIEW)
+@router.get("/jobs/{job_id}/events", dependencies=VIEW, response_class=StreamingResponse,
+            responses={200: {"content": {"text/event-stream": {}},
+                             "description": "Server-Sent Events: progress, done"}})
 async def job_events(job_id: str, request: Request) -> StreamingResponse:
     """Progress as Server-Sent Events (``event: progress``), one when it changes, until the
     job ends (``event: done``)."""
@@ -187,14 +192,14 @@ async def job_events(job_id: str, request: Request) -> StreamingResponse:
                              headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
 
 
-@router.post("/jobs/{job_id}/cancel", dependencies=OPERATE)
+@router.post("/jobs/{job_id}/cancel", dependencies=OPERATE, response_model=JobProgress)
 async def cancel_job(job_id: str, request: Request) -> dict:
     eng = _engine(request)
     await _db(eng.cancel, job_id)
     return await _db(eng.store.progress, job_id)
 
 
-@router.post("/jobs/{job_id}/items/{item_id}/cancel", dependencies=OPERATE)
+@router.post("/jobs/{job_id}/items/{item_id}/cancel", dependencies=OPERATE, response_model=JobProgress)
 async def cancel_item(job_id: str, item_id: int, request: Request) -> dict:
     store = _engine(request).store
     if not await _db(store.cancel_item, job_id, item_id):
@@ -202,14 +207,17 @@ async def cancel_item(job_id: str, item_id: int, request: Request) -> dict:
     return await _db(store.progress, job_id)
 
 
-@router.post("/jobs/{job_id}/retry", dependencies=OPERATE)
+@router.post("/jobs/{job_id}/retry", dependencies=OPERATE, response_model=JobRetried)
 async def retry_failed(job_id: str, request: Request) -> dict:
     eng = _engine(request)
     n = await _db(eng.retry, job_id)
     return {"retried": n, **await _db(eng.store.progress, job_id)}
 
 
-@router.get("/jobs/{job_id}/results", dependencies=VIEW)
+@router.get("/jobs/{job_id}/results", dependencies=VIEW, response_model=JobResults | JobSummary,
+            responses={200: {"description": "format=json: the whole job (an attachment); summary: the summary; "
+                                            "csv: one row per item; report: an HTML page",
+                             "content": {"text/csv": {}, "text/html": {}}}})
 async def job_results(job_id: str, request: Request,
                       format: Literal["json", "csv", "summary", "report"] = "json"):  # noqa: A002
     store = _engine(request).store
@@ -227,7 +235,7 @@ async def job_results(job_id: str, request: Request,
                              headers={"Content-Disposition": f'attachment; filename="{stem}.json"'})
 
 
-@router.get("/tuning", dependencies=VIEW)
+@router.get("/tuning", dependencies=VIEW, response_model=Tuning)
 async def get_tuning(request: Request) -> dict:
     """The auto-tuner's recorded pick (``python -m batch tune`` measures it)."""
     eng = _engine(request)

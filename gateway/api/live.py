@@ -24,7 +24,8 @@ async def dashboard(request: Request) -> Response:
     return HTMLResponse(PAGE.read_text(encoding="utf-8"))
 
 
-@router.get("/api/live", include_in_schema=False, dependencies=[Depends(require("viewer"))])
+@router.get("/api/live", include_in_schema=False, dependencies=[Depends(require("viewer"))],
+            response_class=StreamingResponse)
 async def live(request: Request) -> StreamingResponse:
     feed = request.app.state.live
     queue = feed.subscribe()

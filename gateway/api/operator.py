@@ -7,21 +7,22 @@ import asyncio
 import base64
 import time
 from datetime import UTC, date, datetime, timedelta
-from types import SimpleNamespace
 from typing import Annotated
 from zoneinfo import ZoneInfo
 
 import psutil
 from fastapi import APIRouter, Depends, Query, Request
 from fastapi.responses import Response
-from sqlalchemy import and_, case, func, or_, select
+from sqlalchemy import and_, func, or_, select
 from sqlalchemy.exc import DBAPIError, OperationalError
 
+from gateway.api.schemas.operator import InspectionPage, Statistics, SystemLogPage, SystemStatus
 from gateway.core.config import get_settings
 from gateway.core.errors import ApiError, NotFound, ServiceUnavailable
 from gateway.core.security import require
 from pcb import taxonomy
 from store.models import Inspection, SystemConfig, SystemLog
+from store.records import InspectionRecord
 
 router = APIRouter(prefix="/api", tags=["operator"], dependencies=[Depends(require("viewer"))])
 
@@ -101,12 +102,13 @@ def _after(cursor: str):
     return or_(Inspection.created_at < when, and_(Inspection.created_at == when, Inspection.id < iid))
 
 
-@router.get("/inspections")
+@router.get("/inspections", response_model=InspectionPage)
 async def inspections(
     request: Request,
     page: Annotated[int, Query(ge=1, le=1_000_000)] = 1,
     page_size: Annotated[int, Query(ge=1, le=500)] = 50,
-    verdict: Annotated[str | None, Query(pattern="^(normal|component_defect|solder_defect|discard)$")] = None,
+    verdict: Annotated[str | None, Query(max_length=32, description="a verdict name from the taxonomy "
+                                                                  "(GET /v1/taxonomy); others are 422")] = None,
     device_id: Annotated[str | None, Query(max_length=64)] = None,
     date_from: date | None = None,
     date_to: date | None = None,
@@ -115,6 +117,9 @@ async def inspections(
     """Newest first. Two ways to page: ``cursor`` (the previous answer's ``next_cursor``: no
     offset, no count, as deep as the history goes) or the seed's ``page`` numbers (with a
     ``total``, up to an offset of 10,000 rows)."""
+    if verdict is not None and verdict not in taxonomy.load().verdict_names:
+        raise ApiError(f"verdict {verdict!r} is not in the taxonomy ({', '.join(taxonomy.load().verdict_names)})",
+                       "unknown_verdict", status=422)
     if cursor is None and (page - 1) * page_size > MAX_OFFSET:
         raise ApiError(f"page {page} is deeper than {MAX_OFFSET} rows: follow next_cursor instead", "page_too_deep",
                        status=422)
@@ -144,33 +149,38 @@ async def inspections(
     return await _db(request, q)
 
 
-@router.get("/statistics")
+@router.get("/statistics", response_model=Statistics)
 async def statistics(request: Request, start_date: date | None = None, end_date: date | None = None) -> dict:
     """Board decisions (the rows that carry the GPIO command) between two dates, with the
-    seed's field names."""
+    seed's field names: ``<verdict>_count`` for every verdict of the taxonomy, and the same
+    counts as ``verdicts`` (name, label, code, count) in code order. The defect rate counts
+    every verdict but the ok one (code 0)."""
     lo, hi = _day_range(start_date, end_date)
 
     def q(sessions):
-        v = Inspection.board_verdict
-        stmt = select(
-            func.count(),
-            func.sum(case((v == "normal", 1), else_=0)),
-            func.sum(case((v == "component_defect", 1), else_=0)),
-            func.sum(case((v == "solder_defect", 1), else_=0)),
-            func.sum(case((v == "discard", 1), else_=0)),
-            func.avg(Inspection.latency_ms),
-        ).where(Inspection.gpio_pin.is_not(None), Inspection.created_at >= lo, Inspection.created_at < hi)
+        # one pass: per board verdict, the decisions and their latencies (sum and count, so
+        # the overall mean is exact however the groups split)
+        stmt = (select(Inspection.board_verdict, func.count(), func.sum(Inspection.latency_ms),
+                       func.count(Inspection.latency_ms))
+                .where(Inspection.gpio_pin.is_not(None), Inspection.created_at >= lo, Inspection.created_at < hi)
+                .group_by(Inspection.board_verdict))
         with sessions() as s:
-            return s.execute(stmt).one()
+            return s.execute(stmt).all()
 
-    total, normal, comp, solder, discard, latency = await _db(request, q)
-    total = int(total or 0)
-    defects = int(comp or 0) + int(solder or 0) + int(discard or 0)
+    groups = await _db(request, q)
+    tax = taxonomy.load()
+    by_name = {name: int(n) for name, n, _, _ in groups}
+    total = sum(by_name.values())  # a verdict the taxonomy no longer has still counts here
+    latency_n = sum(int(n or 0) for _, _, _, n in groups)
+    latency = sum(float(x) for _, _, x, _ in groups if x is not None) / latency_n if latency_n else None
+    counts = [{"name": v.name, "label": v.label, "code": v.code, "count": by_name.get(v.name, 0)}
+              for v in tax.verdicts]
+    defects = sum(c["count"] for c in counts if c["name"] != tax.ok.name)
     return {"start_date": lo.date().isoformat(), "end_date": (hi - timedelta(days=1)).date().isoformat(),
-            "total_inspections": total, "normal_count": int(normal or 0), "component_defect_count": int(comp or 0),
-            "solder_defect_count": int(solder or 0), "discard_count": int(discard or 0),
+            "total_inspections": total, **{f"{c['name']}_count": c["count"] for c in counts},
             "defect_rate": round(100.0 * defects / total, 2) if total else 0.0,
-            "avg_latency_ms": round(float(latency), 2) if latency is not None else None}
+            "avg_latency_ms": round(latency, 2) if latency is not None else None,
+            "verdicts": counts}
 
 
 @router.get("/defect-images/{inspection_id}", response_class=Response,
@@ -181,7 +191,7 @@ async def defect_image(request: Request, inspection_id: str,
     row = await _db(request, lambda sessions: _get(sessions, inspection_id))
     if row is None:  # answered a moment ago, still on its way to the database
         payload = await asyncio.to_thread(request.app.state.outbox.pending, inspection_id)
-        row = SimpleNamespace(**payload) if payload else None
+        row = _pending_record(payload) if payload else None
     if row is None or not row.image_path:
         raise NotFound(f"no image for inspection {inspection_id}", "image_not_found")
     side = side or (row.camera_side if row.camera_side in ("left", "right") else "left")
@@ -194,6 +204,13 @@ async def defect_image(request: Request, inspection_id: str,
     else:
         data = await asyncio.to_thread(store.path(row.image_path, side).read_bytes)
     return Response(data, media_type="image/jpeg")
+
+
+def _pending_record(payload: dict) -> InspectionRecord | None:
+    try:
+        return InspectionRecord.from_outbox(payload)
+    except ValueError:  # not a record the database would take either: no image to show
+        return None
 
 
 def _get(sessions, inspection_id: str) -> Inspection | None:
@@ -227,7 +244,7 @@ async def _check(coro, default=False):
         return default
 
 
-@router.get("/system-status")
+@router.get("/system-status", response_model=SystemStatus)
 async def system_status(request: Request) -> dict:
     st = request.app.state
 
@@ -252,7 +269,7 @@ async def system_status(request: Request) -> dict:
             "triton": bool(triton_ok), "outbox_depth": depth, "devices": devices}
 
 
-@router.get("/config")
+@router.get("/config", response_model=dict[str, str])
 async def get_config(request: Request) -> dict:
     def q(sessions):
         with sessions() as s:
@@ -261,7 +278,7 @@ async def get_config(request: Request) -> dict:
     return await _db(request, q)
 
 
-@router.get("/system-logs")
+@router.get("/system-logs", response_model=SystemLogPage)
 async def system_logs(request: Request, page: Annotated[int, Query(ge=1, le=1_000_000)] = 1,
                       page_size: Annotated[int, Query(ge=1, le=500)] = 50,
                       level: Annotated[str | None, Query(pattern="^(debug|info|warning|error)$")] = None) -> dict:

@@ -24,6 +24,7 @@ from fastapi import APIRouter, Depends, Header, Request
 from pydantic import BaseModel, Field
 
 from gateway.api.deps import Inspections, current_device
+from gateway.api.schemas.seed import PredictAnswer, PredictDualAnswer
 from gateway.api.uploads import checked
 from gateway.core.config import get_settings
 from gateway.core.errors import ApiError, InvalidImage, NotFound, PayloadTooLarge, Unauthorized
@@ -104,7 +105,7 @@ def _boxes(dets: list[dict]) -> list[dict]:
              "confidence": d["confidence"], "class": d["class"]} for d in dets]
 
 
-@router.post("/predict")
+@router.post("/predict", response_model=PredictAnswer)
 async def predict(body: PredictIn, inspections: Inspections, caller: SeedCaller) -> dict:
     data = _decode_b64(body.frame, "frame")
     t0 = time.perf_counter()
@@ -119,7 +120,7 @@ async def predict(body: PredictIn, inspections: Inspections, caller: SeedCaller)
             "inspection_id": r["inspection_id"]}
 
 
-@router.post("/predict_dual")
+@router.post("/predict_dual", response_model=PredictDualAnswer)
 async def predict_dual(body: PredictDualIn, inspections: Inspections, caller: SeedCaller) -> dict:
     left, right = _decode_b64(body.frame_left, "frame_left"), _decode_b64(body.frame_right, "frame_right")
     board = f"seed-{uuid.uuid4().hex[:12]}"

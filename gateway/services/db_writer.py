@@ -10,16 +10,13 @@ from sqlalchemy.orm import sessionmaker
 
 from gateway.services.outbox import PendingRow
 from store.models import Inspection, SystemLog
-
-_DATES = ("created_at", "captured_at")
+from store.records import InspectionRecord
 
 
 def _inspection(payload: dict) -> Inspection:
-    data = dict(payload)
-    for k in _DATES:
-        if isinstance(data.get(k), str):
-            data[k] = datetime.fromisoformat(data[k])
-    return Inspection(**data)
+    # a payload that is not an inspection record (a key the table lacks, a wrong type) is a
+    # pydantic ValidationError, a ValueError: the row's fault (see ``rejects``)
+    return InspectionRecord.from_outbox(payload).to_model()
 
 
 class DbWriter:

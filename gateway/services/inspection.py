@@ -43,6 +43,7 @@ from pcb import pairing as pairing_rules
 from pcb import taxonomy
 from pcb.pairing import DUAL, OTHER, PARTIAL, PENDING, REPLAY, SINGLE
 from pcb.verdict import SideVerdict, fuse
+from store.records import InspectionRecord
 
 
 @dataclass(frozen=True)
@@ -61,8 +62,8 @@ class Submission:
         return f"{self.device.id}:{self.idempotency_key}" if self.idempotency_key else None
 
 
-def _now_iso() -> str:
-    return datetime.now(UTC).replace(tzinfo=None).isoformat()
+def _now() -> datetime:
+    return datetime.now(UTC).replace(tzinfo=None)
 
 
 def _verdict_json(code: int) -> dict:
@@ -76,27 +77,28 @@ def _detections(s: SideResult) -> list[dict]:
 
 
 def _row(iid: str, sub: Submission, gpio: dict | None, image_path: str | None, model_version: int,
-         total_ms: float, **fields) -> dict:
+         total_ms: float, **fields) -> InspectionRecord:
     """The database record: what every inspection row carries, plus ``fields``."""
-    return {
-        "id": iid, "board_id": sub.board_id, "device_id": sub.device.id, **fields,
-        "gpio_pin": gpio["pin"] if gpio else None, "gpio_duration_ms": gpio["duration_ms"] if gpio else None,
-        "image_path": image_path, "model_version": model_version, "latency_ms": round(total_ms, 2),
-        "captured_at": datetime.fromtimestamp(sub.captured_at, UTC).replace(tzinfo=None).isoformat()
+    return InspectionRecord(
+        id=iid, board_id=sub.board_id, device_id=sub.device.id, **fields,
+        gpio_pin=gpio["pin"] if gpio else None, gpio_duration_ms=gpio["duration_ms"] if gpio else None,
+        image_path=image_path, model_version=model_version, latency_ms=round(total_ms, 2),
+        captured_at=datetime.fromtimestamp(sub.captured_at, UTC).replace(tzinfo=None)
         if sub.captured_at is not None and math.isfinite(sub.captured_at) else None,
-        "created_at": _now_iso(),
-    }
+        created_at=_now(),
+    )
 
 
-def _event(row: dict, answer: dict) -> dict:
+def _event(row: InspectionRecord) -> dict:
     """What the dashboard shows of one answered inspection."""
-    boxes = row["boxes"]
+    boxes = row.boxes
     n = sum(len(v) for v in boxes.values()) if isinstance(boxes, dict) else len(boxes or [])
-    return {"id": row["id"], "board_id": row["board_id"], "device_id": row["device_id"],
-            "side": row["camera_side"], "verdict": row["verdict"], "board_verdict": row["board_verdict"],
-            "label": taxonomy.load().verdict(row["verdict"]).label, "confidence": round(row["confidence"], 3),
-            "pairing": row["pairing"], "gpio_pin": row["gpio_pin"], "detections": n,
-            "has_image": bool(row["image_path"]), "latency_ms": row["latency_ms"], "created_at": row["created_at"]}
+    return {"id": row.id, "board_id": row.board_id, "device_id": row.device_id,
+            "side": row.camera_side, "verdict": row.verdict, "board_verdict": row.board_verdict,
+            "label": taxonomy.load().verdict(row.verdict).label, "confidence": round(row.confidence, 3),
+            "pairing": row.pairing, "gpio_pin": row.gpio_pin, "detections": n,
+            "has_image": bool(row.image_path), "latency_ms": row.latency_ms,
+            "created_at": row.created_at.isoformat()}
 
 
 class InspectionService:
@@ -140,29 +142,29 @@ class InspectionService:
         await self.idempotency.finish(scope, key, fp, answer)
         return answer
 
-    async def _record(self, sub: Submission, row: dict, response: dict, route: str, fp: str) -> dict:
+    async def _record(self, sub: Submission, row: InspectionRecord, response: dict, route: str, fp: str) -> dict:
         """Durably store the row before answering; a racing duplicate gets the first answer."""
         idem = (sub.device.id, sub.idempotency_key, fp, response) if sub.idempotency_key else None
         try:
-            first = await asyncio.to_thread(self.outbox.put, row["id"], "inspection", row, idem)
+            first = await asyncio.to_thread(self.outbox.put, row.id, "inspection", row.to_outbox(), idem)
         except (StorageError, OSError, sqlite3.Error) as e:  # refuse rather than answer unrecorded
             raise ServiceUnavailable(f"cannot store the inspection: {e}", "storage_unavailable", 5) from e
         if first is not None:  # another worker on this outbox file answered the same key first
             if first.fingerprint is not None and first.fingerprint != fp:
                 raise IdempotencyConflict(f"Idempotency-Key {sub.idempotency_key!r} was used for another request")
             return first.response
-        pairing_now = row.get("pairing")
+        pairing_now = row.pairing
         if self.events is not None and pairing_now in (PARTIAL, "late"):
-            msg = (f"board {row['board_id']}: the other side did not arrive within the pairing window"
-                   if pairing_now == PARTIAL else f"board {row['board_id']}: {row['camera_side']} side arrived late")
+            msg = (f"board {row.board_id}: the other side did not arrive within the pairing window"
+                   if pairing_now == PARTIAL else f"board {row.board_id}: {row.camera_side} side arrived late")
             await asyncio.to_thread(self.events, "warning", "pairing", msg,
-                                    {"board_id": row["board_id"], "inspection_id": row["id"]})
+                                    {"board_id": row.board_id, "inspection_id": row.id})
         verdict = response["verdict"]["code"]
         VERDICTS.labels(route, verdict).inc()
         INSPECTION_LATENCY.labels(route, verdict).observe(response["timings_ms"]["total"] / 1000)
         PAIRING.labels(pairing_now or DUAL).inc()
         if self.live is not None:  # never let the dashboard delay the line
-            task = asyncio.create_task(self.live.publish(_event(row, response)))
+            task = asyncio.create_task(self.live.publish(_event(row)))
             self._background.add(task)
             task.add_done_callback(self._background.discard)
         return response

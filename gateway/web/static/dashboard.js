@@ -1,8 +1,9 @@
 // The live dashboard. Server data only ever goes into the page as text (textContent,
 // attributes set one by one): never through innerHTML, so a job named <img onerror=...>
 // is shown, not run. Served with a Content-Security-Policy that allows no inline script.
-const VERDICTS = [["normal","정상"],["component_defect","부품불량"],["solder_defect","납땜불량"],["discard","폐기"]];
-const counts = {normal_count:0, component_defect_count:0, solder_defect_count:0, discard_count:0};
+// The verdicts are the taxonomy's, as /api/statistics lists them (name, label, code, count):
+// a verdict added to taxonomy.yaml gets its card here without an edit. Code 0 passes a board.
+let verdicts = [];
 const seen = [];       // recent events: {t, latency}
 const recent = [];     // last 24 shown
 let total = 0;
@@ -25,12 +26,12 @@ function el(tag, attrs = {}, ...children) {
 function fill(id, nodes) { document.getElementById(id).replaceChildren(...nodes); }
 
 function renderCounts() {
-  fill("counts", VERDICTS.map(([v, label]) =>
-    el("div", {class: "card", dataset: {verdict: v}, style: {borderTop: `4px solid ${color(v)}`}},
-       el("div", {class: "k"}, `${label} · ${v}`),
-       el("div", {class: "v", id: `count-${v}`}, counts[v + "_count"] ?? 0))));
+  fill("counts", verdicts.map(v =>
+    el("div", {class: "card", dataset: {verdict: v.name}, style: {borderTop: `4px solid ${color(v.name)}`}},
+       el("div", {class: "k"}, `${v.label} · ${v.name}`),
+       el("div", {class: "v", id: `count-${v.name}`}, v.count))));
   document.getElementById("total").textContent = total;
-  const defects = counts.component_defect_count + counts.solder_defect_count + counts.discard_count;
+  const defects = verdicts.filter(v => v.code !== 0).reduce((n, v) => n + v.count, 0);
   document.getElementById("defect-rate").textContent = total ? (100 * defects / total).toFixed(1) + " %" : "–";
 }
 
@@ -61,8 +62,9 @@ function renderRecent() {
 function onInspection(e) {
   const isBoard = e.gpio_pin != null;   // the row that carried the board's GPIO decision
   if (isBoard) {
-    const v = e.board_verdict || e.verdict;
-    counts[v + "_count"] = (counts[v + "_count"] || 0) + 1;
+    const name = e.board_verdict || e.verdict;
+    const v = verdicts.find(x => x.name === name);
+    if (v) v.count += 1;
     total += 1;
   }
   seen.push({t: Date.now(), latency: e.latency_ms, board: isBoard});
@@ -75,13 +77,19 @@ function onInspection(e) {
 async function getJson(url) {
   const r = await fetch(url);
   if (r.status === 401) { location.href = "/login?next=/"; throw new Error("signed out"); }
+  if (!r.ok) throw new Error(`${url}: ${r.status}`);
   return r.json();
 }
 
 async function loadStats() {
-  const s = await getJson("/api/statistics");
-  Object.assign(counts, s);
-  total = s.total_inspections;
+  try {
+    const s = await getJson("/api/statistics");
+    verdicts = s.verdicts.map(v => ({name: v.name, label: v.label, code: v.code, count: v.count}));
+    total = s.total_inspections;
+  } catch (err) {  // the database is away: the taxonomy's cards, counted from the live feed
+    const t = await getJson("/v1/taxonomy");
+    verdicts = t.verdicts.map(v => ({name: v.code, label: v.label, code: v.severity, count: 0}));
+  }
   renderCounts();
 }
 
