@@ -240,9 +240,10 @@ def test_cancel_job_item_and_retry_failed(store):
 def test_a_chunk_finished_a_moment_ago_is_life_for_the_one_still_waiting(store):
     """Between one chunk's end and the next one's claim no chunk is started: the worker that
     just finished is alive, so the chunk waiting behind it is not re-sent (a duplicate)."""
-    done_job, waiting = _job(store, 2, chunk=2), _job(store, 2, chunk=2)
+    done_job = _job(store, 2, chunk=2)
+    _job(store, 2, chunk=2)  # its chunk waits in the broker behind the first
     t = utcnow()
-    a, b = store.take_dispatches(2, 60, now=t - timedelta(seconds=400))
+    a, _ = store.take_dispatches(2, 60, now=t - timedelta(seconds=400))
     store.claim(done_job, a.seq, "w1")
     store.finish_items([(it.id, "completed", {"verdict": "normal"}, None, 1.0) for it in store.items(done_job)])
     assert store.finish_chunk(done_job, a.seq, a.generation, now=t) is True

@@ -7,7 +7,7 @@ import asyncio
 import base64
 import time
 from datetime import UTC, date, datetime, timedelta
-from typing import Annotated
+from typing import Annotated, Any
 from zoneinfo import ZoneInfo
 
 import psutil
@@ -173,8 +173,8 @@ async def statistics(request: Request, start_date: date | None = None, end_date:
     total = sum(by_name.values())  # a verdict the taxonomy no longer has still counts here
     latency_n = sum(int(n or 0) for _, _, _, n in groups)
     latency = sum(float(x) for _, _, x, _ in groups if x is not None) / latency_n if latency_n else None
-    counts = [{"name": v.name, "label": v.label, "code": v.code, "count": by_name.get(v.name, 0)}
-              for v in tax.verdicts]
+    counts: list[dict[str, Any]] = [{"name": v.name, "label": v.label, "code": v.code,
+                                     "count": by_name.get(v.name, 0)} for v in tax.verdicts]
     defects = sum(c["count"] for c in counts if c["name"] != tax.ok.name)
     return {"start_date": lo.date().isoformat(), "end_date": (hi - timedelta(days=1)).date().isoformat(),
             "total_inspections": total, **{f"{c['name']}_count": c["count"] for c in counts},
