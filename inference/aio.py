@@ -40,15 +40,15 @@ class AsyncTriton:
         t0 = time.perf_counter()
         r = await self.infer(contract.SINGLE_MODEL, contract.inspect_request(grpcclient.InferInput, image),
                              priority=contract.PRIORITY_LINE)
-        return results.side(r), (time.perf_counter() - t0) * 1000
+        return results.parsed(results.side, r), (time.perf_counter() - t0) * 1000
 
     async def inspect_dual(self, left: bytes, right: bytes) -> results.DualResult:
         t0 = time.perf_counter()
         r = await self.infer(contract.DUAL_MODEL, contract.dual_request(grpcclient.InferInput, left, right),
                              priority=contract.PRIORITY_LINE)
-        return results.dual(r, (time.perf_counter() - t0) * 1000)
+        return results.parsed(results.dual, r, (time.perf_counter() - t0) * 1000)
 
     async def enhance(self, photo: bytes, options: dict, timeout_s: float | None = None) -> results.EnhanceResult:
         r = await self.infer(contract.ENHANCE_MODEL, contract.enhance_request(grpcclient.InferInput, photo, options),
                              timeout_s)
-        return results.enhanced(r)
+        return results.parsed(results.enhanced, r)

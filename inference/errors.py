@@ -10,6 +10,7 @@ INVALID_ARG and is retryable like an unreachable server.
 
 | status                       | error         | retry |
 |------------------------------|---------------|-------|
+| a service code (any status)  | Unavailable, with that code | yes |
 | INVALID_ARGUMENT / HTTP 400  | BadInput      | no: the same bytes fail the same way |
 | UNAVAILABLE, queue full      | Overloaded    | yes, soon |
 | anything else (UNAVAILABLE, DEADLINE_EXCEEDED, INTERNAL, ...) | Unavailable | yes |
@@ -30,8 +31,11 @@ from tritonclient.utils import InferenceServerException
 BAD_INPUT_CODES = frozenset({"invalid_image", "unsupported_image", "image_too_large", "empty_image",
                              "image_aspect_ratio", "bad_batch", "invalid_options", "output_too_large",
                              "enhance_failed"})
-# failures of a model's own machinery (serving/templates, face_enhance's BLS calls)
-SERVICE_CODES = frozenset({"detector_failed", "model_failed", "restorer_failed", "upsampler_failed"})
+# failures of a model's own machinery or of the platform's setup (serving/templates,
+# face_enhance's BLS calls, a post-processor or fuser handed a code its taxonomy lacks):
+# never the request's fault, whatever status they travel with
+SERVICE_CODES = frozenset({"detector_failed", "model_failed", "restorer_failed", "upsampler_failed",
+                           "postprocess_failed", "invalid_verdict"})
 QUEUE_FULL = "Exceeds maximum queue size"
 _CODE = re.compile(r"(?<![A-Za-z0-9_])([a-z][a-z0-9_]*): ")
 
@@ -83,6 +87,8 @@ def classify(e: InferenceServerException, model: str | None = None) -> Inference
     msg = e.message() or str(e)
     status = status_of(e)
     code, text = model_code(msg)
+    if code in SERVICE_CODES:
+        return Unavailable(f"inference service failed: {code}: {text[:200]}", code, model)
     if status == "INVALID_ARGUMENT":
         return BadInput(text or msg, code if code in BAD_INPUT_CODES else "invalid_image", model)
     if status == "UNAVAILABLE" and QUEUE_FULL in msg:

@@ -51,6 +51,18 @@ class EnhanceResult:
         return self.image[:8] == b"\x89PNG\r\n\x1a\n"
 
 
+def parsed(parse, r, *args):
+    """``parse(r, *args)``; an answer that does not fit the contract (a class id outside this
+    taxonomy, a missing tensor, broken JSON) is the service's fault, never a raw exception."""
+    try:
+        return parse(r, *args)
+    except (IndexError, KeyError, ValueError, TypeError, AttributeError) as e:
+        from inference.errors import Unavailable
+
+        raise Unavailable(f"the model's answer does not fit the contract: {type(e).__name__}: {e}"[:300],
+                          "inference_bad_answer") from None
+
+
 def _scalar(r, name: str):
     return r.as_numpy(name).reshape(-1)[0]
 

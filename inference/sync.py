@@ -15,6 +15,14 @@ from inference.channel import channel_args
 from inference.errors import InferenceError, Unavailable, classify
 
 
+def _parsed(parse, answer):
+    """One answer of a batch: a misfit answer becomes that request's retryable error."""
+    try:
+        return results.parsed(parse, answer)
+    except InferenceError as e:
+        return e
+
+
 class SyncTriton:
     def __init__(self, url: str, timeout_s: float = 30.0, lb_policy: str | None = None):
         self.url = url
@@ -81,18 +89,19 @@ class SyncTriton:
         answers = self.infer_all(contract.SINGLE_MODEL,
                                  [contract.inspect_request(grpcclient.InferInput, i) for i in images],
                                  contract.SIDE_OUTPUTS, contract.PRIORITY_BACKGROUND)
-        return [a if isinstance(a, InferenceError) else results.side(a) for a in answers]
+        return [a if isinstance(a, InferenceError) else _parsed(results.side, a) for a in answers]
 
     def enhance_many(self, photos: Sequence[bytes], options: dict | bytes | None
                      ) -> list[results.EnhanceResult | InferenceError]:
         answers = self.infer_all(contract.ENHANCE_MODEL,
                                  [contract.enhance_request(grpcclient.InferInput, p, options) for p in photos],
                                  contract.ENHANCE_OUTPUTS)
-        return [a if isinstance(a, InferenceError) else results.enhanced(a) for a in answers]
+        return [a if isinstance(a, InferenceError) else _parsed(results.enhanced, a) for a in answers]
 
     def inspect(self, image: bytes) -> results.SideResult:
-        return results.side(self.infer(contract.SINGLE_MODEL, contract.inspect_request(grpcclient.InferInput, image)))
+        return results.parsed(results.side, self.infer(contract.SINGLE_MODEL,
+                                                       contract.inspect_request(grpcclient.InferInput, image)))
 
     def enhance(self, photo: bytes, options: dict | bytes | None) -> results.EnhanceResult:
         r = self.infer(contract.ENHANCE_MODEL, contract.enhance_request(grpcclient.InferInput, photo, options))
-        return results.enhanced(r)
+        return results.parsed(results.enhanced, r)

@@ -33,16 +33,20 @@ def lower(policy: str) -> str:
         for tid in _threads():
             try:
                 os.sched_setscheduler(tid, os.SCHED_IDLE, os.sched_param(0))
-            except (ProcessLookupError, PermissionError):
+            except ProcessLookupError:
                 pass  # a thread that ended meanwhile
+            except OSError as e:  # a sandboxed kernel that refuses: run normally, say so
+                return f"normal ({policy} refused: {e.strerror})"
         return policy
     if policy.startswith("nice:"):
         n = int(policy[5:])
         for tid in _threads():
             try:
                 os.setpriority(os.PRIO_PROCESS, tid, max(os.getpriority(os.PRIO_PROCESS, tid), n))
-            except (ProcessLookupError, PermissionError):
+            except ProcessLookupError:
                 pass
+            except OSError as e:
+                return f"normal ({policy} refused: {e.strerror})"
         return policy
     raise ValueError(f"cpu_priority must be normal, idle or nice:N, not {policy!r}")
 

@@ -57,3 +57,25 @@ def test_every_code_is_found_as_a_token_only():
         assert model_code(f"message: {code}: details")[0] == code
     assert model_code("not_an_invalid_image: x")[0] is None  # part of another word
     assert model_code("the invalid_image code")[0] is None  # no colon: not a code
+
+
+def test_a_service_code_is_the_services_fault_whatever_status_it_travels_with():
+    wrapped = "in ensemble 'pcb_dual_inspect', invalid_verdict: 7 is not a verdict of this taxonomy"
+    e = classify(exc(wrapped, "StatusCode.INVALID_ARGUMENT"))
+    assert isinstance(e, Unavailable) and e.retryable and e.code == "invalid_verdict"
+    e = classify(exc("message: restorer_failed: out of memory", "StatusCode.INTERNAL"))
+    assert e.code == "restorer_failed"
+
+
+def test_an_answer_that_does_not_fit_is_a_retryable_service_error():
+    import numpy as np
+
+    from inference import results
+
+    class Answer:  # a class id this taxonomy does not have
+        def as_numpy(self, name):
+            return {"DETECTIONS": np.array([[[1, 2, 3, 4, 0.9, 99]]], np.float32)}.get(name, np.zeros((1, 1)))
+
+    with pytest.raises(Unavailable) as e:
+        results.parsed(results.side, Answer())
+    assert e.value.code == "inference_bad_answer"

@@ -361,3 +361,32 @@ def test_batch_job_keys_are_scoped_per_submitter(gw):
         assert r.status_code in (200, 201), r.text
         ids.append(r.json()["job_id"])
     assert ids[0] == ids[2] != ids[1]
+
+
+def test_origin_rule_knows_the_public_origin_behind_a_proxy(monkeypatch):
+    """A proxy that rewrites Host (nginx's default $proxy_host) would make every signed-in
+    change look cross-site: PUBLIC_ORIGINS names the origin the browser really uses."""
+    from starlette.requests import Request
+
+    from gateway.core.config import get_settings
+    from gateway.core.errors import ApiError
+    from gateway.core.security import check_origin
+
+    def request(origin: str, host: str = "gateway:8080", method: str = "POST") -> Request:
+        return Request({"type": "http", "method": method, "path": "/", "query_string": b"",
+                        "headers": [(b"host", host.encode()), (b"origin", origin.encode())]})
+
+    monkeypatch.setenv("PUBLIC_ORIGINS", "https://gateway.line1.plant, https://[fd00::5]:8443")
+    get_settings.cache_clear()
+    try:
+        check_origin(request("https://gateway.line1.plant"))
+        check_origin(request("https://[fd00::5]:8443"))
+        check_origin(request("http://gateway:8080"))
+        check_origin(request("https://evil.example", method="GET"))  # reading changes nothing
+        for bad in ("https://evil.example", "null", "https://gateway.line1.plant.evil.example"):
+            with pytest.raises(ApiError) as e:
+                check_origin(request(bad))
+            assert e.value.code == "cross_origin"
+    finally:
+        monkeypatch.delenv("PUBLIC_ORIGINS")
+        get_settings.cache_clear()

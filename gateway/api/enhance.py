@@ -162,7 +162,7 @@ async def download_batch(request: Request, batch_id: str) -> StreamingResponse:
         raise Conflict(f"batch {batch_id} is still running; download it when every item has finished",
                        "not_ready")
     name = f"enhanced_{batch_id[:8]}.zip"
-    return StreamingResponse(svc.zip_stream(batch), media_type="application/zip",
+    return StreamingResponse(await svc.zip_stream(batch), media_type="application/zip",
                              headers={"Content-Disposition": f'attachment; filename="{name}"'})
 
 

@@ -41,6 +41,9 @@ class Settings(BaseSettings):
     auth_mode: Literal["on", "off"] = "on"
     admin_token: str | None = None  # the bootstrap admin credential (Bearer only)
     session_secret: str | None = None  # signs login sessions; default: derived from ADMIN_TOKEN
+    # origins the pages are served from when a proxy in front rewrites Host (comma-separated,
+    # e.g. "https://gateway.line1.plant"); the request's own Host is always one
+    public_origins: str = ""
     metrics_token: str | None = None  # Prometheus' scrape token for /metrics (else an admin)
     auth_fail_rate: str = "30/minute"  # failed authentications per client address
     principal_rate: str = "1200/minute"  # requests per principal (a dashboard polls)

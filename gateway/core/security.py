@@ -166,7 +166,9 @@ def check_origin(request: Request) -> None:
     origin = request.headers.get("origin") or request.headers.get("referer")
     if origin is None:
         return
-    if urlsplit(origin).netloc.lower() != (request.headers.get("host") or "").lower():
+    allowed = {(request.headers.get("host") or "").lower()}
+    allowed |= {urlsplit(o.strip()).netloc.lower() for o in get_settings().public_origins.split(",") if o.strip()}
+    if urlsplit(origin).netloc.lower() not in allowed:
         raise Forbidden(f"a signed-in change must come from this site's pages, not {origin[:100]}", "cross_origin")
 
 

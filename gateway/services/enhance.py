@@ -96,6 +96,7 @@ class EnhanceService(BackgroundTask):
         self.faces_total = 0
         self.started_at = time.time()
         self._stopping = False
+        self._reserved = 0  # photos of uploads being written: counted against max_queue already
 
     # lifecycle -------------------------------------------------------------------------
     def start(self) -> None:
@@ -123,16 +124,22 @@ class EnhanceService(BackgroundTask):
         """Copy the photos (already validated, still in the upload's spooled files) to disk
         in a worker thread and queue them. All or nothing: the batch directory appears by
         rename once every file is written."""
-        if self.queue.qsize() + len(files) > self.max_queue:
-            raise ServiceUnavailable(f"{self.queue.qsize()} photos are waiting; try again later",
+        waiting = self.queue.qsize() + self._reserved
+        if waiting + len(files) > self.max_queue:
+            raise ServiceUnavailable(f"{waiting} photos are waiting; try again later",
                                      "enhance_queue_full", retry_after_s=5)
         batch_id = new_id()
+        # the slots are taken before the await: uploads written at the same time cannot
+        # together pass the bound that each passed alone
+        self._reserved += len(files)
         try:
             tasks = await asyncio.to_thread(self._stage, batch_id, files, options)
         except OSError as e:
             log.error("enhancement upload could not be written: %s", e)
             raise ServiceUnavailable("the enhancement volume cannot take the photos now",
                                      "storage_unavailable", retry_after_s=5) from None
+        finally:
+            self._reserved -= len(files)
         final = self.dir / batch_id
         batch = Batch(batch_id, [t.id for t in tasks], final)
         self.store.add(batch, tasks)
@@ -233,30 +240,41 @@ class EnhanceService(BackgroundTask):
         ext = t.result_path.suffix if t.result_path else ".jpg"
         return f"enhanced_{t.index:02d}_{safe_name(t.filename, t.index)}{ext}"
 
-    def zip_stream(self, batch: Batch) -> Iterator[bytes]:
+    async def zip_stream(self, batch: Batch) -> Iterator[bytes]:
         """Completed results plus a manifest (every item's state, faces, error) as a ZIP
         produced while it is sent: stored, not deflated (JPEG/PNG are compressed already),
-        sizes in data descriptors since nothing is seekable. A sync generator, so Starlette
-        runs it (and its file reads) in a worker thread."""
+        sizes in data descriptors since nothing is seekable. The tasks are taken and their
+        result files opened (off the loop) before the answer starts, so a clean-up that runs
+        while it is sent cannot empty or cut the archive; the returned generator is sync, so
+        Starlette runs it (and its file reads) in a worker thread."""
+        tasks = list(self.store.batch_tasks(batch))
+        opened = await asyncio.to_thread(lambda: [(t, _open_result(t)) for t in tasks])
+        return self._zip(batch.id, opened)
+
+    def _zip(self, batch_id: str, opened: list[tuple[Task, BinaryIO | None]]) -> Iterator[bytes]:
         sink = _Sink()
         manifest = []
-        with zipfile.ZipFile(sink, "w", zipfile.ZIP_STORED) as z:  # type: ignore[call-overload]  # any writable
-            for t in self.store.batch_tasks(batch):
-                entry = {"index": t.index, "filename": t.filename, "state": t.state, "faces": t.faces,
-                         "error": t.error}
-                src = _open_result(t)
+        try:
+            with zipfile.ZipFile(sink, "w", zipfile.ZIP_STORED) as z:  # type: ignore[call-overload]  # any writable
+                for t, src in opened:
+                    entry = {"index": t.index, "filename": t.filename, "state": t.state, "faces": t.faces,
+                             "error": t.error}
+                    if src is not None:
+                        entry["file"] = self.download_name(t)
+                        with z.open(entry["file"], "w") as dst:
+                            while chunk := src.read(COPY_CHUNK):
+                                dst.write(chunk)
+                                yield from sink.drain()
+                    elif t.state == "completed":
+                        entry["error"] = {"code": "result_expired", "message": "the result file is gone"}
+                    manifest.append(entry)
+                    yield from sink.drain()
+                z.writestr("manifest.json", json.dumps({"batch_id": batch_id, "items": manifest}, indent=2))
+            yield from sink.drain()
+        finally:  # also when the client goes away mid-download
+            for _, src in opened:
                 if src is not None:
-                    entry["file"] = self.download_name(t)
-                    with src, z.open(entry["file"], "w") as dst:
-                        while chunk := src.read(COPY_CHUNK):
-                            dst.write(chunk)
-                            yield from sink.drain()
-                elif t.state == "completed":
-                    entry["error"] = {"code": "result_expired", "message": "the result file is gone"}
-                manifest.append(entry)
-                yield from sink.drain()
-            z.writestr("manifest.json", json.dumps({"batch_id": batch.id, "items": manifest}, indent=2))
-        yield from sink.drain()
+                    src.close()
 
     # housekeeping and numbers ----------------------------------------------------------
     async def _cleanup_loop(self) -> None:
