@@ -84,7 +84,7 @@ test: venv official-nets sysdeps lint
 test-fast: venv official-nets
 	$(PY) -m pytest -q -m "not slow"
 
-bench: bench-triton bench-gateway bench-enhance bench-batch bench-line-beside
+bench: bench-triton bench-levers bench-gateway bench-enhance bench-batch bench-line-beside
 
 bench-triton: repository
 	$(PY) -m bench.perf_triton
@@ -102,6 +102,9 @@ bench-enhance: venv
 # the line's latency while a 20-photo enhancement batch is uploaded and processed
 bench-line-beside: venv
 	$(PY) -m bench.line_beside
+
+bench-levers: repository
+	$(PY) -m bench.levers
 
 # Two phases: from scratch with mosaic for variety, then without mosaic (it shrinks the small
 # defects to a few pixels) and milder scale jitter. ~1 h on 2 cores.

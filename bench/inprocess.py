@@ -12,17 +12,19 @@ import numpy as np
 from pcb.image_decode import decode_image
 from pcb.letterbox import letterbox
 from pcb.postprocess import postprocess
+from pcb.side_config import DETECTOR_STRIDE
 from serving.ort_detector import OrtDetector
 
 
 def pipeline_throughput(onnx: Path, images: list[bytes], batch: int, seconds: float = 4.0,
-                        threads: int = 0) -> float:
+                        threads: int = 0, rect: bool = True) -> float:
     """Images per second through the whole pipeline at ``batch`` images per ORT call."""
     det = OrtDetector(onnx, threads)
+    stride = DETECTOR_STRIDE if rect else 0
 
     def run_batch(start: int) -> None:
         chunk = [images[(start + k) % len(images)] for k in range(batch)]
-        prepped = [letterbox(decode_image(d), 320) for d in chunk]
+        prepped = [letterbox(decode_image(d), 320, stride) for d in chunk]
         out = det.run(np.stack([p[0] for p in prepped]))["output0"]
         for raw, (_, t) in zip(out, prepped):
             postprocess(raw, t)
@@ -33,3 +35,17 @@ def pipeline_throughput(onnx: Path, images: list[bytes], batch: int, seconds: fl
         run_batch(n)
         n += batch
     return n / (time.perf_counter() - t0)
+
+
+def single_image_ms(onnx: Path, images: list[bytes], rect: bool = True, threads: int = 1,
+                    n: int = 200) -> float:
+    """p50 milliseconds for one image through the whole pipeline, one at a time."""
+    det = OrtDetector(onnx, threads)
+    stride = DETECTOR_STRIDE if rect else 0
+    times = []
+    for i in range(n + 10):
+        t0 = time.perf_counter()
+        chw, t = letterbox(decode_image(images[i % len(images)]), 320, stride)
+        postprocess(det.run(chw[None])["output0"][0], t)
+        times.append(time.perf_counter() - t0)
+    return float(np.median(times[10:]) * 1000)

@@ -1,10 +1,14 @@
 """``config.pbtxt`` of the detector, for either layout.
 
-CPU layout: a python-backend model running the ONNX file with onnxruntime (the PyPI
-Triton server has only the python backend). GPU layout: ``tensorrt_plan``. Both have the
-same tensors (``images`` in; ``output0`` and ``version`` out), dynamic batching with
-preferred sizes and a bounded queue delay, a bounded queue that rejects when full (the
-gateway answers 503 + Retry-After instead of letting boards go late), and instance groups.
+CPU layout: one python-backend model runs the whole side inspection (encoded ``IMAGE`` in;
+detections, class names, verdict, confidence and ``version`` out) with onnxruntime
+(serving/side_inspector.py): the PyPI Triton server has only the python backend, and one
+step instead of three saves two inter-process hops per image (docs/benchmarks.md). GPU
+layout: ``tensorrt_plan`` between the pre/post-processing models (``images`` in;
+``output0`` and ``version`` out), with dynamic height and width for rect inputs. Both have
+dynamic batching with preferred sizes and a bounded queue delay, a bounded queue that
+rejects when full (the gateway answers 503 + Retry-After instead of letting boards go
+late), two priority levels, and instance groups.
 """
 
 from __future__ import annotations
@@ -14,10 +18,12 @@ from dataclasses import dataclass
 from tritonclient.grpc import model_config_pb2 as mc
 
 from inference.contract import PRIORITY_BACKGROUND, PRIORITY_LEVELS
+from pcb.side_config import SideConfig
 from serving.repository import DETECTOR
 
-HEADER = """# Written by `python -m export yolo`. The detector: letterboxed images in, raw YOLO output
-# (xywh + class scores per anchor) and the exported version number out.
+HEADER = """# Written by `python -m export yolo`. CPU layout: one side of a board in one step (encoded
+# image in; detections, verdict and the exported version number out). GPU layout: letterboxed
+# images in, raw YOLO output (xywh + class scores per anchor) and the version out.
 """
 
 
@@ -41,6 +47,30 @@ def set_runtime(cfg: mc.ModelConfig, target: str, intra_op_threads: int) -> int:
     raise ValueError(f"unknown target {target!r}")
 
 
+def side_tensors(cfg: mc.ModelConfig, side: SideConfig) -> None:
+    """CPU layout: the python backend runs the whole side (serving/side_inspector.py)."""
+    # images of different byte lengths share a batch: the python model gets each request's own tensor
+    cfg.input.add(name="IMAGE", data_type=mc.TYPE_UINT8, dims=[-1], allow_ragged_batch=True)
+    cfg.output.add(name="DETECTIONS", data_type=mc.TYPE_FP32, dims=[-1, 6])
+    cfg.output.add(name="CLASS_NAMES", data_type=mc.TYPE_STRING, dims=[-1])
+    cfg.output.add(name="VERDICT", data_type=mc.TYPE_INT32, dims=[1])
+    cfg.output.add(name="CONFIDENCE", data_type=mc.TYPE_FP32, dims=[1])
+    cfg.output.add(name="version", data_type=mc.TYPE_INT32, dims=[1])
+    nms = side.post.nms
+    for key, value in {"imgsz": side.imgsz, "letterbox": "rect" if side.rect else "square",
+                       "max_pixels": side.max_pixels, "conf_threshold": nms.conf,
+                       "iou_threshold": nms.iou, "max_det": nms.max_det}.items():
+        cfg.parameters[key].string_value = str(value)
+
+
+def raw_tensors(cfg: mc.ModelConfig, shape: DetectorShape) -> None:
+    """Split layout: the detector between pcb_preprocess and pcb_postprocess. Height and
+    width are dynamic: rect letterboxing sends 320x256 for a 640x480 camera."""
+    cfg.input.add(name="images", data_type=mc.TYPE_FP32, dims=[3, -1, -1])
+    cfg.output.add(name="output0", data_type=mc.TYPE_FP32, dims=[shape.num_outputs, -1])
+    cfg.output.add(name="version", data_type=mc.TYPE_INT32, dims=[1])
+
+
 def detector_config(
     shape: DetectorShape,
     target: str,
@@ -50,11 +80,13 @@ def detector_config(
     max_queue_size: int = 128,
     instances: int | None = None,
     intra_op_threads: int = 1,
+    split: bool = False,
 ) -> mc.ModelConfig:
     """Instances, CPU default, measured on 2 cores (perf_analyzer, ``pcb_inspect``, concurrency 8):
     two single-threaded onnxruntime instances served 74-76 img/s against 54-67 img/s for
     one instance with two threads - while one instance computes, the other receives its
-    batch. On a GPU one plan instance is the default."""
+    batch. On a GPU one plan instance is the default. ``split``: raw tensors between the
+    pre/post-processing models (always so for TensorRT; on a CPU, the GPU layout's stand-in)."""
     if instances is None:
         instances = 2 if target == "onnx" else 1
     if queue_delay_us is None:
@@ -66,9 +98,10 @@ def detector_config(
         queue_delay_us = 0 if target == "onnx" else 500
     cfg = mc.ModelConfig(name=DETECTOR, max_batch_size=max_batch)
     kind = set_runtime(cfg, target, intra_op_threads)
-    cfg.input.add(name="images", data_type=mc.TYPE_FP32, dims=[3, shape.imgsz, shape.imgsz])
-    cfg.output.add(name="output0", data_type=mc.TYPE_FP32, dims=[shape.num_outputs, shape.num_anchors])
-    cfg.output.add(name="version", data_type=mc.TYPE_INT32, dims=[1])
+    if target == "onnx" and not split:
+        side_tensors(cfg, SideConfig(imgsz=shape.imgsz))
+    else:
+        raw_tensors(cfg, shape)
 
     db = cfg.dynamic_batching
     sizes = [s for s in (4, 8, 16, 32) if s <= max_batch] or [max_batch]

@@ -11,10 +11,21 @@ import onnx
 from onnx import TensorProto, helper
 
 from export.detector_config import HEADER, DetectorShape, detector_config
-from serving.repository import DETECTOR, next_version, read_config, served_versions, versions, write_config
+from serving.repository import (
+    DETECTOR,
+    PREPROCESS,
+    is_split,
+    next_version,
+    read_config,
+    served_versions,
+    versions,
+    write_config,
+)
 
 ROOT = Path(__file__).resolve().parent.parent
-MODEL_TEMPLATE = ROOT / "serving" / "templates" / "detector_model.py"
+TEMPLATES = ROOT / "serving" / "templates"
+# the CPU layout runs the whole side in the detector; the split layout only the network
+MODEL_TEMPLATE = {False: TEMPLATES / "inspect_model.py", True: TEMPLATES / "detector_model.py"}
 
 
 def export_onnx(weights: Path, imgsz: int, out: Path, max_batch: int = 16) -> Path:
@@ -71,7 +82,7 @@ def onnx_shape(path: Path) -> DetectorShape:
 
 def check_pipeline_size(repository: Path, imgsz: int) -> None:
     """The pre-processing model letterboxes to its ``imgsz``: the detector must match."""
-    pre = repository / "pcb_preprocess"
+    pre = repository / PREPROCESS
     if (pre / "config.pbtxt").exists():
         want = int(read_config(pre).parameters["imgsz"].string_value)
         if want != imgsz:
@@ -81,7 +92,8 @@ def check_pipeline_size(repository: Path, imgsz: int) -> None:
 
 def add_version(repository: Path, weights: Path, imgsz: int, max_batch: int,
                 version: int | None = None, serve_only_new: bool = False) -> tuple[int, Path]:
-    """Write ``pcb_detector/<N>/{model.onnx, model.py}`` and the CPU-layout config. The
+    """Write ``pcb_detector/<N>/{model.onnx, model.py}`` and the config, for the repository's
+    layout (serving/repository.py ``is_split``). The
     version policy keeps serving what was served (promotion is the admin's step) unless
     this is the first version."""
     check_pipeline_size(repository, imgsz)
@@ -93,11 +105,12 @@ def add_version(repository: Path, weights: Path, imgsz: int, max_batch: int,
     tmp_dir.mkdir(parents=True)
     onnx_path = export_onnx(weights, imgsz, tmp_dir / "model.onnx", max_batch)
     stamp_version(onnx_path, version)
-    shutil.copy(MODEL_TEMPLATE, tmp_dir / "model.py")
+    split = is_split(repository)
+    shutil.copy(MODEL_TEMPLATE[split], tmp_dir / "model.py")
     served = _served_before(model_dir)
     policy = [version] if (serve_only_new or not served) else served
     # everything that can fail happens before the version becomes visible
-    cfg = detector_config(onnx_shape(tmp_dir / "model.onnx"), "onnx", max_batch, policy)
+    cfg = detector_config(onnx_shape(tmp_dir / "model.onnx"), "onnx", max_batch, policy, split=split)
     tmp_dir.rename(vdir)
     write_config(model_dir, cfg, HEADER)
     return version, vdir / "model.onnx"

@@ -15,6 +15,7 @@ from pathlib import Path
 
 from export.detector_config import HEADER, detector_config
 from export.onnx_target import check_pipeline_size, export_onnx, onnx_shape, stamp_version
+from pcb.side_config import DETECTOR_STRIDE
 from serving.repository import DETECTOR, next_version, read_config, served_versions, versions, write_config
 
 
@@ -29,10 +30,31 @@ class PlanSpec:
     workspace_gib: float = 4.0
     # (min, opt, max) side of square inputs with dynamic height/width (tiles); None: imgsz
     dynamic_side: tuple[int, int, int] | None = None
+    # rect letterboxed detector inputs (pcb/letterbox.py): the optimal (height, width), any
+    # multiple of the stride from one stride up to imgsz x imgsz allowed
+    rect_opt_hw: tuple[int, int] | None = None
 
     def profile_shapes(self) -> tuple[tuple[int, ...], tuple[int, ...], tuple[int, ...]]:
+        if self.rect_opt_hw:
+            hi = self.imgsz
+            return ((1, 3, RECT_MIN_SIDE, RECT_MIN_SIDE), (self.opt_batch, 3, *self.rect_opt_hw),
+                    (self.max_batch, 3, hi, hi))
         lo, opt, hi = self.dynamic_side or (self.imgsz,) * 3
         return ((1, 3, lo, lo), (self.opt_batch, 3, opt, opt), (self.max_batch, 3, hi, hi))
+
+
+RECT_MIN_SIDE = DETECTOR_STRIDE  # rect inputs are multiples of it
+
+
+def camera_hw(imgsz: int, camera: tuple[int, int] = (480, 640)) -> tuple[int, int]:
+    """The rect input a camera frame (height, width) letterboxes to: the line's one shape."""
+    r = imgsz / max(camera)
+    h, w = (round(camera[0] * r), round(camera[1] * r))
+    return _to_stride(h), _to_stride(w)
+
+
+def _to_stride(v: int) -> int:
+    return -(-v // RECT_MIN_SIDE) * RECT_MIN_SIDE
 
 
 def build_plan(spec: PlanSpec, dry_run: bool = False) -> list[str]:
@@ -91,7 +113,8 @@ def add_version(repository: Path, weights: Path, imgsz: int, max_batch: int, fp1
     staging.mkdir(parents=True)
     onnx_path = export_onnx(weights, imgsz, staging / "model.onnx", max_batch)
     stamp_version(onnx_path, version)
-    spec = PlanSpec(onnx_path, staging / "model.plan", imgsz, max_batch, min(8, max_batch), fp16)
+    spec = PlanSpec(onnx_path, staging / "model.plan", imgsz, max_batch, min(8, max_batch), fp16,
+                    rect_opt_hw=camera_hw(imgsz))
     steps = build_plan(spec, dry_run=dry_run)
     if dry_run:
         shutil.rmtree(staging)

@@ -1,7 +1,12 @@
-"""Letterbox to the detector's square input, and the transform back to image pixels.
+"""Letterbox to the detector's input, and the transform back to image pixels.
 
-Mirrors ultralytics' ``LetterBox(auto=False, center=True)`` and ``scale_boxes`` exactly
-(rounding included) so the exported pipeline gives the boxes ultralytics gives.
+Mirrors ultralytics' ``LetterBox(center=True)`` and ``scale_boxes`` exactly (rounding
+included) so the exported pipeline gives the boxes ultralytics gives. Two forms:
+
+- square (``stride=0``): pad to ``size x size``, ultralytics' ``auto=False``;
+- rect (``stride=32``): pad the short side only up to a multiple of the detector's largest
+  stride, ultralytics' ``auto=True`` (its default ``predict`` on a .pt model). A 640x480
+  camera frame becomes 320x256 instead of 320x320: 20 % fewer pixels through the detector.
 """
 
 from __future__ import annotations
@@ -14,12 +19,16 @@ PAD_VALUE = 114
 TRANSFORM_LEN = 6  # gain_x, gain_y, pad_x, pad_y, orig_w, orig_h
 
 
-def letterbox(img: np.ndarray, size: int) -> tuple[np.ndarray, np.ndarray]:
-    """BGR HxWx3 uint8 -> (3 x size x size float32 RGB in [0,1], transform[6])."""
+def letterbox(img: np.ndarray, size: int, stride: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """BGR HxWx3 uint8 -> (3 x H x W float32 RGB in [0,1], transform[6]); H = W = size
+    unless ``stride`` asks for the rect form."""
     h, w = img.shape[:2]
     r = min(size / h, size / w)
     new_w, new_h = max(round(w * r), 1), max(round(h * r), 1)
-    dw, dh = (size - new_w) / 2, (size - new_h) / 2
+    dw, dh = size - new_w, size - new_h
+    if stride:
+        dw, dh = dw % stride, dh % stride
+    dw, dh = dw / 2, dh / 2
     top, bottom = round(dh - 0.1), round(dh + 0.1)
     left, right = round(dw - 0.1), round(dw + 0.1)
     if (w, h) != (new_w, new_h):

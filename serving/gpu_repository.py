@@ -1,8 +1,10 @@
-"""Assemble the GPU layout of the model repository.
+"""Assemble the split layout of the model repository: the GPU layout.
 
-The pipeline models (pre/post-processing, fusion, ensembles) are the same python and
-ensemble configs as on the CPU; only ``pcb_detector`` differs (a TensorRT plan written by
-``python -m export yolo --target tensorrt``). This copies the shared models next to it.
+On a GPU the side inspection is split over three models: python pre-processing, the
+TensorRT detector (``python -m export yolo --target tensorrt``) and python post-processing
+(serving/split_layout/, with the ensembles that chain them). Everything else (board fusion,
+enhancement) is the CPU repository's. Exporting an ONNX detector into a split repository
+gives the same layout on a CPU: the tests and ``make bench-triton`` run it here.
 
   python -m serving.gpu_repository --out build/model_repository_gpu
 """
@@ -16,20 +18,22 @@ from pathlib import Path
 from serving.repository import DETECTOR
 
 ROOT = Path(__file__).resolve().parent.parent
+SPLIT_LAYOUT = Path(__file__).resolve().parent / "split_layout"
 
 
 def assemble(out: Path, source: Path = ROOT / "model_repository") -> list[str]:
+    """Copy the split layout's models, then the source repository's others (its detector,
+    exported for the CPU layout, is left out: export one for this layout)."""
     out.mkdir(parents=True, exist_ok=True)
-    copied = []
-    for model in sorted(p for p in source.iterdir() if (p / "config.pbtxt").exists()):
-        if model.name == DETECTOR:
-            continue  # the GPU detector is the TensorRT export's
-        dest = out / model.name
+    split = {p.name: p for p in SPLIT_LAYOUT.iterdir() if (p / "config.pbtxt").exists()}
+    shared = {p.name: p for p in source.iterdir() if (p / "config.pbtxt").exists()
+              and p.name != DETECTOR and p.name not in split}
+    for name, model in sorted({**shared, **split}.items()):
+        dest = out / name
         if dest.exists():
             shutil.rmtree(dest)
         shutil.copytree(model, dest, ignore=shutil.ignore_patterns("__pycache__"))
-        copied.append(model.name)
-    return copied
+    return sorted({**shared, **split})
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -9,6 +9,13 @@ from google.protobuf import text_format
 from tritonclient.grpc import model_config_pb2
 
 DETECTOR = "pcb_detector"  # the one name every component uses for the detector
+PREPROCESS = "pcb_preprocess"  # present only in the split layout (serving/split_layout/)
+
+
+def is_split(repository: Path) -> bool:
+    """Split layout (GPU, or its CPU stand-in): pcb_preprocess -> pcb_detector (raw tensors)
+    -> pcb_postprocess. Otherwise the CPU layout: pcb_detector runs the whole side."""
+    return (repository / PREPROCESS / "config.pbtxt").exists()
 
 
 def versions(model_dir: Path) -> list[int]:

@@ -22,15 +22,20 @@ WEIGHTS = Path(os.environ.get("PCB_WEIGHTS", ROOT / "models" / "pcb_yolov8n.pt")
 os.environ.setdefault("YOLO_OFFLINE", "1")  # never reach for the hub in tests
 
 
-def make_repository(dest: Path, weights: Path = WEIGHTS) -> Path:
-    """A copy of model_repository/ (pipeline models) with ``weights`` exported as version 1."""
+def make_repository(dest: Path, weights: Path = WEIGHTS, split: bool = False) -> Path:
+    """A copy of model_repository/ (pipeline models) with ``weights`` exported as version 1.
+    ``split``: the GPU layout's pipeline (serving/split_layout/) with onnxruntime standing in
+    for TensorRT, so its pre/post-processing models run for real here."""
     from export import onnx_target
+    from serving.gpu_repository import assemble
 
-    shutil.copytree(ROOT / "model_repository", dest,
-                    ignore=shutil.ignore_patterns("__pycache__", *ENHANCE_MODELS))
-    det = dest / "pcb_detector"
-    if det.exists():
-        shutil.rmtree(det)
+    if split:
+        assemble(dest)
+        for name in ENHANCE_MODELS:
+            shutil.rmtree(dest / name, ignore_errors=True)
+    else:
+        shutil.copytree(ROOT / "model_repository", dest,
+                        ignore=shutil.ignore_patterns("__pycache__", "pcb_detector", *ENHANCE_MODELS))
     onnx_target.add_version(dest, weights, imgsz=320, max_batch=16)
     return dest
 
@@ -66,6 +71,17 @@ def repository(tmp_path_factory) -> Path:
 @pytest.fixture(scope="session")
 def triton(repository, tmp_path_factory):
     srv = start_triton(repository, tmp_path_factory.mktemp("triton") / "triton.log")
+    try:
+        yield srv
+    finally:
+        srv.stop()
+
+
+@pytest.fixture(scope="session")
+def split_triton(tmp_path_factory):
+    """The split (GPU) layout on a CPU Triton of its own."""
+    repo = make_repository(tmp_path_factory.mktemp("split_repo") / "model_repository", split=True)
+    srv = start_triton(repo, tmp_path_factory.mktemp("split_triton") / "triton.log")
     try:
         yield srv
     finally:

@@ -1,8 +1,11 @@
-"""The model repository on the real CPU Triton server: ensembles, errors, batching."""
+"""The model repository on the real CPU Triton server: ensembles, errors, batching, in both
+layouts (the CPU layout's whole-side detector, and the split GPU layout with onnxruntime
+standing in for TensorRT)."""
 
 from __future__ import annotations
 
 import json
+from contextlib import contextmanager
 
 import pytest
 import tritonclient.http as http
@@ -16,20 +19,37 @@ from tests.triton_helpers import dual_inspect, image_input, inspect
 
 
 def test_every_config_in_the_repository_parses():
-    for path in sorted((ROOT / "model_repository").glob("*/config.pbtxt")):
+    for path in sorted([*(ROOT / "model_repository").glob("*/config.pbtxt"),
+                        *(ROOT / "serving" / "split_layout").glob("*/config.pbtxt")]):
         cfg = model_config_pb2.ModelConfig()
         text_format.Parse(path.read_text(), cfg)
         assert cfg.name == path.parent.name
 
 
+LAYOUT_MODELS = {
+    "cpu": ("pcb_detector", "pcb_board_fuse", "pcb_inspect", "pcb_dual_inspect"),
+    "split": ("pcb_preprocess", "pcb_detector", "pcb_postprocess", "pcb_board_fuse",
+              "pcb_inspect", "pcb_dual_inspect"),
+}
+
+
+@pytest.fixture(scope="module", params=["cpu", "split"])
+def layout(request) -> str:
+    return request.param
+
+
 @pytest.fixture(scope="module")
-def client(triton):
-    return http.InferenceServerClient(triton.http_url, concurrency=16)
+def server(layout, request):
+    return request.getfixturevalue("triton" if layout == "cpu" else "split_triton")
 
 
-def test_models_are_ready(client):
-    for m in ("pcb_preprocess", "pcb_detector", "pcb_postprocess", "pcb_board_fuse",
-              "pcb_inspect", "pcb_dual_inspect"):
+@pytest.fixture(scope="module")
+def client(server):
+    return http.InferenceServerClient(server.http_url, concurrency=16)
+
+
+def test_models_are_ready(client, layout):
+    for m in LAYOUT_MODELS[layout]:
         assert client.is_model_ready(m), m
 
 
@@ -66,19 +86,27 @@ def test_bad_image_is_a_clear_400(client, payload, code):
     assert code in e.value.message()
 
 
-@pytest.fixture
-def wide_batching(client):
-    """pcb_preprocess reloaded (repository API, config override) with a long queue delay, so
-    the 16 requests surely land in shared batches; the disk config is restored after."""
-    original = client.get_model_config("pcb_preprocess")
+@contextmanager
+def widened(client, model: str):
+    """``model`` reloaded (repository API, config override) with a long queue delay, so
+    concurrent requests surely land in shared batches (on a CPU the configs queue for 0 us,
+    and whether requests meet depends on timing); the disk config is restored after."""
+    original = client.get_model_config(model)
     cfg = json.loads(json.dumps(original))
     cfg["dynamic_batching"] = {"preferred_batch_size": [16], "max_queue_delay_microseconds": 300_000}
-    client.load_model("pcb_preprocess", config=json.dumps(cfg))
+    client.load_model(model, config=json.dumps(cfg))
     try:
-        yield
+        yield model
     finally:
         # a plain reload keeps an override while the files on disk are unchanged
-        client.load_model("pcb_preprocess", config=json.dumps(original))
+        client.load_model(model, config=json.dumps(original))
+
+
+@pytest.fixture
+def wide_batching(client, layout):
+    """The layout's first model widened."""
+    with widened(client, LAYOUT_MODELS[layout][0]) as model:
+        yield model
 
 
 def test_bad_image_fails_only_its_own_request_in_a_batch(client, wide_batching):
@@ -87,7 +115,7 @@ def test_bad_image_fails_only_its_own_request_in_a_batch(client, wide_batching):
     payloads = good[:7] + [truncated] + good[7:]
 
     def stats():
-        s = client.get_inference_statistics("pcb_preprocess")["model_stats"][0]
+        s = client.get_inference_statistics(wide_batching)["model_stats"][0]
         return int(s["inference_count"]), int(s["execution_count"])
 
     inf0, exe0 = stats()
@@ -110,19 +138,24 @@ def test_bad_image_fails_only_its_own_request_in_a_batch(client, wide_batching):
 
 
 def test_detector_batches_dynamically(client):
+    with widened(client, "pcb_detector"):
+        _detector_batches(client)
+
+
+def _detector_batches(client):
     det0 = client.get_inference_statistics("pcb_detector")["model_stats"][0]
     imgs = [encode(render_board(300 + i).image) for i in range(16)]
     for req in [client.async_infer("pcb_inspect", [image_input("IMAGE", d)]) for d in imgs]:
         req.get_result()
     det1 = client.get_inference_statistics("pcb_detector")["model_stats"][0]
-    assert int(det1["inference_count"]) - int(det0["inference_count"]) == 16
-    assert int(det1["execution_count"]) - int(det0["execution_count"]) < 16
+    assert int(det1["inference_count"]) - int(det0["inference_count"]) == 16, client.get_inference_statistics("pcb_detector")
+    assert int(det1["execution_count"]) - int(det0["execution_count"]) < 16, (det0, det1)
 
 
-def test_metrics_endpoint_exports_inference_counters(triton, client):
+def test_metrics_endpoint_exports_inference_counters(server, client):
     import urllib.request
 
     inspect(client, encode(render_board(1).image))
-    text = urllib.request.urlopen(triton.metrics_url, timeout=5).read().decode()
+    text = urllib.request.urlopen(server.metrics_url, timeout=5).read().decode()
     assert 'nv_inference_request_success{model="pcb_inspect"' in text
     assert "nv_inference_queue_duration_us" in text

@@ -6,6 +6,7 @@ import triton_python_backend_utils as pb_utils
 
 from pcb.image_decode import ImageError, decode_image
 from pcb.letterbox import letterbox
+from pcb.side_config import DETECTOR_STRIDE, SideConfig
 
 
 def _error(msg):
@@ -18,8 +19,8 @@ def _error(msg):
 class TritonPythonModel:
     def initialize(self, args):
         params = json.loads(args["model_config"])["parameters"]
-        self.size = int(params["imgsz"]["string_value"])
-        self.max_pixels = int(params["max_pixels"]["string_value"])
+        self.cfg = SideConfig.from_strings({k: v["string_value"] for k, v in params.items()})
+        self.stride = DETECTOR_STRIDE if self.cfg.rect else 0
 
     def execute(self, requests):
         responses = []
@@ -28,7 +29,8 @@ class TritonPythonModel:
             try:
                 if data.shape[0] != 1:
                     raise ImageError("bad_batch", "send one encoded image per request")
-                chw, transform = letterbox(decode_image(data[0], self.max_pixels), self.size)
+                img = decode_image(data[0], self.cfg.max_pixels)
+                chw, transform = letterbox(img, self.cfg.imgsz, self.stride)
             except ImageError as e:
                 # only this request fails; its neighbours in the batch go on
                 responses.append(pb_utils.InferenceResponse(error=_error(str(e))))

@@ -1,0 +1,120 @@
+"""``make bench-levers``: what each latency lever of the Triton path buys, one by one, in one
+run (issue 16). Each layout is its own repository and its own Triton start; perf_analyzer
+drives ``pcb_inspect`` with the same 640x480 JPEG boards.
+
+  split, square      the pipeline as it was: pcb_preprocess -> pcb_detector -> pcb_postprocess,
+                     320x320 letterbox
+  split, rect        lever 1 alone: 320x256 letterbox (ultralytics' predict form)
+  fused, square      lever 2 alone: the whole side in one python model
+  fused, rect        both (the CPU layout now)
+  fused, rect, 2 thr the same with two onnxruntime threads per instance
+
+Against the in-process pipeline (decode -> letterbox -> onnxruntime -> NMS, one image at a
+time, one Python process, the same onnxruntime threads).
+"""
+
+from __future__ import annotations
+
+import argparse
+import shutil
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from bench.common import OUT, ROOT, WEIGHTS, bench_images, git_rev, machine, write_section
+from bench.inprocess import single_image_ms
+from bench.perf_triton import input_files, perf
+from serving.cpu_server import TritonServer, free_port
+from serving.repository import DETECTOR, PREPROCESS, read_config, write_config
+
+
+@dataclass(frozen=True)
+class Layout:
+    name: str
+    split: bool
+    rect: bool
+    threads: int = 1
+
+
+LAYOUTS = (
+    Layout("split, square (before)", split=True, rect=False),
+    Layout("split, rect", split=True, rect=True),
+    Layout("fused, square", split=False, rect=False),
+    Layout("fused, rect (now)", split=False, rect=True),
+    Layout("fused, rect, 2 threads", split=False, rect=True, threads=2),
+)
+
+
+def build(layout: Layout, dest: Path) -> Path:
+    from export import onnx_target
+    from serving.gpu_repository import assemble
+
+    shutil.rmtree(dest, ignore_errors=True)
+    if layout.split:
+        assemble(dest)
+    else:
+        shutil.copytree(ROOT / "model_repository", dest,
+                        ignore=shutil.ignore_patterns("__pycache__", DETECTOR))
+    onnx_target.add_version(dest, WEIGHTS, imgsz=320, max_batch=16)
+    for model in (DETECTOR, PREPROCESS):
+        if (dest / model / "config.pbtxt").exists():
+            cfg = read_config(dest / model)
+            if model == PREPROCESS or not layout.split:
+                cfg.parameters["letterbox"].string_value = "rect" if layout.rect else "square"
+            if model == DETECTOR:
+                cfg.parameters["intra_op_threads"].string_value = str(layout.threads)
+            write_config(dest / model, cfg)
+    return dest
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(prog="python -m bench.levers")
+    ap.add_argument("--interval-ms", type=int, default=4000)
+    ap.add_argument("--concurrency", default="1,8")
+    args = ap.parse_args(argv)
+    levels = [int(c) for c in args.concurrency.split(",")]
+    started = time.strftime("%Y-%m-%d %H:%M")
+    images = bench_images(16)
+    data = input_files(images)["pcb_inspect"]
+    rows = []
+    for layout in LAYOUTS:
+        repo = build(layout, OUT / "levers_repository")
+        onnx = repo / DETECTOR / "1" / "model.onnx"
+        inproc = single_image_ms(onnx, images, rect=layout.rect, threads=layout.threads)
+        srv = TritonServer(repository=repo, ports={"http": free_port(), "grpc": free_port(),
+                                                   "metrics": free_port()}, log_file=OUT / "triton_levers.log")
+        with srv:
+            for c in levels:
+                r = perf("pcb_inspect", srv.grpc_url, c, data, OUT / f"pa_levers_{c}.csv", args.interval_ms)
+                r.update(layout=layout.name, concurrency=c, inproc_ms=inproc)
+                rows.append(r)
+                print(f"{layout.name:<26} c={c:<2} {r['throughput']:6.1f}/s p50 {r['p50_ms']:6.1f} ms "
+                      f"p99 {r['p99_ms']:6.1f} ms (in-process {inproc:.1f} ms)", flush=True)
+    write_section("levers", report(rows, started))
+    return 0
+
+
+def report(rows: list[dict], started: str) -> str:
+    lines = [
+        "## Line latency levers, one by one (`make bench-levers`)",
+        "",
+        f"Command: `make bench-levers` (= `python -m bench.levers`), run {started}, commit {git_rev()}.",
+        f"Machine: {machine()}. perf_analyzer over gRPC on `pcb_inspect`, 16 synthetic 640x480 JPEG",
+        "boards (q85), 4 s windows; each layout its own repository and Triton start, in one run.",
+        "In-process = the same decode -> letterbox -> onnxruntime -> NMS in one Python process,",
+        "one image at a time, same onnxruntime threads (p50 of 200 images).",
+        "",
+        "| layout | concurrency | inferences/s | p50 ms | p99 ms | in-process ms | p50 / in-process |",
+        "|---|---:|---:|---:|---:|---:|---:|",
+    ]
+    for r in rows:
+        lines.append(f"| {r['layout']} | {r['concurrency']} | {r['throughput']:.1f} | {r['p50_ms']:.1f} | "
+                     f"{r['p99_ms']:.1f} | {r['inproc_ms']:.1f} | "
+                     f"{r['p50_ms'] / r['inproc_ms']:.2f}x |" if r["concurrency"] == 1 else
+                     f"| {r['layout']} | {r['concurrency']} | {r['throughput']:.1f} | {r['p50_ms']:.1f} | "
+                     f"{r['p99_ms']:.1f} | | |")
+    return "\n".join(lines)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

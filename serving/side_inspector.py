@@ -1,0 +1,115 @@
+"""One side of a board in one step: decode -> letterbox -> onnxruntime -> NMS -> verdict.
+
+The CPU layout's ``pcb_detector`` runs this whole pipeline in one python-backend model
+(serving/templates/inspect_model.py), where the GPU layout splits it over three models
+(pcb_preprocess -> TensorRT pcb_detector -> pcb_postprocess). On a CPU every hop between
+python-backend models costs a copy through shared memory and a wake-up of another stub
+process; one step also means one dynamic batcher, so the line's priority level holds for
+the whole request (Triton honours priority only at an ensemble's first step). Same
+outputs in both layouts; the logic lives in pcb/ and is shared with the GPU layout's models.
+
+Requests the dynamic batcher hands over together run as one onnxruntime call per input
+shape (a camera sends one size, so one call in practice). A request that fails (a bad
+image) fails alone, never its neighbours.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from pcb import taxonomy
+from pcb.image_decode import ImageError, decode_image
+from pcb.letterbox import letterbox
+from pcb.postprocess import postprocess
+from pcb.side_config import DETECTOR_STRIDE, SideConfig
+from serving.ort_detector import OrtDetector
+
+
+class SideError(Exception):
+    """One request's failure: ``code`` is the stable error code the gateway maps
+    (inference/errors.py); ``bad_input`` says whether the caller is at fault."""
+
+    def __init__(self, code: str, message: str, bad_input: bool):
+        super().__init__(f"{code}: {message}")
+        self.code, self.bad_input = code, bad_input
+
+
+@dataclass
+class _Prepared:
+    chw: np.ndarray
+    transform: np.ndarray
+
+
+class SideInspector:
+    def __init__(self, onnx_path: str | Path, cfg: SideConfig | None = None):
+        self.cfg = cfg = cfg or SideConfig()
+        self.detector = OrtDetector(onnx_path, cfg.intra_op_threads)
+        self.tax = taxonomy.load()
+        self.names = np.array([n.encode() for n in self.tax.class_names], dtype=np.object_)
+
+    def warm_up(self) -> None:
+        """One inference at the line's shape before the model reports ready: onnxruntime
+        plans its kernels and allocates its arena on the first run, which would otherwise
+        land on the first board after a start or a hot-swap."""
+        import cv2
+
+        frame = np.full((480, 640, 3), 114, np.uint8)
+        self.inspect([cv2.imencode(".jpg", frame)[1]])
+
+    def inspect(self, images: list[np.ndarray]) -> list[dict[str, np.ndarray] | SideError]:
+        """Encoded images (uint8 arrays of shape (1, bytes), one per request) -> per request either its output
+        tensors (each with a leading batch axis of 1) or its error."""
+        prepared: list[_Prepared | SideError] = [self._prepare(b) for b in images]
+        raw = self._detect([p for p in prepared if isinstance(p, _Prepared)])
+        out: list[dict[str, np.ndarray] | SideError] = []
+        for p in prepared:
+            if isinstance(p, SideError):
+                out.append(p)
+                continue
+            r = raw[id(p)]
+            out.append(r if isinstance(r, SideError) else self._finish(r[0], r[1], p))
+        return out
+
+    def _prepare(self, data: np.ndarray) -> _Prepared | SideError:
+        if data.ndim != 2 or data.shape[0] != 1:
+            return SideError("bad_batch", "send one encoded image per request", bad_input=True)
+        try:
+            img = decode_image(data[0], self.cfg.max_pixels)
+        except ImageError as e:
+            return SideError(e.code, e.message, bad_input=True)
+        chw, transform = letterbox(img, self.cfg.imgsz, DETECTOR_STRIDE if self.cfg.rect else 0)
+        return _Prepared(chw, transform)
+
+    def _detect(self, prepared: list[_Prepared]) -> dict[int, tuple[np.ndarray, int] | SideError]:
+        """One onnxruntime call per input shape; raw output and stamped version per image."""
+        groups: dict[tuple[int, ...], list[_Prepared]] = {}
+        for p in prepared:
+            groups.setdefault(p.chw.shape, []).append(p)
+        result: dict[int, tuple[np.ndarray, int] | SideError] = {}
+        for group in groups.values():
+            try:
+                outs = self.detector.run(np.stack([p.chw for p in group]))
+            except Exception as e:  # noqa: BLE001 - a shape the ONNX file refuses fails this group only
+                for p in group:
+                    result[id(p)] = SideError("detector_failed", str(e), bad_input=False)
+                continue
+            for i, p in enumerate(group):
+                result[id(p)] = (outs["output0"][i], int(outs["version"][i, 0]))
+        return result
+
+    def _finish(self, raw: np.ndarray, version: int, p: _Prepared) -> dict[str, np.ndarray] | SideError:
+        try:
+            det, verdict = postprocess(raw, p.transform, self.cfg.post)
+        except Exception as e:  # noqa: BLE001 - this request only
+            return SideError("postprocess_failed", str(e), bad_input=False)
+        return {
+            "DETECTIONS": det[None],
+            "CLASS_NAMES": self.names[det[:, 5].astype(np.int64)][None],
+            "VERDICT": np.array([[verdict.code]], np.int32),
+            "CONFIDENCE": np.array([[verdict.confidence]], np.float32),
+            "version": np.array([[version]], np.int32),
+        }
+
