@@ -25,9 +25,9 @@ from enhance.face_detect import make_detector
 from enhance.options import MAX_OUTPUT_PIXELS
 from enhance.request import RequestError, finish_request, prepare_request
 from enhance.synthetic import face_photo
-from gateway.core.config import get_settings
 from pcb.image_decode import MAX_ASPECT_RATIO
 from pcb.synthetic import render_board
+from settings.environment import get_settings
 from tests.conftest import ROOT, encode, start_triton
 
 

@@ -12,9 +12,9 @@ import pytest
 from fastapi.testclient import TestClient
 from sqlalchemy import select
 
-from gateway.core.config import get_settings
 from pcb.synthetic import render_board
 from serving.cpu_server import free_port
+from settings.environment import get_settings
 from store.models import Inspection
 from tests.conftest import encode
 from tests.tcp_proxy import TcpProxy

@@ -10,8 +10,8 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
-PACKAGES = ["pcb", "enhance", "inference", "serving", "export", "store", "batch", "gateway", "pi_edge", "demo",
-            "bench", "model_repository"]
+PACKAGES = ["pcb", "enhance", "inference", "serving", "export", "settings", "store", "batch", "gateway", "pi_edge",
+            "demo", "bench", "model_repository"]
 
 # package -> the project packages it may import (itself always)
 MAY_IMPORT = {
@@ -20,12 +20,13 @@ MAY_IMPORT = {
     "inference": {"pcb"},
     "serving": {"pcb", "enhance", "inference"},
     "export": {"pcb", "enhance", "inference", "serving"},
-    "store": {"gateway.core.config"},
-    "batch": {"pcb", "inference", "store", "gateway.core.config"},
-    "gateway": {"pcb", "enhance", "inference", "store", "batch", "serving"},
+    "settings": {"pcb"},
+    "store": {"settings"},
+    "batch": {"pcb", "inference", "settings", "store"},
+    "gateway": {"pcb", "enhance", "inference", "settings", "store", "batch", "serving"},
     "pi_edge": {"pcb"},
     "model_repository": {"pcb", "enhance", "serving"},
-    "bench": {"pcb", "enhance", "inference", "serving", "export", "store", "batch", "gateway"},
+    "bench": {"pcb", "enhance", "inference", "serving", "export", "settings", "store", "batch", "gateway"},
     "demo": {"pcb", "inference", "serving", "pi_edge", "gateway"},
 }
 # the repository's config format is tritonclient's protobuf: not a client
@@ -63,6 +64,16 @@ def test_imports_point_down(package):
                 continue
             if not any(name == a or name.startswith(a + ".") for a in allowed):
                 bad.append(f"{path.relative_to(ROOT)} imports {name}")
+    assert not bad, "\n".join(sorted(set(bad)))
+
+
+@pytest.mark.parametrize("package", ["settings", "store", "batch"])
+def test_what_the_workers_share_never_imports_the_gateway(package):
+    """A batch worker or a migration starts without the gateway: not its HTTP app, not even
+    a settings module kept under it (the table above says so too; this names the rule)."""
+    assert not {p for p in MAY_IMPORT[package] if p.split(".")[0] == "gateway"}
+    bad = [f"{path.relative_to(ROOT)} imports {name}" for path in files(package) for name in imports(path)
+           if name.split(".")[0] == "gateway"]
     assert not bad, "\n".join(sorted(set(bad)))
 
 
