@@ -5,6 +5,6 @@ gateway (``memory://``).
 Owns jobs, chunks and items (``store.py``), scheduling and priority aging, the workers'
 chunk runner, the resource monitor, the auto-tuner, sources (folders, defensive ZIPs) and
 results. May import: ``store`` (tables, sessions), ``inference`` (Triton), ``pcb``,
-``gateway.core.config`` (the one settings class) and Celery. Never the HTTP app
-(``gateway.api``, ``gateway.services``, FastAPI): a worker process starts without it
-(tests/test_batch_parts.py checks)."""
+``settings`` (the one settings class) and Celery. Never the gateway (tests/test_layout.py
+checks), so a worker process starts without the HTTP app (tests/test_batch_parts.py
+checks)."""

@@ -22,7 +22,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from gateway.core.config import get_settings
+from settings.environment import get_settings
 
 
 def _engine(sweep: bool = True, start: bool = True):

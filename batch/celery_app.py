@@ -14,7 +14,7 @@ from celery import Celery
 from kombu import Exchange, Queue
 
 from batch.priority import MAX_BROKER_PRIORITY
-from gateway.core.config import Settings, get_settings
+from settings.environment import Settings, get_settings
 
 
 def configure(app: Celery, settings: Settings) -> Celery:

@@ -15,7 +15,7 @@ from batch.embedded import EmbeddedWorker
 from batch.priority import Priority
 from batch.runner import Runtime
 from batch.store import JobStore
-from gateway.core.config import Settings
+from settings.environment import Settings
 
 log = logging.getLogger("batch")
 SWEEP_INTERVAL_S = 10.0

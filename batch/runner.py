@@ -22,9 +22,9 @@ from batch.processors import ItemError, make_processor
 from batch.resources import ResourceMonitor, Thresholds
 from batch.scheduler import Send, dispatch
 from batch.store import Claimed, JobStore
-from gateway.core.config import Settings
 from inference.sync import SyncTriton
 from pcb.image_decode import ImageError, check_header
+from settings.environment import Settings
 from store.session import make_engine, make_sessionmaker
 
 log = logging.getLogger("batch.runner")

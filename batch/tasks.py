@@ -13,7 +13,7 @@ from sqlalchemy.exc import SQLAlchemyError
 from batch.celery_app import celery_app
 from batch.processors import Transient
 from batch.runner import Runtime
-from gateway.core.config import get_settings
+from settings.environment import get_settings
 
 log = logging.getLogger("batch.tasks")
 _runtime: Runtime | None = None

@@ -18,9 +18,9 @@ from batch.local_workers import RABBIT, Worker, delete_queue, wait_for
 from batch.sources import from_dir
 from batch.tuning import AutoTuner, record
 from bench.common import OUT, WEIGHTS, bench_images, bench_repository, git_rev, machine, write_section
-from gateway.core.config import Settings
 from inference.sync import SyncTriton
 from serving.cpu_server import TritonServer, free_port
+from settings.environment import Settings
 
 
 def naive_loop(files: list[tuple[str, str]], url: str) -> float:

@@ -96,8 +96,8 @@ def resident(url: str, images: list[bytes], concurrent: bool) -> tuple[float, in
 def restorer_stats(http_url: str) -> tuple[int, int]:
     from inference.repository_api import RepositoryAPI
 
-    s = RepositoryAPI(http_url).statistics("face_restorer")["model_stats"][0]
-    return int(s["inference_count"]), int(s["execution_count"])
+    s = RepositoryAPI(http_url).counts("face_restorer")
+    return s.inference_count, s.execution_count
 
 
 def run(narrow: bool, n: int) -> dict:

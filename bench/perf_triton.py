@@ -9,13 +9,12 @@ from __future__ import annotations
 
 import argparse
 import base64
+import copy
 import csv
 import json
 import subprocess
 import time
 from pathlib import Path
-
-import tritonclient.http as http
 
 from bench.common import (
     OUT,
@@ -28,6 +27,7 @@ from bench.common import (
     write_section,
 )
 from bench.inprocess import pipeline_throughput
+from inference.repository_api import RepositoryAPI
 from serving.cpu_server import TritonServer, free_port
 
 BATCHING_MODELS = ("pcb_preprocess", "pcb_detector", "pcb_postprocess", "pcb_board_fuse")
@@ -47,15 +47,15 @@ def input_files(images: list[bytes]) -> dict[str, Path]:
     return paths
 
 
-def set_batching(client: http.InferenceServerClient, on: bool, originals: dict[str, dict]) -> None:
+def set_batching(client: RepositoryAPI, on: bool, originals: dict[str, dict]) -> None:
     """Reload the batching models with their original config or without dynamic batching
     (config overrides through the repository API): same server, same run. (A plain reload
     would keep an earlier override while the files on disk are unchanged.)"""
     for m in BATCHING_MODELS:
-        cfg = json.loads(json.dumps(originals[m]))
+        cfg = copy.deepcopy(originals[m])
         if not on:
             cfg.pop("dynamic_batching", None)
-        client.load_model(m, config=json.dumps(cfg))
+        client.load(m, cfg)
 
 
 def perf(model: str, url: str, concurrency: int, data: Path | None, csv_path: Path,
@@ -129,8 +129,8 @@ def main(argv: list[str] | None = None) -> int:
                        log_file=OUT / "triton.log")
     rows = []
     with srv:
-        client = http.InferenceServerClient(srv.http_url)
-        originals = {m: client.get_model_config(m) for m in BATCHING_MODELS}
+        client = RepositoryAPI(srv.http_url)
+        originals = {m: client.config(m) for m in BATCHING_MODELS}
         for batching in ("on", "off"):
             set_batching(client, batching == "on", originals)
             for model in MODELS:

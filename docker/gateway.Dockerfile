@@ -20,6 +20,7 @@ COPY enhance enhance
 COPY inference inference
 COPY batch batch
 COPY store store
+COPY settings settings
 COPY demo demo
 RUN pip install -c constraints.txt -e .
 

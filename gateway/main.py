@@ -21,7 +21,6 @@ from batch.engine import BatchEngine
 from gateway.api import admin, auth, edge, enhance, inspect, jobs, live, operator, seed_compat
 from gateway.api.operator import ONLINE_AFTER_S
 from gateway.api.schemas.health import Health, Liveness, NotReady, Readiness
-from gateway.core.config import get_settings
 from gateway.core.errors import ApiError
 from gateway.core.logging import setup as setup_logging
 from gateway.core.metrics import OUTBOX_DEPTH, REGISTRY, TRITON_READY, observe_batch, observe_edges
@@ -43,6 +42,7 @@ from gateway.services.pair_store import FallbackPairStore, MemoryPairStore, Redi
 from gateway.services.principals import PrincipalRegistry
 from gateway.services.system_log import SystemLogger
 from gateway.services.triton import TritonService
+from settings.environment import get_settings
 from store.migrate import upgrade
 from store.session import make_engine, make_sessionmaker
 

@@ -10,8 +10,8 @@ from __future__ import annotations
 import argparse
 import json
 
-from gateway.core.config import get_settings
 from gateway.services.outbox import Outbox
+from settings.environment import get_settings
 
 
 def main(argv: list[str] | None = None) -> int:

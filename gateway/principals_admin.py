@@ -10,8 +10,8 @@ from __future__ import annotations
 
 import argparse
 
-from gateway.core.config import get_settings
 from gateway.services.principals import ROLES, PrincipalRegistry
+from settings.environment import get_settings
 from store.migrate import upgrade
 from store.session import make_engine, make_sessionmaker
 

@@ -12,7 +12,7 @@ from typing import Any
 
 import uvicorn
 
-from gateway.core.config import get_settings
+from settings.environment import get_settings
 
 
 def main() -> None:

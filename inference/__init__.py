@@ -2,8 +2,10 @@
 
 Owns the model and tensor names, the request builders, the typed results, the one error
 classifier (Triton status codes and the models' stable error codes), the gRPC channel
-options (reconnect backoff, replica balancing) and both transports: ``aio`` for the async
-gateway, ``sync`` for the batch engine's worker threads, the demo and the benchmarks.
+options (reconnect backoff, replica balancing), both transports (``aio`` for the async
+gateway, ``sync`` for the batch engine's worker threads, the demo, the benchmarks and the
+tests) and the model-repository API (``repository_api``: hot-swap, config overrides,
+statistics).
 
 May import: tritonclient, numpy, ``pcb.taxonomy``. Nothing in it knows HTTP, the database or
 Celery; callers map :class:`inference.errors.InferenceError` to their own answers.

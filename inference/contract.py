@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 
 import numpy as np
+from tritonclient.utils import np_to_triton_dtype
 
 SINGLE_MODEL = "pcb_inspect"  # one encoded image -> detections, verdict
 DUAL_MODEL = "pcb_dual_inspect"  # both sides of a board -> each side + the board's verdict and pulse
@@ -26,6 +27,14 @@ SIDE_OUTPUTS = ("DETECTIONS", "VERDICT", "CONFIDENCE", "DETECTOR_VERSION")
 DUAL_OUTPUTS = (*(f"{s}_{o}" for s in ("LEFT", "RIGHT") for o in SIDE_OUTPUTS),
                 "BOARD_VERDICT", "BOARD_CONFIDENCE", "GPIO_PIN", "GPIO_DURATION_MS")
 ENHANCE_OUTPUTS = ("IMAGE_OUT", "FACES", "INFO")
+
+
+def tensor_input(infer_input, name: str, array: np.ndarray):
+    """Any numpy array as the tensor ``name``, its Triton type from its dtype (a single
+    model's own input, e.g. the face restorer's FP32 crops)."""
+    inp = infer_input(name, list(array.shape), np_to_triton_dtype(array.dtype))
+    inp.set_data_from_numpy(array)
+    return inp
 
 
 def image_input(infer_input, name: str, data: bytes):

@@ -1,12 +1,14 @@
-"""The sync transport (batch workers, the demo, the benchmarks): one gRPC client per thread
-(tritonclient's sync client is not shared across threads); ``infer_all`` puts every request
-of a sub-batch in flight at once, so Triton's dynamic batcher runs them as one batch."""
+"""The sync transport (batch workers, the demo, the benchmarks, the tests): one gRPC client
+per thread (tritonclient's sync client is not shared across threads); ``infer_all`` puts
+every request of a sub-batch in flight at once, so Triton's dynamic batcher runs them as one
+batch."""
 
 from __future__ import annotations
 
 import threading
-from collections.abc import Sequence
+from collections.abc import Callable, Mapping, Sequence
 
+import numpy as np
 import tritonclient.grpc as grpcclient
 from tritonclient.utils import InferenceServerException
 
@@ -48,7 +50,26 @@ class SyncTriton:
             except Exception:  # noqa: BLE001 - closing a broken channel
                 pass
 
+    def model_ready(self, model: str) -> bool:
+        """Whether Triton serves ``model`` now (any failure to ask is a no)."""
+        try:
+            return bool(self.client().is_model_ready(model, client_timeout=self.timeout_s))
+        except InferenceServerException:
+            return False
+
+    def request(self, build: Callable[..., list], *args) -> list:
+        """A contract builder's request (``contract.inspect_request``, ...) for this transport,
+        for a caller that reads the raw answer (the tests of the models' own tensors)."""
+        return build(grpcclient.InferInput, *args)
+
+    def infer_tensors(self, model: str, tensors: Mapping[str, np.ndarray], priority: int = 0):
+        """Raw numpy tensors in, the raw answer out: a single model that no request builder
+        covers (the enhancement's face restorer, called by ``face_enhance`` in the product)."""
+        return self.infer(model, [contract.tensor_input(grpcclient.InferInput, n, a) for n, a in tensors.items()],
+                          priority)
+
     def infer(self, model: str, inputs: list, priority: int = 0):
+        """The raw answer; a failure is raised as :class:`inference.errors.InferenceError`."""
         try:
             return self.client().infer(model, inputs, client_timeout=self.timeout_s, priority=priority)
         except InferenceServerException as e:
@@ -98,9 +119,10 @@ class SyncTriton:
                                  contract.ENHANCE_OUTPUTS)
         return [a if isinstance(a, InferenceError) else _parsed(results.enhanced, a) for a in answers]
 
-    def inspect(self, image: bytes) -> results.SideResult:
+    def inspect(self, image: bytes, priority: int = 0) -> results.SideResult:
         return results.parsed(results.side, self.infer(contract.SINGLE_MODEL,
-                                                       contract.inspect_request(grpcclient.InferInput, image)))
+                                                       contract.inspect_request(grpcclient.InferInput, image),
+                                                       priority))
 
     def enhance(self, photo: bytes, options: dict | bytes | None) -> results.EnhanceResult:
         r = self.infer(contract.ENHANCE_MODEL, contract.enhance_request(grpcclient.InferInput, photo, options))

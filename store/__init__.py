@@ -1,4 +1,4 @@
 """The database both the gateway and the batch engine write: SQLAlchemy models
 (``models.py``), engines and sessions (``session.py``), Alembic migrations run at start
 under a lock (``migrate.py``, ``migrations/``). May import: SQLAlchemy, Alembic,
-``gateway.core.config`` for the database URL; nothing of the gateway's HTTP side."""
+``settings`` for the database URL; never the gateway."""

@@ -67,6 +67,6 @@ def upgrade(url: str, revision: str = "head") -> None:
 
 
 if __name__ == "__main__":
-    from gateway.core.config import get_settings
+    from settings.environment import get_settings
 
     upgrade(sys.argv[1] if len(sys.argv) > 1 else get_settings().database_url)

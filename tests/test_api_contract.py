@@ -14,10 +14,10 @@ import pytest
 from fastapi.testclient import TestClient
 from pydantic import ValidationError
 
-from gateway.core.config import get_settings
 from gateway.services.db_writer import DbWriter
 from gateway.services.outbox import Outbox, PendingRow
 from inference.results import Detection, DualResult, SideResult
+from settings.environment import get_settings
 from store.migrate import upgrade
 from store.models import Inspection
 from store.records import InspectionRecord

@@ -168,7 +168,7 @@ def test_cli_tune_records_the_pick(env):
     assert pick["items_per_s"] > 0 and "<- best" in p.stdout
     store = JobStore(make_sessionmaker(make_engine(env["DATABASE_URL"])))
     from batch.tuning import current
-    from gateway.core.config import Settings
+    from settings.environment import Settings
 
     assert current(store.sessions, Settings()) == (pick["batch_size"], pick["concurrency"])
     assert store.jobs() == []  # the probe jobs measured the worker's path and were deleted

@@ -387,7 +387,7 @@ def test_a_stale_delivery_does_nothing_and_a_lost_lease_stops_the_worker(store, 
     import numpy as np
 
     from batch import runner
-    from gateway.core.config import Settings
+    from settings.environment import Settings
 
     calls: list[list[str]] = []
     resend: list = []

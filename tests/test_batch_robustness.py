@@ -13,10 +13,10 @@ import sys
 
 import numpy as np
 import pytest
-import tritonclient.http as httpclient
 from sqlalchemy import select
 
 from batch.store import JobStore
+from inference.repository_api import RepositoryAPI
 from pcb.synthetic import render_board
 from store.models import BatchChunk
 from store.session import make_engine, make_sessionmaker
@@ -66,10 +66,10 @@ def test_a_chunk_slower_than_its_lease_is_processed_exactly_once(slow_triton, tm
         (folder / f"b{i}.jpg").write_bytes(encode(render_board(700 + i).image))
     # one rule for every path: a strip in a job fails alone, before Triton
     (folder / "strip.png").write_bytes(encode(np.full((1, 100_000, 3), 90, np.uint8), ".png"))
-    stats = httpclient.InferenceServerClient(triton.http_url)
+    stats = RepositoryAPI(triton.http_url)
 
     def inspected() -> int:
-        return int(stats.get_inference_statistics("pcb_inspect")["model_stats"][0]["inference_count"])
+        return stats.counts("pcb_inspect").inference_count
 
     db = tmp_path / "jobs.db"
     env = {"DATABASE_URL": f"sqlite:///{db}", "TRITON_URL": triton.grpc_url,

@@ -11,23 +11,22 @@ import json
 import shutil
 import sys
 import types
-from concurrent.futures import ThreadPoolExecutor
 
 import cv2
 import numpy as np
 import pytest
-import tritonclient.grpc as grpcclient
-import tritonclient.http as httpclient
 from fastapi.testclient import TestClient
-from tritonclient.utils import InferenceServerException
 
 from enhance.face_detect import make_detector
 from enhance.options import MAX_OUTPUT_PIXELS
 from enhance.request import RequestError, finish_request, prepare_request
 from enhance.synthetic import face_photo
-from gateway.core.config import get_settings
+from inference import BadInput
+from inference.repository_api import RepositoryAPI
+from inference.sync import SyncTriton
 from pcb.image_decode import MAX_ASPECT_RATIO
 from pcb.synthetic import render_board
+from settings.environment import get_settings
 from tests.conftest import ROOT, encode, start_triton
 
 
@@ -213,35 +212,20 @@ def batching_triton(enhance_repository, tmp_path_factory):
         srv.stop()
 
 
-def _enhance(url: str, data: bytes):
-    c = grpcclient.InferenceServerClient(url)
-    img = grpcclient.InferInput("IMAGE", [1, 1], "BYTES")
-    img.set_data_from_numpy(np.array([[data]], dtype=np.object_))
-    opts = grpcclient.InferInput("OPTIONS", [1, 1], "BYTES")
-    opts.set_data_from_numpy(np.array([[b'{"quality": "fast"}']], dtype=np.object_))
-    try:
-        return c.infer("face_enhance", [img, opts], client_timeout=60)
-    except InferenceServerException as e:
-        return e
-
-
 def test_the_strip_and_a_good_photo_in_one_batch(batching_triton):
-    http = httpclient.InferenceServerClient(batching_triton.http_url)
-
-    def stats():
-        s = http.get_inference_statistics("face_enhance")["model_stats"][0]
-        return int(s["inference_count"]), int(s["execution_count"])
-
-    inf0, exe0 = stats()
+    stats = RepositoryAPI(batching_triton.http_url)
+    before = stats.counts("face_enhance")
     good = encode(face_photo(21)[0])
-    with ThreadPoolExecutor(2) as pool:
-        ok, bad = pool.map(lambda d: _enhance(batching_triton.grpc_url, d), [good, strip_jpeg()])
-    inf1, exe1 = stats()
-    assert (inf1 - inf0, exe1 - exe0) == (2, 1)  # one execute held both requests
+    # both in flight at once: the batcher waits for the second and runs them together
+    ok, bad = SyncTriton(batching_triton.grpc_url, timeout_s=60).enhance_many([good, strip_jpeg()],
+                                                                               {"quality": "fast"})
+    after = stats.counts("face_enhance")
+    stats.close()
+    # one execute held both requests
+    assert (after.inference_count - before.inference_count, after.execution_count - before.execution_count) == (2, 1)
     assert not isinstance(ok, Exception), ok
-    assert int(ok.as_numpy("FACES").reshape(-1)[0]) == 1 and len(ok.as_numpy("IMAGE_OUT").reshape(-1)[0]) > 1000
-    assert isinstance(bad, InferenceServerException)
-    assert "INVALID_ARG" in str(bad.status()) and "image_aspect_ratio" in bad.message()
+    assert ok.faces == 1 and len(ok.image) > 1000
+    assert isinstance(bad, BadInput) and bad.code == "image_aspect_ratio"  # Triton's INVALID_ARG, the model's code
 
 
 # -- the gateway: strips are 422 before Triton, on every upload route ----------------------------
@@ -268,10 +252,10 @@ def api(triton, tmp_path_factory):
 
 
 def test_strips_are_422_before_triton_on_every_upload_route(api, triton):
-    http = httpclient.InferenceServerClient(triton.http_url)
+    stats = RepositoryAPI(triton.http_url)
 
     def preprocessed():
-        return int(http.get_inference_statistics("pcb_preprocess")["model_stats"][0]["inference_count"])
+        return stats.counts("pcb_preprocess").inference_count
 
     auth = {"X-Device-Id": "pi-left", "X-API-Key": api.key}
     board = encode(render_board(3).image)

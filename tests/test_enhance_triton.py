@@ -4,34 +4,22 @@ found where they were drawn, and concurrent photos' crops are restored in shared
 
 from __future__ import annotations
 
-import json
-from concurrent.futures import ThreadPoolExecutor
-
 import cv2
 import numpy as np
 import pytest
 import torch
-import tritonclient.grpc as grpcclient
-import tritonclient.http as httpclient
-from tritonclient.utils import InferenceServerException
 
 from enhance.pipeline import to_tensor
 from enhance.synthetic import face_crop, face_photo
 from export.enhance_nets import build
+from inference import BadInput, InferenceError
+from inference.repository_api import RepositoryAPI
+from inference.sync import SyncTriton
 from serving.ort_detector import OrtDetector
 from tests.conftest import encode
 
 TOL = 1e-4
-
-
-def _enhance(url: str, data: bytes, options: dict | None = None):
-    c = grpcclient.InferenceServerClient(url)
-    inputs = [grpcclient.InferInput("IMAGE", [1, 1], "BYTES")]
-    inputs[0].set_data_from_numpy(np.array([[data]], dtype=np.object_))
-    if options is not None:
-        inputs.append(grpcclient.InferInput("OPTIONS", [1, 1], "BYTES"))
-        inputs[1].set_data_from_numpy(np.array([[json.dumps(options).encode()]], dtype=np.object_))
-    return c.infer("face_enhance", inputs)
+TIMEOUT_S = 300  # a photo's whole pipeline on a busy CPU: wait, as a caller without a deadline would
 
 
 def test_restorer_parity_torch_onnx_triton(enhance_triton, enhance_repository):
@@ -39,10 +27,9 @@ def test_restorer_parity_torch_onnx_triton(enhance_triton, enhance_repository):
     with torch.no_grad():
         ref = build("gfpgan", narrow=True).eval()(torch.from_numpy(crops)).numpy()  # same seed as the export
     ort_out = OrtDetector(enhance_repository / "face_restorer" / "1" / "model.onnx").run(crops)["output"]
-    c = httpclient.InferenceServerClient(enhance_triton.http_url)
-    inp = httpclient.InferInput("input", list(crops.shape), "FP32")
-    inp.set_data_from_numpy(crops)
-    tri = c.infer("face_restorer", [inp]).as_numpy("output")
+    # the restorer alone, with the crops as its raw FP32 input (face_enhance calls it so)
+    triton = SyncTriton(enhance_triton.grpc_url, TIMEOUT_S)
+    tri = triton.infer_tensors("face_restorer", {"input": crops}).as_numpy("output")
     d_onnx, d_triton = float(np.abs(ort_out - ref).max()), float(np.abs(tri - ref).max())
     print(f"face_restorer on 3 crops: torch vs onnx {d_onnx:.2e}, torch vs triton {d_triton:.2e}")
     assert d_onnx < TOL and d_triton < TOL
@@ -51,36 +38,35 @@ def test_restorer_parity_torch_onnx_triton(enhance_triton, enhance_repository):
 
 def test_face_enhance_finds_the_faces_where_they_are(enhance_triton):
     img, marks = face_photo(11, faces=3)
-    r = _enhance(enhance_triton.grpc_url, encode(img), {"quality": "fast", "upscale": 2})
-    info = json.loads(r.as_numpy("INFO").reshape(-1)[0])
-    assert int(r.as_numpy("FACES").reshape(-1)[0]) == 3 and not info["no_face"]
+    r = SyncTriton(enhance_triton.grpc_url, TIMEOUT_S).enhance(encode(img), {"quality": "fast", "upscale": 2})
+    assert r.faces == 3 and not r.info["no_face"]
     for m in marks:  # each drawn nose lies in one returned box
-        assert sum(b[0] < m[2, 0] < b[2] and b[1] < m[2, 1] < b[3] for b in info["boxes"]) == 1
-    out = cv2.imdecode(np.frombuffer(r.as_numpy("IMAGE_OUT").reshape(-1)[0], np.uint8), cv2.IMREAD_COLOR)
+        assert sum(b[0] < m[2, 0] < b[2] and b[1] < m[2, 1] < b[3] for b in r.info["boxes"]) == 1
+    out = cv2.imdecode(np.frombuffer(r.image, np.uint8), cv2.IMREAD_COLOR)
     assert out.shape == (960, 1280, 3)
 
 
 def test_face_enhance_refuses_bad_input_per_request(enhance_triton):
-    with pytest.raises(InferenceServerException, match="unsupported_image"):
-        _enhance(enhance_triton.grpc_url, b"not an image")
-    with pytest.raises(InferenceServerException, match="invalid_options"):
-        _enhance(enhance_triton.grpc_url, encode(face_photo(1)[0]), {"tile": 5})
+    triton = SyncTriton(enhance_triton.grpc_url, TIMEOUT_S)
+    with pytest.raises(BadInput) as e:
+        triton.enhance(b"not an image", None)
+    assert e.value.code == "unsupported_image"
+    with pytest.raises(BadInput) as e:
+        triton.enhance(encode(face_photo(1)[0]), {"tile": 5})
+    assert e.value.code == "invalid_options"
 
 
 def test_concurrent_photos_share_restorer_batches(enhance_triton):
-    c = httpclient.InferenceServerClient(enhance_triton.http_url)
-
-    def stats():
-        s = c.get_inference_statistics("face_restorer")["model_stats"][0]
-        return int(s["inference_count"]), int(s["execution_count"])
-
-    inf0, exe0 = stats()
+    stats = RepositoryAPI(enhance_triton.http_url)
+    before = stats.counts("face_restorer")
     photos = [encode(face_photo(300 + i, faces=2)[0]) for i in range(8)]
-    with ThreadPoolExecutor(8) as pool:
-        results = list(pool.map(lambda d: _enhance(enhance_triton.grpc_url, d, {"quality": "fast"}), photos))
-    assert all(int(r.as_numpy("FACES").reshape(-1)[0]) == 2 for r in results)
-    inf1, exe1 = stats()
-    crops, executions = inf1 - inf0, exe1 - exe0
+    # all eight in flight at once (the gateway's concurrent uploads, the batch engine's chunks)
+    results = SyncTriton(enhance_triton.grpc_url, TIMEOUT_S).enhance_many(photos, {"quality": "fast"})
+    assert not any(isinstance(r, InferenceError) for r in results), results
+    assert all(r.faces == 2 for r in results)
+    after = stats.counts("face_restorer")
+    stats.close()
+    crops, executions = after.inference_count - before.inference_count, after.execution_count - before.execution_count
     assert crops == 16 and executions < 8, (crops, executions)  # > 2 crops per restorer run on average
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 from fastapi.testclient import TestClient
 
-from gateway.core.config import get_settings
+from settings.environment import get_settings
 from tests.conftest import make_repository, start_triton
 
 TOKEN = "s3cret-admin"

@@ -7,8 +7,8 @@ import time
 import pytest
 from fastapi.testclient import TestClient
 
-from gateway.core.config import get_settings
 from pcb.synthetic import render_board
+from settings.environment import get_settings
 from tests.conftest import encode
 
 

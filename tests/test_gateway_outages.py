@@ -12,9 +12,9 @@ import pytest
 from fastapi.testclient import TestClient
 from sqlalchemy import select
 
-from gateway.core.config import get_settings
 from pcb.synthetic import render_board
 from serving.cpu_server import free_port
+from settings.environment import get_settings
 from store.models import Inspection
 from tests.conftest import encode
 from tests.tcp_proxy import TcpProxy
@@ -140,20 +140,19 @@ async def test_full_triton_queue_is_503_overloaded(triton):
     """The detector's bounded queue (reloaded here with room for 2) rejects the overflow; the
     gateway turns it into 503 inference_overloaded + Retry-After, the rest are answered."""
     import asyncio
-    import json
-
-    import tritonclient.http as http
+    import copy
 
     from gateway.core.errors import ServiceUnavailable
     from gateway.services.triton import TritonService
+    from inference.repository_api import RepositoryAPI
 
-    admin = http.InferenceServerClient(triton.http_url)
-    original = admin.get_model_config("pcb_detector")
-    cfg = json.loads(json.dumps(original))
+    admin = RepositoryAPI(triton.http_url)
+    original = admin.config("pcb_detector")
+    cfg = copy.deepcopy(original)
     cfg["dynamic_batching"]["default_queue_policy"]["max_queue_size"] = 2
     cfg["dynamic_batching"]["max_queue_delay_microseconds"] = 200_000
     cfg["dynamic_batching"]["preferred_batch_size"] = [16]
-    admin.load_model("pcb_detector", config=json.dumps(cfg))
+    admin.load("pcb_detector", cfg)
     svc = TritonService(triton.grpc_url)
     try:
         img = encode(render_board(3).image)
@@ -167,8 +166,9 @@ async def test_full_triton_queue_is_503_overloaded(triton):
         await svc.close()
         # back to the original config (a plain reload keeps an override while the files on
         # disk are unchanged)
-        admin.load_model("pcb_detector", config=json.dumps(original))
-        assert admin.get_model_config("pcb_detector")["dynamic_batching"] == original["dynamic_batching"]
+        admin.load("pcb_detector", original)
+        assert admin.config("pcb_detector")["dynamic_batching"] == original["dynamic_batching"]
+        admin.close()
 
 
 def test_gateway_restart_during_db_outage_loses_nothing(monkeypatch, tmp_path, triton, mariadb):

@@ -10,13 +10,12 @@ import threading
 import time
 
 import pytest
-import tritonclient.http as http
 
 from export import onnx_target
+from inference.sync import SyncTriton
 from pcb.synthetic import render_board
 from serving.admin import AdminError, ModelAdmin
 from tests.conftest import WEIGHTS, encode, make_repository, start_triton
-from tests.triton_helpers import inspect
 
 
 @pytest.fixture(scope="module")
@@ -33,7 +32,7 @@ def own_triton(tmp_path_factory):
 class Traffic(threading.Thread):
     def __init__(self, url: str, images: list[bytes]):
         super().__init__(daemon=True)
-        self.client = http.InferenceServerClient(url)  # one client per thread (gevent inside)
+        self.triton = SyncTriton(url)
         self.images, self.stop = images, threading.Event()
         self.versions: list[int] = []
         self.errors: list[str] = []
@@ -42,7 +41,7 @@ class Traffic(threading.Thread):
         i = 0
         while not self.stop.is_set():
             try:
-                self.versions.append(inspect(self.client, self.images[i % len(self.images)])["version"])
+                self.versions.append(self.triton.inspect(self.images[i % len(self.images)]).detector_version)
             except Exception as e:  # noqa: BLE001 - every failure counts
                 self.errors.append(repr(e))
             i += 1
@@ -52,7 +51,7 @@ def test_promote_new_version_under_traffic(own_triton):
     srv, repo = own_triton
     admin = ModelAdmin(srv.http_url, repo)
     images = [encode(render_board(500 + i).image) for i in range(8)]
-    loops = [Traffic(srv.http_url, images) for _ in range(3)]
+    loops = [Traffic(srv.grpc_url, images) for _ in range(3)]
     for t in loops:
         t.start()
     try:
@@ -100,8 +99,7 @@ def test_rollback_and_refusals(own_triton):
     srv, repo = own_triton
     admin = ModelAdmin(srv.http_url, repo)
     assert admin.rollback("pcb_detector") == [1]
-    c = http.InferenceServerClient(srv.http_url)
-    assert inspect(c, encode(render_board(1).image))["version"] == 1
+    assert SyncTriton(srv.grpc_url).inspect(encode(render_board(1).image)).detector_version == 1
     with pytest.raises(AdminError, match="no version"):
         admin.promote("pcb_detector", 99)
     with pytest.raises(AdminError, match="no version"):

@@ -1,7 +1,7 @@
 """The inference contract's error classifier, on the shapes Triton really produces: gRPC
 and HTTP status spellings, a model's stable code wrapped by an ensemble, a full queue, an
 unreachable server. (Against a real Triton: test_gateway_outages, test_enhance_robustness,
-test_batch_robustness.)"""
+test_batch_robustness.) And the repository API's counters, summed over loaded versions."""
 
 from __future__ import annotations
 
@@ -79,3 +79,15 @@ def test_an_answer_that_does_not_fit_is_a_retryable_service_error():
     with pytest.raises(Unavailable) as e:
         results.parsed(results.side, Answer())
     assert e.value.code == "inference_bad_answer"
+
+
+def test_counters_are_summed_over_the_loaded_versions():
+    from inference.repository_api import ModelStats, RepositoryAPI
+
+    api = RepositoryAPI("127.0.0.1:1")  # never called: the answer is Triton's, stubbed
+    # two versions served during a canary; gRPC's JSON spells 64-bit counters as strings
+    api.statistics = lambda model: {"model_stats": [{"version": "1", "inference_count": "7", "execution_count": "3"},
+                                                    {"version": "2", "inference_count": 5, "execution_count": 5},
+                                                    {"version": "3"}]}  # loaded, nothing served yet
+    assert api.counts("pcb_detector") == ModelStats(inference_count=12, execution_count=8)
+    api.close()

@@ -16,8 +16,8 @@ import kubernetes_validate
 import pytest
 import yaml
 
-from gateway.core.config import Settings
 from serving.cpu_server import free_port, wait_http
+from settings.environment import Settings
 from tests.conftest import ROOT
 from tests.kustomize_lite import load_docs, render
 

@@ -1,6 +1,7 @@
 """The package cut holds: every import arrow points down or sideways (docs/architecture.md),
-and only ``inference/`` talks to Triton through tritonclient. Read from the source with
-``ast``, so a lazy import inside a function counts too."""
+and only ``inference/`` talks to Triton through tritonclient: the product, the demo, the
+benches and the tests alike. Read from the source with ``ast``, so a lazy import inside a
+function counts too."""
 
 from __future__ import annotations
 
@@ -10,8 +11,8 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
-PACKAGES = ["pcb", "enhance", "inference", "serving", "export", "store", "batch", "gateway", "pi_edge", "demo",
-            "bench", "model_repository"]
+PACKAGES = ["pcb", "enhance", "inference", "serving", "export", "settings", "store", "batch", "gateway", "pi_edge",
+            "demo", "bench", "model_repository"]
 
 # package -> the project packages it may import (itself always)
 MAY_IMPORT = {
@@ -20,18 +21,20 @@ MAY_IMPORT = {
     "inference": {"pcb"},
     "serving": {"pcb", "enhance", "inference"},
     "export": {"pcb", "enhance", "inference", "serving"},
-    "store": {"gateway.core.config"},
-    "batch": {"pcb", "inference", "store", "gateway.core.config"},
-    "gateway": {"pcb", "enhance", "inference", "store", "batch", "serving"},
+    "settings": {"pcb"},
+    "store": {"settings"},
+    "batch": {"pcb", "inference", "settings", "store"},
+    "gateway": {"pcb", "enhance", "inference", "settings", "store", "batch", "serving"},
     "pi_edge": {"pcb"},
     "model_repository": {"pcb", "enhance", "serving"},
-    "bench": {"pcb", "enhance", "inference", "serving", "export", "store", "batch", "gateway"},
+    "bench": {"pcb", "enhance", "inference", "serving", "export", "settings", "store", "batch", "gateway"},
     "demo": {"pcb", "inference", "serving", "pi_edge", "gateway"},
 }
 # the repository's config format is tritonclient's protobuf: not a client
 TRITON_CONFIG_PROTO = "tritonclient.grpc.model_config_pb2"
-# perf_analyzer's runner reads Triton's statistics the way perf_analyzer's users do
-CLIENT_ALLOWED = {"bench/perf_triton.py"}
+# the error classifier's unit test builds the very exceptions tritonclient raises
+CLIENT_ALLOWED = {"tests/test_inference_contract.py": {"tritonclient.utils.InferenceServerException"}}
+CLIENT_CHECKED = [p for p in PACKAGES if p != "inference"] + ["tests"]
 
 
 def imports(path: Path) -> set[str]:
@@ -66,15 +69,22 @@ def test_imports_point_down(package):
     assert not bad, "\n".join(sorted(set(bad)))
 
 
-def test_only_inference_uses_the_triton_client():
+@pytest.mark.parametrize("package", ["settings", "store", "batch"])
+def test_what_the_workers_share_never_imports_the_gateway(package):
+    """A batch worker or a migration starts without the gateway: not its HTTP app, not even
+    a settings module kept under it (the table above says so too; this names the rule)."""
+    assert not {p for p in MAY_IMPORT[package] if p.split(".")[0] == "gateway"}
+    bad = [f"{path.relative_to(ROOT)} imports {name}" for path in files(package) for name in imports(path)
+           if name.split(".")[0] == "gateway"]
+    assert not bad, "\n".join(sorted(set(bad)))
+
+
+@pytest.mark.parametrize("package", CLIENT_CHECKED)
+def test_only_inference_uses_the_triton_client(package):
     bad = []
-    for package in PACKAGES:
-        if package == "inference":
-            continue
-        for path in files(package):
-            if str(path.relative_to(ROOT)) in CLIENT_ALLOWED:
-                continue
-            for name in imports(path):
-                if name.startswith("tritonclient") and not name.startswith(TRITON_CONFIG_PROTO):
-                    bad.append(f"{path.relative_to(ROOT)} imports {name}")
+    for path in files(package):
+        allowed = CLIENT_ALLOWED.get(str(path.relative_to(ROOT)), set())
+        for name in imports(path):
+            if name.startswith("tritonclient") and not name.startswith(TRITON_CONFIG_PROTO) and name not in allowed:
+                bad.append(f"{path.relative_to(ROOT)} imports {name}")
     assert not bad, "\n".join(sorted(set(bad)))

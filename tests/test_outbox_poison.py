@@ -214,7 +214,7 @@ def test_statistics_days_follow_the_plant_time_zone(monkeypatch):
     from datetime import date, datetime
 
     from gateway.api.operator import _day_range
-    from gateway.core.config import get_settings
+    from settings.environment import get_settings
 
     monkeypatch.setenv("PLANT_TIMEZONE", "Asia/Seoul")
     get_settings.cache_clear()

@@ -17,9 +17,9 @@ import cv2
 import numpy as np
 import pytest
 import torch
-import tritonclient.http as http
 from ultralytics import YOLO
 
+from inference.sync import SyncTriton
 from pcb import taxonomy
 from pcb.synthetic import render_board
 from pcb.verdict import SideVerdict, fuse, side_verdict
@@ -37,7 +37,7 @@ def yolo():
 
 @pytest.fixture(scope="module")
 def client(triton):
-    return http.InferenceServerClient(triton.http_url)
+    return SyncTriton(triton.grpc_url)
 
 
 def _cases(tmp_path):

@@ -16,8 +16,8 @@ import sys
 import httpx
 import pytest
 
-from gateway.core.config import Settings
 from gateway.core.security import check_settings
+from settings.environment import Settings
 from tests.conftest import ROOT
 from tests.gateway_server import GatewayServer
 
@@ -212,7 +212,7 @@ def test_placeholder_secrets_refuse_to_start(value):
 def test_auth_off_is_logged_loudly_and_failed_keys_are_rate_limited(monkeypatch, tmp_path):
     from fastapi.testclient import TestClient
 
-    from gateway.core.config import get_settings
+    from settings.environment import get_settings
 
     for k, v in {"DATABASE_URL": f"sqlite:///{tmp_path / 'g.db'}", "OUTBOX_PATH": str(tmp_path / "o.db"),
                  "AUTH_MODE": "off", "TRITON_URL": "127.0.0.1:1"}.items():
@@ -368,9 +368,9 @@ def test_origin_rule_knows_the_public_origin_behind_a_proxy(monkeypatch):
     change look cross-site: PUBLIC_ORIGINS names the origin the browser really uses."""
     from starlette.requests import Request
 
-    from gateway.core.config import get_settings
     from gateway.core.errors import ApiError
     from gateway.core.security import check_origin
+    from settings.environment import get_settings
 
     def request(origin: str, host: str = "gateway:8080", method: str = "POST") -> Request:
         return Request({"type": "http", "method": method, "path": "/", "query_string": b"",

@@ -5,11 +5,11 @@ policy one connection pins every request to one replica (what a ClusterIP Servic
 from __future__ import annotations
 
 import pytest
-import tritonclient.http as httpclient
 
 from batch.local_workers import wait_for
 from gateway.services.triton import TritonService
 from inference import SINGLE_MODEL as INSPECT_MODEL
+from inference.repository_api import RepositoryAPI
 from inference.sync import SyncTriton
 from pcb.synthetic import render_board
 from tests.conftest import encode, start_triton
@@ -27,9 +27,9 @@ def replicas(triton, repository, tmp_path_factory):
 def _counts(replicas) -> list[int]:
     out = []
     for srv in replicas:
-        c = httpclient.InferenceServerClient(srv.http_url)
-        out.append(int(c.get_inference_statistics(INSPECT_MODEL)["model_stats"][0]["inference_count"]))
-        c.close()
+        api = RepositoryAPI(srv.http_url)
+        out.append(api.counts(INSPECT_MODEL).inference_count)
+        api.close()
     return out
 
 

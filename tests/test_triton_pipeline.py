@@ -4,18 +4,18 @@ standing in for TensorRT)."""
 
 from __future__ import annotations
 
-import json
 from contextlib import contextmanager
 
 import pytest
-import tritonclient.http as http
 from google.protobuf import text_format
 from tritonclient.grpc import model_config_pb2
-from tritonclient.utils import InferenceServerException
 
+from inference import BadInput, InferenceError
+from inference.repository_api import RepositoryAPI
+from inference.sync import SyncTriton
 from pcb.synthetic import render_board
 from tests.conftest import ROOT, encode
-from tests.triton_helpers import dual_inspect, image_input, inspect
+from tests.triton_helpers import dual_inspect, inspect
 
 
 def test_every_config_in_the_repository_parses():
@@ -45,12 +45,21 @@ def server(layout, request):
 
 @pytest.fixture(scope="module")
 def client(server):
-    return http.InferenceServerClient(server.http_url, concurrency=16)
+    return SyncTriton(server.grpc_url)
+
+
+@pytest.fixture(scope="module")
+def repository_api(server):
+    api = RepositoryAPI(server.http_url)
+    yield api
+    api.close()
 
 
 def test_models_are_ready(client, layout):
     for m in LAYOUT_MODELS[layout]:
-        assert client.is_model_ready(m), m
+        assert client.model_ready(m), m
+    assert not client.model_ready("no_such_model")
+    assert layout == "split" or not client.model_ready("pcb_preprocess")
 
 
 def test_single_inspection_answers_in_image_pixels(client):
@@ -79,77 +88,54 @@ def test_dual_inspection_answers_board_verdict_and_gpio(client):
     (b"this is not an image" * 4, "unsupported_image"),
     (b"\xff\xd8\xff\xe0" + b"\0" * 40, "invalid_image"),
 ])
-def test_bad_image_is_a_clear_400(client, payload, code):
-    with pytest.raises(InferenceServerException) as e:
-        client.infer("pcb_inspect", [image_input("IMAGE", payload)])
-    assert e.value.status() == "400"
-    assert code in e.value.message()
+def test_bad_image_is_a_clear_refusal(client, payload, code):
+    with pytest.raises(BadInput) as e:  # Triton's INVALID_ARGUMENT, the model's own code
+        client.inspect(payload)
+    assert e.value.code == code and not e.value.retryable
 
 
 @contextmanager
-def widened(client, model: str):
+def widened(repository_api, model: str):
     """``model`` reloaded (repository API, config override) with a long queue delay, so
     concurrent requests surely land in shared batches (on a CPU the configs queue for 0 us,
-    and whether requests meet depends on timing); the disk config is restored after."""
-    original = client.get_model_config(model)
-    cfg = json.loads(json.dumps(original))
-    cfg["dynamic_batching"] = {"preferred_batch_size": [16], "max_queue_delay_microseconds": 300_000}
-    client.load_model(model, config=json.dumps(cfg))
+    and whether requests meet then depends on timing); the disk config is restored after."""
+    original = repository_api.config(model)
+    cfg = {**original, "dynamic_batching": {"preferred_batch_size": [16], "max_queue_delay_microseconds": 300_000}}
+    repository_api.load(model, cfg)
     try:
         yield model
     finally:
         # a plain reload keeps an override while the files on disk are unchanged
-        client.load_model(model, config=json.dumps(original))
+        repository_api.load(model, original)
 
 
-@pytest.fixture
-def wide_batching(client, layout):
-    """The layout's first model widened."""
-    with widened(client, LAYOUT_MODELS[layout][0]) as model:
-        yield model
-
-
-def test_bad_image_fails_only_its_own_request_in_a_batch(client, wide_batching):
+def test_bad_image_fails_only_its_own_request_in_a_batch(client, repository_api, layout):
     good = [encode(render_board(100 + i).image) for i in range(15)]
     truncated = good[0][: len(good[0]) // 3]
     payloads = good[:7] + [truncated] + good[7:]
 
-    def stats():
-        s = client.get_inference_statistics(wide_batching)["model_stats"][0]
-        return int(s["inference_count"]), int(s["execution_count"])
-
-    inf0, exe0 = stats()
-    # async_infer: all requests in flight at once on the client's connection pool
-    pending = [client.async_infer("pcb_inspect", [image_input("IMAGE", p)]) for p in payloads]
-    results = []
-    for req in pending:
-        try:
-            results.append(req.get_result())
-        except InferenceServerException as e:
-            results.append(e)
-    inf1, exe1 = stats()
-    errors = [i for i, r in enumerate(results) if isinstance(r, InferenceServerException)]
+    first = LAYOUT_MODELS[layout][0]  # where images are decoded
+    with widened(repository_api, first):
+        before = repository_api.counts(first)
+        answers = client.inspect_many(payloads)  # all requests in flight at once
+        after = repository_api.counts(first)
+    errors = [i for i, r in enumerate(answers) if isinstance(r, InferenceError)]
     assert errors == [7]
-    assert "invalid_image" in results[7].message()
-    assert all(r.as_numpy("DETECTIONS") is not None for i, r in enumerate(results) if i != 7)
+    assert isinstance(answers[7], BadInput) and answers[7].code == "invalid_image"
+    assert all(r.detector_version == 1 for i, r in enumerate(answers) if i != 7)
     # the requests really were batched together (fewer executions than requests)
-    assert inf1 - inf0 == len(payloads)
-    assert exe1 - exe0 < len(payloads)
+    assert after.inference_count - before.inference_count == len(payloads)
+    assert after.execution_count - before.execution_count < len(payloads)
 
 
-def test_detector_batches_dynamically(client):
-    with widened(client, "pcb_detector"):
-        _detector_batches(client)
-
-
-def _detector_batches(client):
-    det0 = client.get_inference_statistics("pcb_detector")["model_stats"][0]
+def test_detector_batches_dynamically(client, repository_api):
     imgs = [encode(render_board(300 + i).image) for i in range(16)]
-    for req in [client.async_infer("pcb_inspect", [image_input("IMAGE", d)]) for d in imgs]:
-        req.get_result()
-    det1 = client.get_inference_statistics("pcb_detector")["model_stats"][0]
-    assert int(det1["inference_count"]) - int(det0["inference_count"]) == 16, client.get_inference_statistics("pcb_detector")
-    assert int(det1["execution_count"]) - int(det0["execution_count"]) < 16, (det0, det1)
+    with widened(repository_api, "pcb_detector"):
+        before = repository_api.counts("pcb_detector")
+        assert not any(isinstance(r, InferenceError) for r in client.inspect_many(imgs))
+        after = repository_api.counts("pcb_detector")
+    assert after.inference_count - before.inference_count == 16
+    assert after.execution_count - before.execution_count < 16
 
 
 def test_metrics_endpoint_exports_inference_counters(server, client):

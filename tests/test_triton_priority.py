@@ -10,10 +10,7 @@ from __future__ import annotations
 import threading
 import time
 
-import grpc  # noqa: F401 - tritonclient's transport; imported so a missing wheel fails here
-import tritonclient.grpc as grpcclient
-
-from inference import contract, results
+from inference import contract
 from inference.sync import SyncTriton
 from pcb.synthetic import render_board
 from tests.conftest import encode
@@ -38,14 +35,13 @@ def test_a_line_board_overtakes_a_batch_backlog(triton):
     t.start()
     time.sleep(0.3)  # the backlog is queued in Triton by now
     t1 = time.perf_counter()
-    r = line.infer(contract.SINGLE_MODEL, contract.inspect_request(grpcclient.InferInput, images[3]),
-                   priority=contract.PRIORITY_LINE)
+    r = line.inspect(images[3], priority=contract.PRIORITY_LINE)
     line_s = time.perf_counter() - t1
     t.join()
     remaining = done["backlog_s"] - (t1 - start)  # what was still queued when the board came
     print(f"line board {line_s * 1000:.0f} ms; backlog of {backlog} drained {remaining * 1000:.0f} ms "
           f"after it arrived")
-    assert results.side(r).detector_version >= 1 and done["errors"] == 0
+    assert r.detector_version >= 1 and done["errors"] == 0
     # FIFO would answer it with the backlog (ratio ~1). Triton passes the priority to the
     # ensemble's first step only (server issue #6055: not past a python-backend step), so the
     # board overtakes the backlog in pcb_preprocess and queues with it after: about half.

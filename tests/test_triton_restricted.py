@@ -5,12 +5,10 @@ CLI / gateway hot-swap works, and inference needs no key."""
 
 from __future__ import annotations
 
-import numpy as np
 import pytest
-import tritonclient.grpc as grpcclient
-import tritonclient.http as httpclient
-from tritonclient.utils import InferenceServerException
 
+from inference.repository_api import RepositoryAPI, RepositoryError
+from inference.sync import SyncTriton
 from serving.admin import AdminError, ModelAdmin
 from serving.cpu_server import TritonServer, free_port
 from tests.conftest import encode
@@ -27,24 +25,27 @@ def test_repository_api_needs_the_key_and_inference_does_not(repository, tmp_pat
                        extra_args=[f"--http-restricted-api={APIS}:triton-admin-key={KEY}",
                                    f"--grpc-restricted-protocol={APIS}:triton-admin-key={KEY}"]).start(timeout=180)
     try:
-        anonymous = httpclient.InferenceServerClient(srv.http_url.removeprefix("http://"))
-        with pytest.raises(InferenceServerException):
-            anonymous.unload_model("pcb_detector")  # the attack: the line's detector, gone
-        with pytest.raises(InferenceServerException):
-            anonymous.get_model_repository_index()
+        anonymous = RepositoryAPI(srv.http_url.removeprefix("http://"))  # no key
+        with pytest.raises(RepositoryError):
+            anonymous.unload("pcb_detector")  # the attack: the line's detector, gone
+        with pytest.raises(RepositoryError):
+            anonymous.index()
         with pytest.raises(AdminError):
             ModelAdmin(srv.http_url.removeprefix("http://"), repository).load("pcb_inspect")
         admin = ModelAdmin(srv.http_url.removeprefix("http://"), repository, admin_key=KEY)
         assert {r["model"] for r in admin.describe()} >= {"pcb_inspect", "pcb_detector"}
         assert admin.load("pcb_inspect") == [1]
-        grpc = grpcclient.InferenceServerClient(srv.grpc_url)
-        with pytest.raises(InferenceServerException):
-            grpc.unload_model("pcb_detector")
-        img = np.frombuffer(encode(render_board(4).image), np.uint8)[None]
-        inp = grpcclient.InferInput("IMAGE", list(img.shape), "UINT8")
-        inp.set_data_from_numpy(img)
-        r = grpc.infer("pcb_inspect", [inp])  # the line's inference: no key
-        assert r.as_numpy("VERDICT").shape == (1, 1)
-        assert anonymous.is_model_ready("pcb_detector")  # still served
+        with pytest.raises(RepositoryError):  # the same attack on the gRPC port
+            RepositoryAPI(srv.grpc_url, protocol="grpc").unload("pcb_detector")
+        # with the key, the gRPC repository API gives the HTTP one's answers, in its shape
+        keyed, keyed_http = (RepositoryAPI(srv.grpc_url, KEY, protocol="grpc"),
+                             RepositoryAPI(srv.http_url.removeprefix("http://"), KEY))
+        assert {m["name"] for m in keyed.index()} == {m["name"] for m in keyed_http.index()} >= {"pcb_detector"}
+        grpc_cfg, http_cfg = keyed.config("pcb_detector"), keyed_http.config("pcb_detector")
+        assert (grpc_cfg["name"], grpc_cfg["max_batch_size"]) == (http_cfg["name"], http_cfg["max_batch_size"])
+        line = SyncTriton(srv.grpc_url)
+        assert line.inspect(encode(render_board(4).image)).detector_version == 1  # the line's inference: no key
+        assert line.model_ready("pcb_detector")  # still served
+        assert keyed.counts("pcb_inspect").inference_count >= 1
     finally:
         srv.stop()

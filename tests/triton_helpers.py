@@ -1,37 +1,42 @@
-"""Small client helpers for tests and benchmarks talking to the real Triton server."""
+"""Helpers for the tests of the model repository on a real Triton: inspections through the
+inference contract, as plain arrays and numbers to compare with other implementations."""
 
 from __future__ import annotations
 
 import numpy as np
-import tritonclient.http as http
+
+from inference import contract, results
+from inference.sync import SyncTriton
 
 
-def image_input(name: str, data: bytes) -> http.InferInput:
-    arr = np.frombuffer(data, np.uint8)[None]
-    inp = http.InferInput(name, list(arr.shape), "UINT8")
-    inp.set_data_from_numpy(arr)
-    return inp
+def detections(side: results.SideResult) -> np.ndarray:
+    """A side's detections as the model's ``[n, 6]`` rows: x1, y1, x2, y2, score, class."""
+    rows = [[d.x1, d.y1, d.x2, d.y2, d.confidence, d.class_id] for d in side.detections]
+    return np.array(rows, np.float32).reshape(-1, 6)
 
 
-def inspect(client: http.InferenceServerClient, data: bytes) -> dict:
-    r = client.infer("pcb_inspect", [image_input("IMAGE", data)])
+def inspect(triton: SyncTriton, data: bytes) -> dict:
+    """``pcb_inspect`` on one image; ``class_names`` is the model's own CLASS_NAMES output
+    (the contract names the classes from the taxonomy, so that tensor is checked here)."""
+    r = triton.infer(contract.SINGLE_MODEL, triton.request(contract.inspect_request, data))
+    side = results.side(r)
     return {
-        "detections": r.as_numpy("DETECTIONS")[0],
+        "detections": detections(side),
         "class_names": [c.decode() for c in r.as_numpy("CLASS_NAMES")[0]],
-        "verdict": int(r.as_numpy("VERDICT")[0, 0]),
-        "confidence": float(r.as_numpy("CONFIDENCE")[0, 0]),
-        "version": int(r.as_numpy("DETECTOR_VERSION")[0, 0]),
+        "verdict": side.verdict_code,
+        "confidence": side.confidence,
+        "version": side.detector_version,
     }
 
 
-def dual_inspect(client: http.InferenceServerClient, left: bytes, right: bytes) -> dict:
-    r = client.infer("pcb_dual_inspect", [image_input("LEFT_IMAGE", left), image_input("RIGHT_IMAGE", right)])
-    out = {k.lower(): r.as_numpy(k)[0] for k in ("LEFT_DETECTIONS", "RIGHT_DETECTIONS")}
-    for k in ("LEFT_VERDICT", "RIGHT_VERDICT", "BOARD_VERDICT", "GPIO_PIN", "GPIO_DURATION_MS"):
-        out[k.lower()] = int(r.as_numpy(k)[0, 0])
-    for k in ("LEFT_CONFIDENCE", "RIGHT_CONFIDENCE", "BOARD_CONFIDENCE"):
-        out[k.lower()] = float(r.as_numpy(k)[0, 0])
-    return out
+def dual_inspect(triton: SyncTriton, left: bytes, right: bytes) -> dict:
+    r = triton.infer(contract.DUAL_MODEL, triton.request(contract.dual_request, left, right))
+    dual = results.dual(r, 0.0)
+    return {"left_detections": detections(dual.left), "right_detections": detections(dual.right),
+            "left_verdict": dual.left.verdict_code, "right_verdict": dual.right.verdict_code,
+            "board_verdict": dual.board_verdict_code, "gpio_pin": dual.gpio_pin,
+            "gpio_duration_ms": dual.gpio_duration_ms, "left_confidence": dual.left.confidence,
+            "right_confidence": dual.right.confidence, "board_confidence": dual.board_confidence}
 
 
 def iou(a: np.ndarray, b: np.ndarray) -> float:

@@ -25,10 +25,10 @@ from gateway.api.schemas.admin import (
     QuarantinePage,
     Requeued,
 )
-from gateway.core.config import get_settings
 from gateway.core.errors import ApiError, NotFound, ServiceUnavailable
 from gateway.core.security import require
 from gateway.services.principals import ROLES
+from settings.environment import get_settings
 
 router = APIRouter(prefix="/admin", tags=["admin"], dependencies=[Depends(require("admin"))])
 

@@ -23,10 +23,10 @@ from gateway.api.schemas.enhance import (
     TaskCancelled,
 )
 from gateway.api.uploads import probe_image
-from gateway.core.config import get_settings
 from gateway.core.errors import ApiError, Conflict, PayloadTooLarge
 from gateway.core.security import require
 from gateway.services.enhance import EnhanceService
+from settings.environment import get_settings
 
 router = APIRouter(tags=["enhance"])
 OPERATE = [Depends(require("operator"))]

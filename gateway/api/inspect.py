@@ -15,9 +15,9 @@ from fastapi import APIRouter, File, Form, UploadFile
 from gateway.api.deps import Device, IdempotencyKey, Inspections
 from gateway.api.schemas.inspection import InspectAnswer, InspectDualAnswer
 from gateway.api.uploads import read_image
-from gateway.core.config import get_settings
 from gateway.core.errors import ApiError
 from gateway.services.inspection import Submission
+from settings.environment import get_settings
 
 router = APIRouter(prefix="/v1", tags=["inspection"])
 

@@ -21,10 +21,10 @@ from batch.engine import BatchEngine
 from batch.priority import Priority
 from batch.store import JobNotFound
 from gateway.api.schemas.jobs import JobItem, JobProgress, JobResults, JobRetried, JobSummary, Tuning
-from gateway.core.config import get_settings
 from gateway.core.errors import ApiError, NotFound, PayloadTooLarge, ServiceUnavailable
 from gateway.core.security import require
 from gateway.services.idempotency import IdempotencyConflict, fingerprint
+from settings.environment import get_settings
 
 router = APIRouter(prefix="/api/v1", tags=["batch"])
 VIEW, OPERATE = [Depends(require("viewer"))], [Depends(require("operator"))]  # reads / writes

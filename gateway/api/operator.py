@@ -17,10 +17,10 @@ from sqlalchemy import and_, func, or_, select
 from sqlalchemy.exc import DBAPIError, OperationalError
 
 from gateway.api.schemas.operator import InspectionPage, Statistics, SystemLogPage, SystemStatus
-from gateway.core.config import get_settings
 from gateway.core.errors import ApiError, NotFound, ServiceUnavailable
 from gateway.core.security import require
 from pcb import taxonomy
+from settings.environment import get_settings
 from store.models import Inspection, SystemConfig, SystemLog
 from store.records import InspectionRecord
 

@@ -26,12 +26,12 @@ from pydantic import BaseModel, Field
 from gateway.api.deps import Inspections, current_device
 from gateway.api.schemas.seed import PredictAnswer, PredictDualAnswer
 from gateway.api.uploads import checked
-from gateway.core.config import get_settings
 from gateway.core.errors import ApiError, InvalidImage, NotFound, PayloadTooLarge, Unauthorized
 from gateway.core.security import client_address, failed_auth, limit
 from gateway.services.devices import DeviceInfo
 from gateway.services.inspection import Submission
 from pcb import taxonomy
+from settings.environment import get_settings
 
 router = APIRouter(tags=["seed compatibility"])
 

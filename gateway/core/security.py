@@ -36,8 +36,8 @@ from limits import parse
 from limits.storage import MemoryStorage
 from limits.strategies import MovingWindowRateLimiter
 
-from gateway.core.config import Settings, get_settings
 from gateway.core.errors import ApiError, RateLimited, Unauthorized
+from settings.environment import Settings, get_settings
 
 log = logging.getLogger("gateway.security")
 

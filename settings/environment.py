@@ -1,5 +1,6 @@
-"""Gateway settings: every knob an environment variable with a sane default (embedded
-defaults: SQLite file, in-process pairing, Triton on localhost)."""
+"""The platform's settings: every knob an environment variable with a sane default (embedded
+defaults: SQLite file, in-process pairing, Triton on localhost). One class for the gateway,
+the batch engine and the store; each reads the fields it needs."""
 
 from __future__ import annotations
 
