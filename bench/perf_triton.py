@@ -30,7 +30,7 @@ from bench.inprocess import pipeline_throughput
 from inference.repository_api import RepositoryAPI
 from serving.cpu_server import TritonServer, free_port
 
-BATCHING_MODELS = ("pcb_preprocess", "pcb_detector", "pcb_postprocess", "pcb_board_fuse")
+BATCHING_MODELS = ("pcb_detector", "pcb_board_fuse")  # the CPU layout's
 MODELS = ("pcb_detector", "pcb_inspect", "pcb_dual_inspect")
 
 

@@ -23,14 +23,14 @@ from store.session import make_engine, make_sessionmaker
 from tests.conftest import ROOT, encode, start_triton
 
 LEASE_S = 1.0
-DELAY_S = 2.5  # each pcb_postprocess execute: a chunk takes several leases
+DELAY_S = 2.5  # each pcb_detector execute: a chunk takes several leases
 
 SLOW_MODEL = f"""
 import importlib.util
 import os
 import time
 
-_spec = importlib.util.spec_from_file_location("postprocess_model", os.path.join(os.path.dirname(__file__),
+_spec = importlib.util.spec_from_file_location("detector_model", os.path.join(os.path.dirname(__file__),
                                                                                   "model_fast.py"))
 _fast = importlib.util.module_from_spec(_spec)
 _spec.loader.exec_module(_fast)
@@ -45,10 +45,10 @@ class TritonPythonModel(_fast.TritonPythonModel):
 
 @pytest.fixture(scope="module")
 def slow_triton(repository, tmp_path_factory):
-    """The pipeline repository with a pcb_postprocess that sleeps before each batch."""
+    """The pipeline repository with a pcb_detector that sleeps before each batch."""
     repo = tmp_path_factory.mktemp("slow") / "model_repository"
     shutil.copytree(repository, repo)
-    version = repo / "pcb_postprocess" / "1"
+    version = repo / "pcb_detector" / "1"
     (version / "model.py").rename(version / "model_fast.py")
     (version / "model.py").write_text(SLOW_MODEL)
     srv = start_triton(repo, tmp_path_factory.mktemp("slow_log") / "triton.log")

@@ -254,8 +254,8 @@ def api(triton, tmp_path_factory):
 def test_strips_are_422_before_triton_on_every_upload_route(api, triton):
     stats = RepositoryAPI(triton.http_url)
 
-    def preprocessed():
-        return stats.counts("pcb_preprocess").inference_count
+    def preprocessed():  # the detector decodes each image first
+        return stats.counts("pcb_detector").inference_count
 
     auth = {"X-Device-Id": "pi-left", "X-API-Key": api.key}
     board = encode(render_board(3).image)

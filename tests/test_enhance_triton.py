@@ -95,7 +95,7 @@ def test_enhancement_takes_only_the_cpu_the_line_leaves(enhance_triton, triton):
         threads = [t for pid in stubs[model] for t in describe(pid)]
         assert threads and all(policy == os.SCHED_IDLE for _, policy, _ in threads), (model, threads)
     line = _stubs(triton)
-    assert "pcb_preprocess" in line and "pcb_detector" in line
+    assert "pcb_detector" in line and "pcb_board_fuse" in line
     for model, pids in line.items():
         assert all(policy == os.SCHED_OTHER and nice == 0 for pid in pids for _, policy, nice in describe(pid)), model
 

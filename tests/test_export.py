@@ -21,7 +21,6 @@ from tests.conftest import ROOT, WEIGHTS
 
 def test_new_versions_keep_the_served_one_until_promoted(tmp_path):
     repo = tmp_path / "repo"
-    shutil.copytree(ROOT / "model_repository" / "pcb_preprocess", repo / "pcb_preprocess")
     v1, p1 = onnx_target.add_version(repo, WEIGHTS, 320, 16)
     v2, p2 = onnx_target.add_version(repo, WEIGHTS, 320, 16)
     assert (v1, v2) == (1, 2)
@@ -31,16 +30,34 @@ def test_new_versions_keep_the_served_one_until_promoted(tmp_path):
     assert cfg.backend == "python" and list(cfg.dynamic_batching.preferred_batch_size) == [4, 8, 16]
     assert cfg.dynamic_batching.max_queue_delay_microseconds == 0  # measured best on the CPU
     assert cfg.instance_group[0].count == 2
-    assert (repo / "pcb_detector" / "2" / "model.py").exists()
+    # the CPU layout: the whole side in one model, encoded image in, verdict out
+    assert [i.name for i in cfg.input] == ["IMAGE"] and cfg.input[0].allow_ragged_batch
+    assert [o.name for o in cfg.output] == ["DETECTIONS", "CLASS_NAMES", "VERDICT", "CONFIDENCE", "version"]
+    assert cfg.parameters["letterbox"].string_value == "rect"
+    assert "SideInspector" in (repo / "pcb_detector" / "2" / "model.py").read_text()
     out = OrtDetector(p2).run(np.zeros((3, 3, 320, 320), np.float32))
     assert out["version"].tolist() == [[2], [2], [2]]
     assert out["output0"].shape == (3, 16, 2100)
+    rect = OrtDetector(p2).run(np.zeros((1, 3, 256, 320), np.float32))  # dynamic height/width
+    assert rect["output0"].shape == (1, 16, 1680)
     assert not list((repo / "pcb_detector").glob(".*partial"))
+
+
+def test_a_split_repository_gets_the_split_detector(tmp_path):
+    """Exported into the split (GPU) layout, the ONNX detector is the network only, between
+    the pre/post-processing models: the layout comes from the repository, not a flag."""
+    repo = tmp_path / "split"
+    assemble(repo)
+    onnx_target.add_version(repo, WEIGHTS, 320, 16)
+    cfg = read_config(repo / "pcb_detector")
+    assert [i.name for i in cfg.input] == ["images"] and list(cfg.input[0].dims) == [3, -1, -1]
+    assert [o.name for o in cfg.output] == ["output0", "version"]
+    assert "OrtDetector" in (repo / "pcb_detector" / "1" / "model.py").read_text()
 
 
 def test_export_refuses_a_size_the_preprocessor_does_not_make(tmp_path):
     repo = tmp_path / "repo"
-    shutil.copytree(ROOT / "model_repository" / "pcb_preprocess", repo / "pcb_preprocess")
+    shutil.copytree(ROOT / "serving" / "split_layout" / "pcb_preprocess", repo / "pcb_preprocess")
     try:
         onnx_target.add_version(repo, WEIGHTS, 416, 16)
     except SystemExit as e:
@@ -71,7 +88,8 @@ def test_tensorrt_export_dry_run(tmp_path):
                        capture_output=True, text=True, cwd=ROOT, timeout=300)
     assert p.returncode == 0, p.stderr[-2000:]
     assert "[dry-run] precision: FP16" in p.stdout
-    assert "min (1, 3, 320, 320) opt (8, 3, 320, 320) max (32, 3, 320, 320)" in p.stdout
+    # rect inputs: any multiple of 32 up to 320 x 320, tuned for the 640x480 camera's 256 x 320
+    assert "min (1, 3, 32, 32) opt (8, 3, 256, 320) max (32, 3, 320, 320)" in p.stdout
     assert versions(repo / "pcb_detector") == []
     assert not list((repo / "pcb_detector").glob(".*"))
 

@@ -278,7 +278,7 @@ def test_prometheus_scrapes_gateway_and_triton(prometheus, line):
     assert {t["labels"]["job"]: t["health"] for t in targets} == {"triton": "up", "gateway": "up",
                                                                   "batch-worker": "up", "prometheus": "up"}
     models = {r["metric"]["model"] for r in _query(prometheus, "nv_inference_request_success")}
-    assert {"pcb_inspect", "pcb_dual_inspect", "pcb_detector", "pcb_preprocess"} <= models
+    assert {"pcb_inspect", "pcb_dual_inspect", "pcb_detector"} <= models
     assert _query(prometheus, 'gateway_pairing_total{outcome="partial"} > 0')
     edges = {r["metric"]["device"] for r in _query(prometheus, "gateway_edge_last_seen_timestamp_seconds")}
     assert {"mon-left", "mon-right"} <= edges

@@ -1,9 +1,10 @@
 """The line first inside Triton: with a backlog of batch re-inspection queued in front of it,
-a board sent at the line's priority overtakes it. The batchers of pcb_preprocess,
-pcb_detector and pcb_postprocess have two levels (inference/contract.py); measured here,
-Triton honours the request's priority at the ensemble's first step only (server issue #6055:
-it is not passed on after a python-backend step), so the board overtakes the backlog there
-and queues with it behind (about half the backlog's wait, where FIFO would be all of it)."""
+a board sent at the line's priority overtakes it. The line's models have two priority levels
+(inference/contract.py). Triton honours a request's priority at an ensemble's first step
+only (server issue #6055); in the CPU layout that step is the whole side, so the board
+overtakes the whole backlog and waits only for the batches already executing, and for the
+batch it joins (the batcher fills it with background requests up to max_batch_size).
+Measured here: ~0.4 of the backlog's remaining drain time, where FIFO is all of it."""
 
 from __future__ import annotations
 
@@ -42,7 +43,6 @@ def test_a_line_board_overtakes_a_batch_backlog(triton):
     print(f"line board {line_s * 1000:.0f} ms; backlog of {backlog} drained {remaining * 1000:.0f} ms "
           f"after it arrived")
     assert r.detector_version >= 1 and done["errors"] == 0
-    # FIFO would answer it with the backlog (ratio ~1). Triton passes the priority to the
-    # ensemble's first step only (server issue #6055: not past a python-backend step), so the
-    # board overtakes the backlog in pcb_preprocess and queues with it after: about half.
+    # FIFO would answer it with the backlog (ratio ~1); the board waits only for the running
+    # batches and its own
     assert line_s < 0.75 * remaining, (line_s, remaining)
