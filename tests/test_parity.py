@@ -2,12 +2,12 @@
 
 1. The ONNX file (the model Triton's CPU layout runs) against the PyTorch model it was
    exported from, on the same tensors: raw outputs within 1e-3 (max abs).
-2. The whole Triton ``pcb_inspect`` ensemble against ultralytics ``predict`` on the .pt, on
+2. The whole Triton ``pcb_inspect`` ensemble, in both layouts (the CPU layout's whole-side
+   model and the split GPU layout), against ultralytics' default ``predict`` on the .pt, on
    images of odd sizes and formats: every box matched at IoU >= 0.9 with the same class and
-   score within 0.02, and the same verdict. ultralytics is run with ``rect=False`` so both
-   sides letterbox to the same square input the detector was exported for (with its default
-   ``rect=True`` it would pad to a different, smaller rectangle: another input, not another
-   model).
+   score within 0.02, and the same verdict. Both letterbox the rect way (pad the short side
+   to a multiple of 32 only: 640x480 -> 320x256, pcb/letterbox.py); with ``letterbox:
+   square`` the models match ``predict(rect=False)`` instead, checked too.
 3. ``pcb_dual_inspect`` against two single calls fused in Python (pcb/verdict.py).
 """
 
@@ -35,9 +35,10 @@ def yolo():
     return YOLO(str(WEIGHTS))
 
 
-@pytest.fixture(scope="module")
-def client(triton):
-    return SyncTriton(triton.grpc_url)
+@pytest.fixture(scope="module", params=["cpu", "split"])
+def client(request):
+    srv = request.getfixturevalue("triton" if request.param == "cpu" else "split_triton")
+    return SyncTriton(srv.grpc_url)
 
 
 def _cases(tmp_path):
@@ -63,8 +64,8 @@ def _cases(tmp_path):
     return cases
 
 
-def _ultralytics(yolo, path) -> np.ndarray:
-    r = yolo.predict(str(path), imgsz=320, conf=0.25, iou=0.7, rect=False, device="cpu", verbose=False)[0]
+def _ultralytics(yolo, path, **kw) -> np.ndarray:
+    r = yolo.predict(str(path), imgsz=320, conf=0.25, iou=0.7, device="cpu", verbose=False, **kw)[0]
     b = r.boxes
     return np.concatenate([b.xyxy.numpy(), b.conf.numpy()[:, None], b.cls.numpy()[:, None]], 1)
 
@@ -85,10 +86,31 @@ def test_onnx_matches_pytorch(repository, yolo):
 
 
 def test_triton_ensemble_matches_ultralytics(client, yolo, tmp_path):
+    _matches_ultralytics(lambda data: inspect(client, data), lambda path: _ultralytics(yolo, path), tmp_path)
+
+
+def test_square_letterbox_matches_ultralytics_rect_false(repository, yolo, tmp_path):
+    """The other form, in process (the same SideInspector the CPU layout's model runs)."""
+    from pcb.side_config import SideConfig
+    from serving.side_inspector import SideInspector
+
+    side = SideInspector(repository / "pcb_detector" / "1" / "model.onnx", SideConfig(rect=False))
+
+    def ours(data: bytes) -> dict:
+        out = side.inspect([np.frombuffer(data, np.uint8)[None]])[0]
+        assert isinstance(out, dict), out
+        return {"detections": out["DETECTIONS"][0], "verdict": int(out["VERDICT"][0, 0]),
+                "confidence": float(out["CONFIDENCE"][0, 0]),
+                "class_names": [n.decode() for n in out["CLASS_NAMES"][0]]}
+
+    _matches_ultralytics(ours, lambda path: _ultralytics(yolo, path, rect=False), tmp_path)
+
+
+def _matches_ultralytics(run, reference, tmp_path) -> None:
     worst_iou, worst_score, n_boxes = 1.0, 0.0, 0
     for name, data, path in _cases(tmp_path):
-        ref = _ultralytics(yolo, path)
-        got = inspect(client, data)
+        ref = reference(path)
+        got = run(data)
         problems = match_detections(ref, got["detections"], MIN_IOU, SCORE_TOL)
         assert not problems, f"{name}: {problems}"
         want = side_verdict(ref[:, 5].astype(int), ref[:, 4])
