@@ -15,18 +15,24 @@ from pcb.verdict import SideVerdict, fuse, side_verdict
 from tests.conftest import encode
 
 
+@pytest.mark.parametrize("rect", [False, True])
 @pytest.mark.parametrize("shape", [(480, 640), (1080, 1920), (777, 333), (320, 320), (17, 900)])
-def test_letterbox_matches_ultralytics(shape):
+def test_letterbox_matches_ultralytics(shape, rect):
+    """Square: LetterBox(auto=False); rect: LetterBox(auto=True, stride=32), what ultralytics'
+    predict uses on a .pt (640x480 -> 320x256)."""
     rng = np.random.default_rng(0)
     img = rng.integers(0, 255, (*shape, 3), dtype=np.uint8)
-    ours, transform = letterbox(img, 320)
-    ref = LetterBox((320, 320), auto=False)(image=img)
+    ours, transform = letterbox(img, 320, 32 if rect else 0)
+    ref = LetterBox((320, 320), auto=rect, stride=32)(image=img)
     ref = ref[..., ::-1].transpose(2, 0, 1).astype(np.float32) / 255
+    assert ours.shape == ref.shape
+    if rect and shape == (480, 640):
+        assert ours.shape == (3, 256, 320)
     np.testing.assert_allclose(ours, ref, atol=1e-6)
     # and boxes go back exactly as ultralytics' scale_boxes sends them
     boxes = rng.uniform(0, 320, (20, 4)).astype(np.float32)
     boxes[:, 2:] = boxes[:, :2] + rng.uniform(1, 60, (20, 2))
-    want = scale_boxes((320, 320), torch.tensor(boxes.copy()), shape).numpy()
+    want = scale_boxes(ours.shape[1:], torch.tensor(boxes.copy()), shape).numpy()
     np.testing.assert_allclose(to_image(boxes.copy(), transform), want, atol=1e-3)
 
 
