@@ -10,7 +10,7 @@ DETECTOR_V1 := $(REPO)/pcb_detector/1/model.onnx
 ENHANCE_V1 := $(REPO)/face_restorer/1/model.onnx
 export YOLO_OFFLINE := 1
 
-.PHONY: help venv official-nets sysdeps repository triton demo test test-fast bench bench-triton bench-gateway bench-batch bench-enhance bench-line-beside train export-tensorrt-dry-run lint clean
+.PHONY: help venv official-nets sysdeps repository triton demo test test-fast bench bench-triton bench-gateway bench-batch bench-enhance bench-line-beside bench-levers bench-profile train export-tensorrt-dry-run lint clean
 
 help:
 	@echo "make demo           CPU Triton + a simulated dual-camera inspection line"
@@ -105,6 +105,10 @@ bench-line-beside: venv
 
 bench-levers: repository
 	$(PY) -m bench.levers
+
+# py-spy on the gateway while the line runs: the share of its busy time under each cost
+bench-profile: repository
+	$(PY) -m bench.gateway_profile
 
 # Two phases: from scratch with mosaic for variety, then without mosaic (it shrinks the small
 # defects to a few pixels) and milder scale jitter. ~1 h on 2 cores.
