@@ -25,10 +25,10 @@ def letterbox(img: np.ndarray, size: int, stride: int = 0) -> tuple[np.ndarray, 
     h, w = img.shape[:2]
     r = min(size / h, size / w)
     new_w, new_h = max(round(w * r), 1), max(round(h * r), 1)
-    dw, dh = size - new_w, size - new_h
+    pad_w, pad_h = size - new_w, size - new_h
     if stride:
-        dw, dh = dw % stride, dh % stride
-    dw, dh = dw / 2, dh / 2
+        pad_w, pad_h = pad_w % stride, pad_h % stride
+    dw, dh = pad_w / 2, pad_h / 2
     top, bottom = round(dh - 0.1), round(dh + 0.1)
     left, right = round(dw - 0.1), round(dw + 0.1)
     if (w, h) != (new_w, new_h):
