@@ -26,14 +26,16 @@ from serving.cpu_server import TritonServer, free_port, wait_http
 # (label, substring of a stack frame "function (file)") - the costs issue 16 asks about first
 COSTS = (
     ("multipart parsing", "multipart"),
-    ("outbox write (SQLite + fsync)", "services/outbox.py"),
+    ("outbox write (SQLite + fsync)", "put (gateway/services/outbox.py)"),
+    ("outbox drain to the database", "drain_once (gateway/services/outbox.py)"),
+    ("embedded batch worker (Celery/kombu)", "kombu"),
     ("idempotency records", "services/idempotency.py"),
     ("pairing store", "services/pair_store.py"),
     ("Triton client (gRPC)", "inference/aio.py"),
     ("JSON encoding", "json/encoder.py"),
     ("pydantic validation/serialisation", "pydantic"),
     ("image store", "services/image_store.py"),
-    ("HTTP parsing (h11/httptools)", "h11"),
+    ("HTTP parsing (httptools)", "httptools"),
     ("asyncio event loop", "asyncio/base_events.py"),
 )
 

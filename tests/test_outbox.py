@@ -133,3 +133,54 @@ def test_mariadb_outage_and_restart_lose_nothing(tmp_path, mariadb_url):
         assert _count(sessions) == 10
     finally:
         proxy.close()
+
+
+def test_concurrent_puts_share_commits_and_keep_their_answers(tmp_path):
+    """Group commit: puts from many threads at once are all stored, each gets its own answer
+    (a repeated idempotency key in the same group gets the first one's record), in fewer
+    transactions than puts; a put that fails alone fails alone."""
+    import threading
+
+    box = Outbox(tmp_path / "outbox.db")
+    commits = 0
+    real = box._commit_group
+
+    def counted(group):
+        nonlocal commits
+        commits += 1
+        real(group)
+
+    box._commit_group = counted  # type: ignore[method-assign]
+    answers: dict[int, object] = {}
+    ids = [_inspection(i) for i in range(64)]
+    start = threading.Barrier(16)
+
+    def worker(w: int) -> None:
+        start.wait()
+        for i in range(w, 64, 16):
+            iid, p = ids[i]
+            key = ("pi-1", f"k{i // 2}" if i != 5 else "solo", f"fp{i // 2}", {"inspection_id": iid})  # pairs share
+            try:
+                answers[i] = box.put(iid, "inspection", p if i != 5 else {"bad": object()}, key)
+            except Exception as e:  # noqa: BLE001
+                answers[i] = e
+
+    threads = [threading.Thread(target=worker, args=(w,)) for w in range(16)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert isinstance(answers[5], TypeError)  # not JSON: its own error, nothing stored for it
+    stored = {r[0] for r in box._conn().execute("SELECT id FROM pending")}
+    for pair in range(32):
+        a, b = 2 * pair, 2 * pair + 1
+        if 5 in (a, b):
+            assert answers[4] is None and stored & {ids[4][0], ids[5][0]} == {ids[4][0]}
+            continue
+        firsts = [i for i in (a, b) if answers[i] is None]
+        assert len(firsts) == 1  # exactly one of the two holds the key ...
+        other = ({a, b} - set(firsts)).pop()
+        assert answers[other].response == {"inspection_id": ids[firsts[0]][0]}  # ... the other sees its answer
+        assert ids[firsts[0]][0] in stored and ids[other][0] not in stored
+    assert box.depth() == 32
+    assert commits < 64
