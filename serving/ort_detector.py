@@ -37,3 +37,20 @@ class OrtDetector:
         merged = self.run(batches[0] if len(batches) == 1 else np.concatenate(batches))
         bounds = np.cumsum([0] + sizes)
         return [{k: v[bounds[i]:bounds[i + 1]] for k, v in merged.items()} for i in range(len(sizes))]
+
+    def run_isolated(self, batches: list[np.ndarray]) -> list[dict[str, np.ndarray] | Exception]:
+        """``run_split``, but a call that fails is retried request by request, so only the
+        requests that fail alone get their exception (one hostile input or one shape the
+        file refuses never fails its batch neighbours); the rest get their outputs."""
+        try:
+            return list(self.run_split(batches))
+        except Exception:  # noqa: BLE001 - find which requests it was
+            if len(batches) == 1:
+                raise
+        results: list[dict[str, np.ndarray] | Exception] = []
+        for b in batches:
+            try:
+                results.append(self.run_split([b])[0])
+            except Exception as e:  # noqa: BLE001 - this request's own failure, handed back
+                results.append(e)
+        return results

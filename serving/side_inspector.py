@@ -90,14 +90,13 @@ class SideInspector:
             groups.setdefault(p.chw.shape, []).append(p)
         result: dict[int, tuple[np.ndarray, int] | SideError] = {}
         for group in groups.values():
-            try:
-                outs = self.detector.run(np.stack([p.chw for p in group]))
-            except Exception as e:  # noqa: BLE001 - a shape the ONNX file refuses fails this group only
-                for p in group:
-                    result[id(p)] = SideError("detector_failed", str(e), bad_input=False)
-                continue
-            for i, p in enumerate(group):
-                result[id(p)] = (outs["output0"][i], int(outs["version"][i, 0]))
+            try:  # one call per shape; a failing call is retried image by image (run_isolated)
+                outs = self.detector.run_isolated([p.chw[None] for p in group])
+            except Exception as e:  # noqa: BLE001 - a lone image the ONNX file refuses
+                outs = [e]
+            for p, out in zip(group, outs):
+                result[id(p)] = (SideError("detector_failed", str(out), bad_input=False) if isinstance(out, Exception)
+                                 else (out["output0"][0], int(out["version"][0, 0])))
         return result
 
     def _finish(self, raw: np.ndarray, version: int, p: _Prepared) -> dict[str, np.ndarray] | SideError:

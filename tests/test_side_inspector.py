@@ -45,13 +45,25 @@ def test_a_batch_of_mixed_sizes_and_bad_images_answers_each_request(side):
     np.testing.assert_allclose(alone["DETECTIONS"], out[4]["DETECTIONS"], atol=1e-4)
 
 
-def test_a_detector_failure_fails_its_group_as_the_services_fault(side, monkeypatch):
-    def broken(images):
-        raise RuntimeError("onnxruntime refused the shape")
+def test_a_detector_failure_fails_only_the_request_that_fails_alone(side, monkeypatch):
+    """onnxruntime refusing a batch (an image it cannot take, OOM, a shape) is retried image by
+    image: only the image that fails alone gets the error, as the service's fault (not 4xx)."""
+    real = side.detector.run
+    poison = encode(render_board(4, size=(640, 480)).image)
+    poisoned = side._prepare(_req(poison)).chw  # what the detector would be handed for it
 
-    monkeypatch.setattr(side.detector, "run", broken)
-    out = side.inspect([_req(encode(render_board(3).image))])
-    assert isinstance(out[0], SideError) and out[0].code == "detector_failed" and not out[0].bad_input
+    def refuses_the_poison(images):
+        if any(np.array_equal(x, poisoned) for x in images):
+            raise RuntimeError("onnxruntime refused the batch")
+        return real(images)
+
+    monkeypatch.setattr(side.detector, "run", refuses_the_poison)
+    boards = [encode(render_board(i, size=(640, 480)).image) for i in (5, 6)]
+    out = side.inspect([_req(boards[0]), _req(poison), _req(boards[1])])
+    assert isinstance(out[1], SideError) and out[1].code == "detector_failed" and not out[1].bad_input
+    assert not isinstance(out[0], SideError) and not isinstance(out[2], SideError)
+    alone = side.inspect([_req(boards[0])])[0]
+    np.testing.assert_allclose(alone["DETECTIONS"], out[0]["DETECTIONS"], atol=1e-4)
 
 
 def test_config_from_triton_parameters():
@@ -60,3 +72,23 @@ def test_config_from_triton_parameters():
     assert (cfg.imgsz, cfg.rect, cfg.post.nms.conf, cfg.max_pixels, cfg.intra_op_threads) == \
         (416, False, 0.4, 1_000_000, 2)
     assert SideConfig.from_strings({}).rect  # rect is the default form
+
+
+def test_onnxruntime_refusing_one_request_fails_that_request_only(repository):
+    """The adapters' batch call (serving/ort_detector.py, also under face_restorer and
+    bg_upsampler): a real onnxruntime refusal (a float64 tensor poisons the concatenated batch)
+    is retried request by request; the good requests get exactly their lone answers."""
+    from serving.ort_detector import OrtDetector
+
+    det = OrtDetector(repository / "pcb_detector" / "1" / "model.onnx", 1)
+    rng = np.random.default_rng(0)
+    good = [rng.random((1, 3, 256, 320), dtype=np.float32) for _ in range(2)]
+    bad = rng.random((1, 3, 256, 320))  # float64: the graph takes float32 only
+    out = det.run_isolated([good[0], bad, good[1]])
+    assert isinstance(out[1], Exception)
+    for i, g in ((0, good[0]), (2, good[1])):
+        np.testing.assert_allclose(out[i]["output0"], det.run(g)["output0"], atol=1e-5)
+    from onnxruntime.capi.onnxruntime_pybind11_state import InvalidArgument
+
+    with pytest.raises(InvalidArgument):  # a lone request that fails raises, as run does
+        det.run_isolated([bad])

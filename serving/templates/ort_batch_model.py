@@ -3,7 +3,8 @@
 onnxruntime call. Copied next to ``model.onnx`` by ``python -m export gfpgan|realesrgan``.
 
 Requests with different spatial sizes (upsampler tiles of two tile settings) cannot be
-concatenated: they run as separate groups of the same call.
+concatenated: they run as separate groups of the same call. A call that fails is retried
+request by request, so a request that fails alone fails alone.
 """
 
 import json
@@ -31,11 +32,13 @@ class TritonPythonModel:
         for i, x in enumerate(inputs):
             groups.setdefault(x.shape[1:], []).append(i)
         outputs = [None] * len(requests)
-        try:
-            for idx in groups.values():
-                for i, out in zip(idx, self.session.run_split([inputs[i] for i in idx])):
-                    outputs[i] = out
-        except Exception as e:  # a shape the ONNX file refuses: fail these requests, not the server
-            err = pb_utils.TritonError(f"model_failed: {e}")
-            return [pb_utils.InferenceResponse(error=err) for _ in requests]
-        return [pb_utils.InferenceResponse([pb_utils.Tensor(k, v) for k, v in out.items()]) for out in outputs]
+        for idx in groups.values():
+            try:  # a failing call is retried request by request: only a request that fails alone fails
+                outs = self.session.run_isolated([inputs[i] for i in idx])
+            except Exception as e:  # a lone request the ONNX file refuses
+                outs = [e]
+            for i, out in zip(idx, outs):
+                outputs[i] = out
+        return [pb_utils.InferenceResponse(error=pb_utils.TritonError(f"model_failed: {out}"))
+                if isinstance(out, Exception) else
+                pb_utils.InferenceResponse([pb_utils.Tensor(k, v) for k, v in out.items()]) for out in outputs]
