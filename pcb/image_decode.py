@@ -101,15 +101,17 @@ def decode_image(data: bytes | np.ndarray, max_pixels: int = MAX_PIXELS) -> np.n
         img = None
     if img is None:
         raise ImageError("invalid_image", "the image could not be decoded (corrupt or truncated)")
-    if _truncated_jpeg(raw, buf):
+    if truncated_jpeg(buf):
         raise ImageError("invalid_image", "the JPEG is truncated (no end-of-image marker)")
     return img
 
 
-def _truncated_jpeg(head: bytes, buf: np.ndarray) -> bool:
+def truncated_jpeg(buf: np.ndarray) -> bool:
+    """A JPEG without its end-of-image marker (the GPU path routes these to ``decode_image``
+    by the same rule)."""
     # libjpeg fills a truncated scan with grey and only warns; a half-grey board would be
     # inspected as if it were real, so a JPEG without its EOI marker is refused.
-    if head[:2] != b"\xff\xd8":
+    if buf[:2].tobytes() != b"\xff\xd8":
         return False
     tail = buf[-4096:].tobytes()  # cameras may append a little after EOI
     return b"\xff\xd9" not in tail

@@ -9,6 +9,11 @@ from pcb.image_decode import MAX_PIXELS
 from pcb.postprocess import PostprocessConfig
 
 DETECTOR_STRIDE = 32  # the largest stride of the YOLO heads: rect inputs are multiples of it
+# where the split layout's pcb_preprocess decodes and letterboxes (serving/gpu_preprocess.py):
+# cpu: OpenCV per request (the default; no torch); gpu: nvJPEG + torch on the instance's GPU
+# (KIND_GPU, set by serving/gpu_repository.py); torch-cpu: the gpu path's code on the CPU, so
+# the CPU tests run its Triton adapter (slower than cpu: never for production)
+DECODERS = ("cpu", "gpu", "torch-cpu")
 
 
 @dataclass(frozen=True)
@@ -18,6 +23,11 @@ class SideConfig:
     max_pixels: int = MAX_PIXELS
     post: PostprocessConfig = field(default_factory=PostprocessConfig)
     intra_op_threads: int = 1
+    decode: str = "cpu"  # DECODERS
+
+    def __post_init__(self) -> None:
+        if self.decode not in DECODERS:
+            raise ValueError(f"decode must be one of {', '.join(DECODERS)}, not {self.decode!r}")
 
     @classmethod
     def from_strings(cls, params: dict[str, str]) -> SideConfig:
@@ -29,4 +39,5 @@ class SideConfig:
             max_pixels=int(params.get("max_pixels", d.max_pixels)),
             post=PostprocessConfig.from_strings(params),
             intra_op_threads=int(params.get("intra_op_threads", d.intra_op_threads)),
+            decode=params.get("decode", d.decode),
         )

@@ -22,15 +22,16 @@ WEIGHTS = Path(os.environ.get("PCB_WEIGHTS", ROOT / "models" / "pcb_yolov8n.pt")
 os.environ.setdefault("YOLO_OFFLINE", "1")  # never reach for the hub in tests
 
 
-def make_repository(dest: Path, weights: Path = WEIGHTS, split: bool = False) -> Path:
+def make_repository(dest: Path, weights: Path = WEIGHTS, split: bool = False, decode: str = "cpu") -> Path:
     """A copy of model_repository/ (pipeline models) with ``weights`` exported as version 1.
     ``split``: the GPU layout's pipeline (serving/split_layout/) with onnxruntime standing in
-    for TensorRT, so its pre/post-processing models run for real here."""
+    for TensorRT, so its pre/post-processing models run for real here; ``decode``: its
+    pre-processing's (``torch-cpu``: the GPU decode path's code, on the CPU)."""
     from export import onnx_target
     from serving.gpu_repository import assemble
 
     if split:
-        assemble(dest)
+        assemble(dest, decode=decode)
         for name in ENHANCE_MODELS:
             shutil.rmtree(dest / name, ignore_errors=True)
     else:
@@ -82,6 +83,19 @@ def split_triton(tmp_path_factory):
     """The split (GPU) layout on a CPU Triton of its own."""
     repo = make_repository(tmp_path_factory.mktemp("split_repo") / "model_repository", split=True)
     srv = start_triton(repo, tmp_path_factory.mktemp("split_triton") / "triton.log")
+    try:
+        yield srv
+    finally:
+        srv.stop()
+
+
+@pytest.fixture(scope="session")
+def split_torch_triton(tmp_path_factory):
+    """The split layout with the GPU layout's batched pre-processing adapter (torchvision
+    decode, torch letterbox, DLPack outputs) running on the CPU."""
+    repo = make_repository(tmp_path_factory.mktemp("split_torch_repo") / "model_repository", split=True,
+                           decode="torch-cpu")
+    srv = start_triton(repo, tmp_path_factory.mktemp("split_torch_triton") / "triton.log")
     try:
         yield srv
     finally:

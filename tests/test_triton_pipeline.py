@@ -1,6 +1,7 @@
 """The model repository on the real CPU Triton server: ensembles, errors, batching, in both
 layouts (the CPU layout's whole-side detector, and the split GPU layout with onnxruntime
-standing in for TensorRT)."""
+standing in for TensorRT), the split one also with its GPU pre-processing adapter run on the
+CPU (``split-torch``: torchvision decode, torch letterbox, DLPack outputs)."""
 
 from __future__ import annotations
 
@@ -31,16 +32,18 @@ LAYOUT_MODELS = {
     "split": ("pcb_preprocess", "pcb_detector", "pcb_postprocess", "pcb_board_fuse",
               "pcb_inspect", "pcb_dual_inspect"),
 }
+LAYOUT_MODELS["split-torch"] = LAYOUT_MODELS["split"]
+SERVERS = {"cpu": "triton", "split": "split_triton", "split-torch": "split_torch_triton"}
 
 
-@pytest.fixture(scope="module", params=["cpu", "split"])
+@pytest.fixture(scope="module", params=list(SERVERS))
 def layout(request) -> str:
     return request.param
 
 
 @pytest.fixture(scope="module")
 def server(layout, request):
-    return request.getfixturevalue("triton" if layout == "cpu" else "split_triton")
+    return request.getfixturevalue(SERVERS[layout])
 
 
 @pytest.fixture(scope="module")
@@ -55,11 +58,14 @@ def repository_api(server):
     api.close()
 
 
-def test_models_are_ready(client, layout):
+def test_models_are_ready(client, layout, repository_api):
     for m in LAYOUT_MODELS[layout]:
         assert client.model_ready(m), m
     assert not client.model_ready("no_such_model")
-    assert layout == "split" or not client.model_ready("pcb_preprocess")
+    assert layout.startswith("split") or not client.model_ready("pcb_preprocess")
+    if layout.startswith("split"):  # which pre-processing the server really loaded
+        decode = repository_api.config("pcb_preprocess")["parameters"]["decode"]["string_value"]
+        assert decode == {"split": "cpu", "split-torch": "torch-cpu"}[layout]
 
 
 def test_single_inspection_answers_in_image_pixels(client):
