@@ -1,4 +1,4 @@
-"""Batch engine parts without servers: priority aging, resource rule, sources, store
+"""Batch engine parts without servers: priority aging, memory rule, sources, store
 semantics (idempotent writes, window, cancel, retry, leases), results, the tuner's search."""
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ import pytest
 
 from batch import results, sources
 from batch.priority import Priority, broker_priority, effective_level
-from batch.resources import Limits, adjust
+from batch.resources import Limits, MemoryGuard, Thresholds, adjust
 from batch.store import Dispatch, JobStore
 from batch.tuning import AutoTuner, Point
 from store.migrate import upgrade
@@ -42,16 +42,20 @@ def test_priority_parse_and_aging_rule():
     assert [broker_priority(lv) for lv in Priority] == [0, 3, 6, 9]
 
 
-def test_resource_rule_halves_under_pressure_and_recovers_when_calm():
-    target = Limits(16, 4)
-    hot = adjust(target, target, cpu=95, mem=50)
-    assert (hot.batch_size, hot.concurrency) == (8, 2)
-    assert adjust(hot, target, cpu=50, mem=90).batch_size == 4  # memory alone is enough
+def test_memory_rule_halves_the_batch_over_the_limit_and_recovers_when_calm():
+    t = Thresholds(mem_limit_mb=1000)
+    hot = adjust(Limits(16), 16, rss_mb=1200, t=t)
+    assert hot.batch_size == 8
+    assert adjust(hot, 16, rss_mb=1100, t=t).batch_size == 4
+    assert adjust(Limits(1), 16, rss_mb=5000, t=t).batch_size == 1  # never below one image
     cur = hot
     for _ in range(3):  # three calm samples before one step up
-        cur = adjust(cur, target, cpu=20, mem=40)
-    assert (cur.batch_size, cur.concurrency) == (16, 3)
-    assert adjust(cur, target, cpu=80, mem=40).calm == 0  # in between: hold
+        cur = adjust(cur, 16, rss_mb=300, t=t)
+    assert cur.batch_size == 16
+    assert adjust(Limits(8, calm=2), 16, rss_mb=900, t=t) == Limits(8, 0)  # in between: hold
+    guard = MemoryGuard(8, thresholds=t)
+    guard.sample(rss_mb=2000)
+    assert guard.batch_size(8) == 4 and guard.batch_size(3) == 3 and guard.changes == 1
 
 
 def test_store_counts_an_item_once_even_when_written_twice(store):
