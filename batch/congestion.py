@@ -30,6 +30,8 @@ import threading
 from collections import deque
 from dataclasses import dataclass, field
 
+TRACE_KEEP = 10_000
+
 
 @dataclass(frozen=True)
 class Sample:
@@ -69,7 +71,8 @@ class AIMD:
     probe_epochs: int = 4
     limit: int = field(init=False)
     epoch: int = field(init=False, default=0)
-    trace: list[Step] = field(init=False, default_factory=list)
+    decisions: int = field(init=False, default=0)
+    trace: list[Step] = field(init=False, default_factory=list)  # the last TRACE_KEEP steps
 
     def __post_init__(self) -> None:
         if not 1 <= self.lo <= self.hi:
@@ -134,6 +137,9 @@ class AIMD:
         self.limit = new
         self.trace.append(Step(max(x.end for x in s), new, reason, round(rate, 2), round(lat * 1000, 2),
                                None if queue is None else round(queue * 1000, 2)))
+        if len(self.trace) > TRACE_KEEP:  # a worker runs for months: keep the recent past
+            del self.trace[: TRACE_KEEP // 2]
+        self.decisions += 1
         self._samples = []
 
     def _decreased(self) -> int:

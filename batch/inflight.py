@@ -74,9 +74,12 @@ class InFlight:
     def report(self, ticket: Ticket, items: int, queue_s: float | None) -> None:
         """An answered batch of ``items`` requests; ``queue_s`` from Triton's statistics."""
         with self._cond:
-            steps = len(self.controller.trace)
-            self.controller.observe(Sample(ticket.start, ticket.end, items, queue_s), ticket.epoch)
-            new = self.controller.trace[steps:]
+            c = self.controller
+            first, decisions = not c.trace, c.decisions
+            c.observe(Sample(ticket.start, ticket.end, items, queue_s), ticket.epoch)
+            new = c.trace[:1] if first and c.trace else []
+            if c.decisions != decisions:
+                new.append(c.trace[-1])
             self._cond.notify_all()
         if self.on_step is not None:
             for step in new:

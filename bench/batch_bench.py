@@ -83,7 +83,8 @@ def read_trace(folder: Path, since: float) -> dict[str, list[dict]]:
     for f in sorted(folder.glob("*.jsonl")):
         steps = [json.loads(line) for line in f.read_text().splitlines() if line.strip()]
         before = [s for s in steps if s["t"] < since]
-        out[f.stem] = ([{**before[-1], "t": since}] if before else []) + [s for s in steps if s["t"] >= since]
+        carried = [{**before[-1], "t": since, "reason": "carried"}] if before else []  # not a decision here
+        out[f.stem] = carried + [s for s in steps if s["t"] >= since]
     return out
 
 
@@ -275,7 +276,7 @@ def main(argv: list[str] | None = None) -> int:
         limits = [s["limit"] for s in steps]
         if limits:
             lines.append(f"- {label}: limits {min(limits)}-{max(limits)}, mean {statistics.mean(limits):.1f}; "
-                         + ", ".join(f"{k} {v}" for k, v in counts.items()))
+                         + "; decisions: " + ", ".join(f"{k} {v}" for k, v in counts.items()))
     lines += ["", "Auto-tuner (`python -m batch tune`): each point is a probe job run through the worker's own "
               "code (claim, read, Triton batch, one transaction of results), without the broker, the "
               "concurrency pinned.",
