@@ -475,3 +475,19 @@ def test_a_worker_process_never_imports_the_http_app():
             "                      or m.startswith(('gateway.api', 'gateway.services', 'gateway.main')))))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.strip()
     assert out == "", out
+
+
+def test_a_chunks_results_and_its_end_are_one_write_and_only_its_holder_ends_it(store):
+    jid = _job(store, 4, chunk=4)
+    [d] = store.take_dispatches(1, 60)
+    items = store.claim(jid, d.seq, "w1")
+    store.requeue_stale(0)  # re-sent meanwhile: generation 2 is the holder now
+    [d2] = store.take_dispatches(1, 60)
+    rows = [(items[0].id, "completed", {"verdict": "normal"}, None, 5.0), (items[1].id, "failed", None, "x: y", None)]
+    ended, applied = store.finish_chunk_with(jid, d.seq, d.generation, rows)
+    assert ended is False and applied == [True, True]  # the answers are kept, the chunk is not ended
+    assert _chunks(store, jid)[d.seq].state == "dispatched"
+    rest = [(it.id, "completed", {"verdict": "normal"}, None, 5.0) for it in store.claim(jid, d.seq, "w2")]
+    ended, applied = store.finish_chunk_with(jid, d2.seq, d2.generation, rows + rest)
+    assert ended is True and applied == [False, False, True, True]  # nothing written twice
+    assert _chunks(store, jid)[d.seq].state == "done" and store.progress(jid)["state"] == "completed"
