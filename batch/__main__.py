@@ -1,7 +1,7 @@
 """Batch engine CLI.
 
     python -m batch run DIR|ZIP [--priority high] [--out results/]   submit, watch, export
-    python -m batch worker [--concurrency 4]                          a Celery worker
+    python -m batch worker [--concurrency 6]                          a Celery worker
     python -m batch tune [--images DIR] [--sweep]                     auto-tune and record
     python -m batch list | status JOB | cancel JOB | retry JOB | export JOB --out DIR
 
@@ -106,11 +106,14 @@ def cmd_worker(a) -> int:
             start_http_server(port, registry=WORKER_REGISTRY)
         except OSError as e:
             logging.warning("worker metrics port %d: %s (metrics off)", port, e)
-    from batch.tuning import current
+    from batch.runner import Runtime
 
     _engine()  # migrations + the lease sweeper; every worker runs one, duplicates are harmless
-    _, conc = current(tasks.runtime().store.sessions, s)
-    concurrency = a.concurrency or max(conc, s.batch_concurrency)
+    # --concurrency: the most chunks in Triton at once (the controller's ceiling); the pool
+    # has room for those, the chunk read ahead and one writing its results
+    rt = Runtime(s, tasks.send, max_inflight=a.concurrency).start()
+    tasks.set_runtime(rt)
+    concurrency = rt.pool_size
     celery_app.worker_main(["worker", "--pool=threads", f"--concurrency={concurrency}", f"--loglevel={a.loglevel}",
                             "-Q", s.batch_queue, "--without-mingle", "--without-gossip",
                             f"--hostname=batch@{socket.gethostname()}-{os.getpid()}"])
@@ -193,7 +196,7 @@ def main(argv: list[str] | None = None) -> int:
     r.add_argument("--no-wait", action="store_true")
     r.set_defaults(fn=cmd_run)
     w = sub.add_parser("worker", help="run a Celery worker (needs a real broker)")
-    w.add_argument("--concurrency", type=int)
+    w.add_argument("--concurrency", type=int, help="most chunks in Triton at once (default BATCH_MAX_INFLIGHT)")
     w.add_argument("--metrics-port", type=int)
     w.add_argument("--loglevel", default="INFO")
     w.set_defaults(fn=cmd_worker)

@@ -39,8 +39,7 @@ class BatchEngine:
             self.store.requeue_stale(0, self.settings.batch_max_retries + 1)
             self.runtime = Runtime(self.settings, tasks.send, self.store).start()
             tasks.set_runtime(self.runtime)
-            _, conc = tuning.current(self.store.sessions, self.settings)
-            self.worker = EmbeddedWorker(celery_app, max(conc, self.settings.batch_concurrency)).start()
+            self.worker = EmbeddedWorker(celery_app, self.runtime.pool_size).start()
         if sweep:
             self._sweeper = threading.Thread(target=self._sweep_loop, name="batch-sweeper", daemon=True)
             self._sweeper.start()

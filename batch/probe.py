@@ -1,6 +1,7 @@
 """The auto-tuner's measuring stick: a probe job run through the worker's own code
 (``Runtime.run_chunk``: claim, read the files, one Triton batch, one transaction of results)
-at a given (batch size, concurrency), without the broker, and deleted afterwards. Its state
+at a given (batch size, concurrency: the in-flight chunks, pinned), without the broker, and
+deleted afterwards. Its state
 is "probe", so the scheduler never hands it to real workers."""
 
 from __future__ import annotations
@@ -9,7 +10,8 @@ import threading
 import time
 from collections.abc import Sequence
 
-from batch.runner import Runtime
+from batch.congestion import AIMD
+from batch.runner import READ_AHEAD, Runtime
 
 
 class EngineProbe:
@@ -22,7 +24,9 @@ class EngineProbe:
         store = self.rt.store
         rows = [self.files[i % len(self.files)] for i in range(items)]
         job = store.create_job(rows, priority=0, chunk_size=batch_size, name="tuning probe", state="probe")
-        self.rt.monitor.set_target(batch_size, concurrency)
+        self.rt.memory.set_target(batch_size)
+        # the point is measured as given: the controller pinned to it (lo = hi)
+        self.rt.inflight.use(AIMD(seed=concurrency, lo=concurrency, hi=concurrency))
         chunks = list(range((items + batch_size - 1) // batch_size))
         lock = threading.Lock()
 
@@ -34,7 +38,8 @@ class EngineProbe:
                     seq = chunks.pop(0)
                 self.rt.run_chunk(job, seq)
 
-        threads = [threading.Thread(target=work) for _ in range(concurrency)]
+        # one thread more than the slots in Triton: the chunk read ahead, as in a worker
+        threads = [threading.Thread(target=work) for _ in range(concurrency + READ_AHEAD)]
         t0 = time.perf_counter()
         try:
             for t in threads:

@@ -12,7 +12,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from pathlib import Path
 
-from inference import InferenceError
+from inference import ENHANCE_MODEL, SINGLE_MODEL, InferenceError
 from inference.results import EnhanceResult, SideResult
 from inference.sync import SyncTriton
 from pcb import taxonomy
@@ -37,6 +37,7 @@ class InspectProcessor:
     """Re-inspection of archived board images through the ``pcb_inspect`` ensemble."""
 
     kind = "inspect"
+    model = SINGLE_MODEL
 
     def __init__(self, triton: SyncTriton):
         self.triton = triton
@@ -60,6 +61,7 @@ class EnhanceProcessor:
     written beside the job's files and the result points at it."""
 
     kind = "enhance"
+    model = ENHANCE_MODEL
 
     def __init__(self, triton: SyncTriton, options: dict | None = None):
         self.triton = triton

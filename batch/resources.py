@@ -1,6 +1,12 @@
-"""Resource monitor (psutil): over 90 % CPU or 85 % memory the worker halves its batch size
-and concurrency; after a few calm samples it steps them back up towards the configured
-values. The rule is a pure function (``adjust``) so it is tested without loading a machine.
+"""Memory guard of the worker's own process (psutil, every second): while its resident memory
+is above ``BATCH_MEM_LIMIT_MB`` the worker halves its Triton batch size (a batch's files and
+answers are what it holds); after a few calm samples it steps back up towards the chunk
+size. The rule is a pure function (``adjust``), tested without loading a machine.
+
+Concurrency is not its business: the chunks in flight follow Triton's latency and queue
+(``batch.congestion``). Host CPU is not watched at all: on a machine shared with Triton (the
+CPU layout always), "CPU above 90 %" measures Triton's own work, and halving the worker's
+concurrency then only idles Triton (issue 19 measured the seed's rule costing ~20 %).
 """
 
 from __future__ import annotations
@@ -17,82 +23,64 @@ log = logging.getLogger("batch.resources")
 @dataclass(frozen=True)
 class Limits:
     batch_size: int
-    concurrency: int
     calm: int = 0  # consecutive calm samples
 
 
 @dataclass(frozen=True)
 class Thresholds:
-    cpu_high: float = 90.0
-    mem_high: float = 85.0
-    cpu_calm: float = 75.0
-    mem_calm: float = 75.0
+    mem_limit_mb: float = 1024.0
+    calm_fraction: float = 0.75  # calm: below this share of the limit
     calm_samples: int = 3
 
 
-def adjust(cur: Limits, target: Limits, cpu: float, mem: float, t: Thresholds = Thresholds()) -> Limits:
-    if cpu > t.cpu_high or mem > t.mem_high:
-        return Limits(max(1, cur.batch_size // 2), max(1, cur.concurrency // 2), 0)
-    if cpu < t.cpu_calm and mem < t.mem_calm:
+def adjust(cur: Limits, target: int, rss_mb: float, t: Thresholds = Thresholds()) -> Limits:
+    """Next limits from the process's resident memory ``rss_mb``; ``target``: the batch size
+    the worker would use unconstrained."""
+    if rss_mb > t.mem_limit_mb:
+        return Limits(max(1, cur.batch_size // 2), 0)
+    if rss_mb < t.calm_fraction * t.mem_limit_mb:
         calm = cur.calm + 1
-        if calm >= t.calm_samples and (cur.batch_size, cur.concurrency) != (target.batch_size, target.concurrency):
-            return Limits(min(target.batch_size, cur.batch_size * 2),
-                          min(target.concurrency, cur.concurrency + 1), 0)
+        if calm >= t.calm_samples and cur.batch_size < target:
+            return Limits(min(target, cur.batch_size * 2), 0)
         return replace(cur, calm=calm)
     return replace(cur, calm=0)
 
 
-class ResourceMonitor:
-    """Samples the machine every ``interval_s`` in a thread; ``limits`` is read lock-free."""
+class MemoryGuard:
+    """Samples this process every ``interval_s`` in a thread; ``batch_size(chunk)`` is read
+    lock-free. ``target``: the batch size unconstrained (the auto-tuner's pick)."""
 
-    def __init__(self, batch_size: int, concurrency: int, interval_s: float = 1.0,
-                 thresholds: Thresholds = Thresholds()):
-        self.target = Limits(batch_size, concurrency)
-        self.limits = self.target
+    def __init__(self, target: int, interval_s: float = 1.0, thresholds: Thresholds = Thresholds()):
+        self.target = max(1, target)
+        self.limits = Limits(self.target)
         self.interval_s = interval_s
         self.thresholds = thresholds
         self.changes = 0
+        self._process = psutil.Process()
         self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
-        self._gate = threading.Condition()
-        self._running = 0
 
-    def set_target(self, batch_size: int, concurrency: int) -> None:
-        self.target = Limits(batch_size, concurrency)
-        self.limits = self.target
+    def set_target(self, batch_size: int) -> None:
+        self.target = max(1, batch_size)
+        self.limits = Limits(self.target)
 
-    def sample(self) -> None:
-        cpu, mem = psutil.cpu_percent(interval=None), psutil.virtual_memory().percent
-        new = adjust(self.limits, self.target, cpu, mem, self.thresholds)
-        if (new.batch_size, new.concurrency) != (self.limits.batch_size, self.limits.concurrency):
+    def batch_size(self, chunk: int) -> int:
+        return max(1, min(chunk, self.limits.batch_size))
+
+    def sample(self, rss_mb: float | None = None) -> None:
+        rss = self._process.memory_info().rss / 2**20 if rss_mb is None else rss_mb
+        new = adjust(self.limits, self.target, rss, self.thresholds)
+        if new.batch_size != self.limits.batch_size:
             self.changes += 1
-            log.info("cpu %.0f%% mem %.0f%%: batch %d -> %d, concurrency %d -> %d", cpu, mem,
-                     self.limits.batch_size, new.batch_size, self.limits.concurrency, new.concurrency)
+            log.info("worker memory %.0f MB (limit %.0f): batch size %d -> %d", rss,
+                     self.thresholds.mem_limit_mb, self.limits.batch_size, new.batch_size)
         self.limits = new
-        with self._gate:
-            self._gate.notify_all()
 
-    def start(self) -> ResourceMonitor:
-        psutil.cpu_percent(interval=None)  # the first call only primes the counter
-
+    def start(self) -> MemoryGuard:
         def loop():
             while not self._stop.wait(self.interval_s):
                 self.sample()
-        self._thread = threading.Thread(target=loop, name="batch-resources", daemon=True)
-        self._thread.start()
+        threading.Thread(target=loop, name="batch-memory", daemon=True).start()
         return self
 
     def stop(self) -> None:
         self._stop.set()
-
-    # concurrency gate: a chunk waits here while the worker runs as many as it may
-    def __enter__(self):
-        with self._gate:
-            self._gate.wait_for(lambda: self._running < self.limits.concurrency)
-            self._running += 1
-        return self
-
-    def __exit__(self, *exc):
-        with self._gate:
-            self._running -= 1
-            self._gate.notify_all()

@@ -30,6 +30,10 @@ FINAL = ("completed", "failed", "cancelled")
 RATE_WINDOW_S = 30.0
 
 
+# (item id, completed/failed, result, error, milliseconds)
+Outcome = tuple[int, str, dict | None, str | None, float | None]
+
+
 class JobNotFound(LookupError):
     pass
 
@@ -311,17 +315,42 @@ class JobStore:
     def fail(self, item_id: int, error: str, duration_ms: float | None = None) -> bool:
         return self.finish_items([(item_id, "failed", None, error, duration_ms)]) == [True]
 
-    def finish_items(self, outcomes: list[tuple[int, str, dict | None, str | None, float | None]]) -> list[bool]:
+    def finish_items(self, outcomes: list[Outcome]) -> list[bool]:
         """(item id, completed/failed, result, error, ms) for a whole Triton batch in one
         transaction; each write only applies to an unfinished item. Returns which applied."""
-        now, applied = utcnow(), []
+        now = utcnow()
         with self.sessions.begin() as s:
-            for item_id, state, result, error, ms in outcomes:
-                applied.append(1 == s.execute(update(BatchItem)
+            return self._write_items(s, outcomes, now)
+
+    @staticmethod
+    def _write_items(s, outcomes: list[Outcome], now: datetime) -> list[bool]:
+        return [1 == s.execute(update(BatchItem)
                                .where(BatchItem.id == item_id, BatchItem.state.in_(("pending", "processing")))
                                .values(state=state, finished_at=now, result=result,
-                                       error=None if error is None else error[:2000], duration_ms=ms)).rowcount)
-        return applied
+                                       error=None if error is None else error[:2000], duration_ms=ms)).rowcount
+                for item_id, state, result, error, ms in outcomes]
+
+    def finish_chunk_with(self, job_id: str, seq: int, generation: int | None,
+                          outcomes: list[Outcome]) -> tuple[bool, list[bool]]:
+        """A chunk's results and its end in one transaction (the worker's one write per
+        chunk): every outcome as :meth:`finish_items` writes it, then the chunk is done as
+        :meth:`finish_chunk` says - only for the holder of its current generation. Returns
+        (whether the chunk was ended, which outcomes applied). The chunk's row is locked
+        first, as the sweeper does, so the two never wait on each other in a cycle."""
+        now = utcnow()
+        with self.sessions.begin() as s:
+            current = generation is None or self._is_generation(s, job_id, seq, generation)
+            applied = self._write_items(s, outcomes, now)
+            if current:
+                left = s.scalar(select(func.count()).where(BatchItem.job_id == job_id, BatchItem.chunk == seq,
+                                                           BatchItem.state == "pending"))
+                s.execute(update(BatchChunk).where(BatchChunk.job_id == job_id, BatchChunk.seq == seq)
+                          .values(state="queued" if left else "done", dispatched_at=now))
+        if current:
+            # the job's end is read after the commit: inside it, another worker's chunk
+            # committed meanwhile would still look open, and neither would end the job
+            self._maybe_finish(job_id)
+        return current, applied
 
     def release(self, job_id: str, seq: int, generation: int | None = None) -> None:
         """A transient failure: the chunk's unfinished items wait for the retry (unless the

@@ -23,6 +23,13 @@ PRIORITY_LINE = 1
 PRIORITY_BACKGROUND = 2
 PRIORITY_LEVELS = 2
 
+# The models whose queues a request of each entry model waits in (statistics): the CPU layout
+# serves the side in pcb_detector alone, the GPU layout splits it in three; whichever are
+# loaded count.
+QUEUE_MODELS = {SINGLE_MODEL: ("pcb_preprocess", "pcb_detector", "pcb_postprocess"),
+                DUAL_MODEL: ("pcb_preprocess", "pcb_detector", "pcb_postprocess", "pcb_board_fuse"),
+                ENHANCE_MODEL: ("face_enhance", "face_restorer", "bg_upsampler")}
+
 SIDE_OUTPUTS = ("DETECTIONS", "VERDICT", "CONFIDENCE", "DETECTOR_VERSION")
 DUAL_OUTPUTS = (*(f"{s}_{o}" for s in ("LEFT", "RIGHT") for o in SIDE_OUTPUTS),
                 "BOARD_VERDICT", "BOARD_CONFIDENCE", "GPIO_PIN", "GPIO_DURATION_MS")

@@ -51,6 +51,29 @@ class EnhanceResult:
         return self.image[:8] == b"\x89PNG\r\n\x1a\n"
 
 
+@dataclass(frozen=True)
+class ModelTiming:
+    """A model's cumulative counters (Triton's statistics, summed over its loaded versions):
+    requests that went through its queue, their total queue time, and its compute time."""
+    requests: int = 0
+    queue_ns: int = 0
+    compute_ns: int = 0
+
+
+def timings(stats: dict) -> dict[str, ModelTiming]:
+    """Triton's statistics answer (JSON of either protocol; gRPC spells 64-bit numbers as
+    strings and leaves zeros out) -> one :class:`ModelTiming` per model name."""
+    out: dict[str, ModelTiming] = {}
+    for m in stats.get("model_stats", []):
+        s = m.get("inference_stats", {})
+        queue = s.get("queue", {})
+        compute = sum(int(s.get(k, {}).get("ns", 0)) for k in ("compute_input", "compute_infer", "compute_output"))
+        prev = out.get(m.get("name", ""), ModelTiming())
+        out[m.get("name", "")] = ModelTiming(prev.requests + int(queue.get("count", 0)),
+                                             prev.queue_ns + int(queue.get("ns", 0)), prev.compute_ns + compute)
+    return out
+
+
 def parsed(parse, r, *args):
     """``parse(r, *args)``; an answer that does not fit the contract (a class id outside this
     taxonomy, a missing tensor, broken JSON) is the service's fault, never a raw exception."""

@@ -57,6 +57,15 @@ class SyncTriton:
         except InferenceServerException:
             return False
 
+    def timings(self) -> dict[str, results.ModelTiming]:
+        """Every loaded model's cumulative queue and compute time (Triton's statistics, one
+        call; not a restricted API). Raises :class:`InferenceError` when Triton cannot say."""
+        try:
+            stats = self.client().get_inference_statistics("", as_json=True, client_timeout=self.timeout_s)
+        except InferenceServerException as e:
+            raise classify(e, "statistics") from None
+        return results.timings(stats)
+
     def request(self, build: Callable[..., list], *args) -> list:
         """A contract builder's request (``contract.inspect_request``, ...) for this transport,
         for a caller that reads the raw answer (the tests of the models' own tensors)."""

@@ -75,7 +75,10 @@ class Settings(BaseSettings):
     batch_data_dir: str = "build/batch"  # uploaded job files; shared storage when workers are remote
     batch_allowed_roots: str = ""  # os.pathsep-separated folders the API may read jobs from
     batch_chunk_size: int = 8  # items per task (one Triton batch); the auto-tuner's pick wins
-    batch_concurrency: int = 2  # chunks one worker runs at once
+    batch_concurrency: int = 2  # chunks in Triton at once, per worker, to start with (the tuner's pick wins);
+    # then the congestion controller moves it within 1..BATCH_MAX_INFLIGHT
+    batch_max_inflight: int = 6  # the controller's ceiling (a worker's --concurrency overrides it)
+    batch_trace_dir: str = ""  # each worker appends its controller's decisions here (JSON lines); empty: off
     batch_window: int = 8  # chunks handed to the broker at once, over all jobs
     batch_aging_s: float = 60.0  # a job waiting without a slot climbs one level per this many seconds
     batch_max_retries: int = 4  # transient failures (Triton, database) per chunk
@@ -83,8 +86,7 @@ class Settings(BaseSettings):
     batch_max_items: int = 100_000
     batch_max_upload_bytes: int = 512 * 1024 * 1024
     batch_metrics_port: int = 9810  # each worker's own /metrics
-    batch_cpu_high: float = 90.0  # resource monitor: above this CPU % or memory % the worker
-    batch_mem_high: float = 85.0  # halves its batch size and concurrency
+    batch_mem_limit_mb: float = 1024.0  # the worker's own resident memory: above it, smaller Triton batches
     # photo enhancement (gateway/services/enhance.py, the face_enhance model in Triton)
     enhance_dir: str = "build/enhance"  # uploads and results, deleted after the TTL
     enhance_concurrency: int = 4  # photos in Triton at once: enough for its batcher to combine

@@ -1,4 +1,4 @@
-"""Batch engine parts without servers: priority aging, resource rule, sources, store
+"""Batch engine parts without servers: priority aging, memory rule, sources, store
 semantics (idempotent writes, window, cancel, retry, leases), results, the tuner's search."""
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ import pytest
 
 from batch import results, sources
 from batch.priority import Priority, broker_priority, effective_level
-from batch.resources import Limits, adjust
+from batch.resources import Limits, MemoryGuard, Thresholds, adjust
 from batch.store import Dispatch, JobStore
 from batch.tuning import AutoTuner, Point
 from store.migrate import upgrade
@@ -42,16 +42,20 @@ def test_priority_parse_and_aging_rule():
     assert [broker_priority(lv) for lv in Priority] == [0, 3, 6, 9]
 
 
-def test_resource_rule_halves_under_pressure_and_recovers_when_calm():
-    target = Limits(16, 4)
-    hot = adjust(target, target, cpu=95, mem=50)
-    assert (hot.batch_size, hot.concurrency) == (8, 2)
-    assert adjust(hot, target, cpu=50, mem=90).batch_size == 4  # memory alone is enough
+def test_memory_rule_halves_the_batch_over_the_limit_and_recovers_when_calm():
+    t = Thresholds(mem_limit_mb=1000)
+    hot = adjust(Limits(16), 16, rss_mb=1200, t=t)
+    assert hot.batch_size == 8
+    assert adjust(hot, 16, rss_mb=1100, t=t).batch_size == 4
+    assert adjust(Limits(1), 16, rss_mb=5000, t=t).batch_size == 1  # never below one image
     cur = hot
     for _ in range(3):  # three calm samples before one step up
-        cur = adjust(cur, target, cpu=20, mem=40)
-    assert (cur.batch_size, cur.concurrency) == (16, 3)
-    assert adjust(cur, target, cpu=80, mem=40).calm == 0  # in between: hold
+        cur = adjust(cur, 16, rss_mb=300, t=t)
+    assert cur.batch_size == 16
+    assert adjust(Limits(8, calm=2), 16, rss_mb=900, t=t) == Limits(8, 0)  # in between: hold
+    guard = MemoryGuard(8, thresholds=t)
+    guard.sample(rss_mb=2000)
+    assert guard.batch_size(8) == 4 and guard.batch_size(3) == 3 and guard.changes == 1
 
 
 def test_store_counts_an_item_once_even_when_written_twice(store):
@@ -471,3 +475,19 @@ def test_a_worker_process_never_imports_the_http_app():
             "                      or m.startswith(('gateway.api', 'gateway.services', 'gateway.main')))))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.strip()
     assert out == "", out
+
+
+def test_a_chunks_results_and_its_end_are_one_write_and_only_its_holder_ends_it(store):
+    jid = _job(store, 4, chunk=4)
+    [d] = store.take_dispatches(1, 60)
+    items = store.claim(jid, d.seq, "w1")
+    store.requeue_stale(0)  # re-sent meanwhile: generation 2 is the holder now
+    [d2] = store.take_dispatches(1, 60)
+    rows = [(items[0].id, "completed", {"verdict": "normal"}, None, 5.0), (items[1].id, "failed", None, "x: y", None)]
+    ended, applied = store.finish_chunk_with(jid, d.seq, d.generation, rows)
+    assert ended is False and applied == [True, True]  # the answers are kept, the chunk is not ended
+    assert _chunks(store, jid)[d.seq].state == "dispatched"
+    rest = [(it.id, "completed", {"verdict": "normal"}, None, 5.0) for it in store.claim(jid, d.seq, "w2")]
+    ended, applied = store.finish_chunk_with(jid, d2.seq, d2.generation, rows + rest)
+    assert ended is True and applied == [False, False, True, True]  # nothing written twice
+    assert _chunks(store, jid)[d.seq].state == "done" and store.progress(jid)["state"] == "completed"
