@@ -60,7 +60,7 @@ $(SYSDEPS_STAMP):
 
 # The committed demo detector, exported as version 1 of pcb_detector (CPU layout).
 repository: $(DETECTOR_V1) $(ENHANCE_V1)
-$(DETECTOR_V1): $(WEIGHTS) | $(STAMP)
+$(DETECTOR_V1): $(WEIGHTS) export/detector_config.py export/onnx_target.py serving/templates/inspect_model.py | $(STAMP)
 	rm -rf $(REPO)/pcb_detector
 	$(PY) -m export yolo --weights $(WEIGHTS) --target onnx --repository $(REPO)
 

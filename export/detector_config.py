@@ -104,7 +104,16 @@ def detector_config(
         raw_tensors(cfg, shape)
 
     db = cfg.dynamic_batching
-    sizes = [s for s in (4, 8, 16, 32) if s <= max_batch] or [max_batch]
+    if target == "onnx" and not split:
+        # the whole side on a CPU: one image per execution. Batching buys onnxruntime ~nothing
+        # here, and a batch is the unit a line board may have to wait behind: with batch
+        # work queued, Triton fills the board's batch (and the one running) with up to 16
+        # background images of ~15 ms each. Measured beside a 300-image job (make
+        # bench-line-beside, 2 cores): board p99 250 ms with batches of 1, 460 ms with 2,
+        # 950 ms with 4, and the job itself ran faster (21-29 vs 12-17 img/s)
+        sizes = [1]
+    else:
+        sizes = [s for s in (4, 8, 16, 32) if s <= max_batch] or [max_batch]
     db.preferred_batch_size.extend(sizes)
     db.max_queue_delay_microseconds = queue_delay_us
     db.default_queue_policy.max_queue_size = max_queue_size

@@ -27,7 +27,7 @@ def test_new_versions_keep_the_served_one_until_promoted(tmp_path):
     assert versions(repo / "pcb_detector") == [1, 2]
     cfg = read_config(repo / "pcb_detector")
     assert list(cfg.version_policy.specific.versions) == [1]
-    assert cfg.backend == "python" and list(cfg.dynamic_batching.preferred_batch_size) == [4, 8, 16]
+    assert cfg.backend == "python" and list(cfg.dynamic_batching.preferred_batch_size) == [1]  # measured: the line first
     assert cfg.dynamic_batching.max_queue_delay_microseconds == 0  # measured best on the CPU
     assert cfg.instance_group[0].count == 2
     # the CPU layout: the whole side in one model, encoded image in, verdict out
