@@ -1,10 +1,10 @@
 """The line first inside Triton: with a backlog of batch re-inspection queued in front of it,
 a board sent at the line's priority overtakes it. The line's models have two priority levels
 (inference/contract.py). Triton honours a request's priority at an ensemble's first step
-only (server issue #6055); in the CPU layout that step is the whole side, so the board
-overtakes the whole backlog and waits only for the batches already executing, and for the
-batch it joins (the batcher fills it with background requests up to max_batch_size).
-Measured here: ~0.4 of the backlog's remaining drain time, where FIFO is all of it."""
+only (server issue #6055); in the CPU layout that step is the whole side, executed one
+image at a time, so the board overtakes the whole backlog and waits at most for the images
+already executing. Measured here: 42 ms where the backlog drained 2.0 s after the board
+arrived (FIFO would answer it last)."""
 
 from __future__ import annotations
 
@@ -45,4 +45,4 @@ def test_a_line_board_overtakes_a_batch_backlog(triton):
     assert r.detector_version >= 1 and done["errors"] == 0
     # FIFO would answer it with the backlog (ratio ~1); the board waits only for the running
     # batches and its own
-    assert line_s < 0.75 * remaining, (line_s, remaining)
+    assert line_s < 0.25 * remaining, (line_s, remaining)
