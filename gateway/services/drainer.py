@@ -22,10 +22,14 @@ CHORE = "outbox_drain"
 
 
 class Drainer(BackgroundTask):
-    def __init__(self, outbox: Outbox, writer: DbWriter, idle_s: float = 0.2, max_backoff_s: float = 5.0,
-                 events=None, max_attempts: int = 5):
+    def __init__(self, outbox: Outbox, writer: DbWriter, idle_s: float = 0.5, max_backoff_s: float = 5.0,
+                 events=None, max_attempts: int = 5, batch: int = 200):
         self.outbox, self.writer, self.events = outbox, writer, events
+        # idle_s: between drains while the outbox is not full enough for a whole batch. The
+        # rows are already safe on disk; draining every few requests would spend the GIL the
+        # line's requests need on ORM work for one row at a time (make bench-profile)
         self.idle_s, self.max_backoff_s, self.max_attempts = idle_s, max_backoff_s, max_attempts
+        self.batch = batch
         self.failures = 0  # consecutive outage failures; exported as a metric
         self.written = 0
         self.db_ok = True
@@ -42,7 +46,7 @@ class Drainer(BackgroundTask):
         return refused
 
     def _drain(self) -> int:
-        return self.outbox.drain_once(self.writer, 200, rejected=self._rejected, max_attempts=self.max_attempts,
+        return self.outbox.drain_once(self.writer, self.batch, rejected=self._rejected, max_attempts=self.max_attempts,
                                       on_quarantine=lambda row, e: self._quarantined.append((row, e)))
 
     async def _event(self, level: str, message: str, details: dict | None = None) -> None:
@@ -92,8 +96,8 @@ class Drainer(BackgroundTask):
                 else:
                     chore_failed(CHORE, RuntimeError("database unavailable"))
             backoff = self.idle_s if ok else min(self.max_backoff_s, max(self.idle_s, backoff * 2))
-            if moved:
-                continue  # more may be waiting
+            if moved >= self.batch:
+                continue  # a full batch: more are waiting
             self._wake.clear()
             try:
                 await asyncio.wait_for(self._wake.wait(), backoff)
