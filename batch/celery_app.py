@@ -16,7 +16,6 @@ from kombu import Exchange, Queue
 from batch.priority import MAX_BROKER_PRIORITY
 from settings.environment import Settings, get_settings
 
-
 EMBEDDED_POLL_S = 0.1
 
 

@@ -28,9 +28,9 @@ def letterbox(img: np.ndarray, size: int, stride: int = 0) -> tuple[np.ndarray, 
     dw, dh = size - new_w, size - new_h
     if stride:
         dw, dh = dw % stride, dh % stride
-    dw, dh = dw / 2, dh / 2
-    top, bottom = round(dh - 0.1), round(dh + 0.1)
-    left, right = round(dw - 0.1), round(dw + 0.1)
+    half_w, half_h = dw / 2, dh / 2
+    top, bottom = round(half_h - 0.1), round(half_h + 0.1)
+    left, right = round(half_w - 0.1), round(half_w + 0.1)
     if (w, h) != (new_w, new_h):
         img = cv2.resize(img, (new_w, new_h), interpolation=cv2.INTER_LINEAR)
     img = cv2.copyMakeBorder(img, top, bottom, left, right, cv2.BORDER_CONSTANT,
