@@ -1,0 +1,98 @@
+"""Cold first board (issue 16, lever 4): boards one at a time through the gateway right
+after something started - the first one against the median of boards 5-15.
+
+Each board's two sides are posted together (as the two cameras do); the next board goes
+when both are answered and ``gap_s`` has passed, so no board queues behind another and any
+difference is the first request paying for something the later ones find ready."""
+
+from __future__ import annotations
+
+import asyncio
+import shutil
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import httpx
+import numpy as np
+
+from serving.admin import ModelAdmin
+from serving.repository import DETECTOR
+
+N_BOARDS = 15
+
+
+@dataclass
+class BoardsInTurn:
+    """Per board: the client's milliseconds (slower side) and the gateway's account of
+    that side (upload, inference, pairing wait, total); the detector versions that answered."""
+
+    boards_ms: list[float] = field(default_factory=list)
+    parts: list[dict[str, float]] = field(default_factory=list)
+    versions: set[int] = field(default_factory=set)
+
+    @property
+    def first_ms(self) -> float:
+        return self.boards_ms[0]
+
+    @property
+    def steady_ms(self) -> float:
+        """Median of boards 5-15 (counted from 1)."""
+        return float(np.median(self.boards_ms[4:15]))
+
+    @property
+    def ratio(self) -> float:
+        return self.first_ms / self.steady_ms
+
+
+async def _side(http: httpx.AsyncClient, url: str, key: str, side: str, board: str, img: bytes) -> tuple[float, dict]:
+    t0 = time.perf_counter()
+    r = await http.post(f"{url}/v1/inspect", data={"board_id": board},
+                        files={"image": (f"{side}.jpg", img, "image/jpeg")},
+                        headers={"X-Device-Id": f"bench-{side}", "X-API-Key": key,
+                                 "Idempotency-Key": f"{board}:{side}"})
+    ms = (time.perf_counter() - t0) * 1000
+    r.raise_for_status()
+    return ms, r.json()
+
+
+async def boards_in_turn(url: str, keys: dict[str, str], images: list[bytes], label: str,
+                         n: int = N_BOARDS, gap_s: float = 0.1) -> BoardsInTurn:
+    """``n`` boards one after another on a new connection per camera (as after a restart)."""
+    out = BoardsInTurn()
+    prefix = f"COLD-{label}-{int(time.time())}"
+    async with httpx.AsyncClient(timeout=30) as left, httpx.AsyncClient(timeout=30) as right:
+        for i in range(n):
+            board = f"{prefix}-{i:03d}"
+            sides = await asyncio.gather(
+                _side(left, url, keys["left"], "left", board, images[i % len(images)]),
+                _side(right, url, keys["right"], "right", board, images[(i + 7) % len(images)]))
+            ms, answer = max(sides, key=lambda s: s[0])
+            out.boards_ms.append(ms)
+            out.parts.append({"client": ms, **answer["timings_ms"]})
+            out.versions.update(a["model"]["version"] for _, a in sides)
+            await asyncio.sleep(gap_s)
+    return out
+
+
+def hot_swap(repository: Path, triton_http_url: str) -> int:
+    """A new pcb_detector version (a copy of the served one: the swap, not the weights, is
+    under test) loaded next to the old one and promoted, as ``serving.admin`` does it."""
+    admin = ModelAdmin(triton_http_url, repository)
+    current = max(admin.served(DETECTOR))
+    new = current + 1
+    src, dest = repository / DETECTOR / str(current), repository / DETECTOR / str(new)
+    shutil.copytree(src, dest, ignore=shutil.ignore_patterns("__pycache__"))
+    admin.load(DETECTOR, new)
+    admin.promote(DETECTOR, new)
+    return new
+
+
+def report_lines(cold: dict[str, BoardsInTurn]) -> list[str]:
+    lines = ["| first board after | board 1 ms | median of boards 5-15 ms | first / steady | "
+             "board 1: upload / inference / pairing wait / gateway total ms |", "|---|---:|---:|---:|---|"]
+    for name, r in cold.items():
+        p = r.parts[0]
+        lines.append(f"| {name} | {r.first_ms:.0f} | {r.steady_ms:.0f} | {r.ratio:.2f}x | "
+                     f"{p['upload']:.0f} / {p['inference']:.0f} / {p['pairing_wait']:.0f} / {p['total']:.0f} |")
+    return lines
