@@ -60,3 +60,14 @@ def test_config_from_triton_parameters():
     assert (cfg.imgsz, cfg.rect, cfg.post.nms.conf, cfg.max_pixels, cfg.intra_op_threads) == \
         (416, False, 0.4, 1_000_000, 2)
     assert SideConfig.from_strings({}).rect  # rect is the default form
+
+
+def test_warm_up_runs_the_detector(repository):
+    """The warm-up must reach onnxruntime: a request shaped as Triton hands it over, not a
+    buffer the inspector refuses as a bad batch before the detector runs (which warmed nothing)."""
+    s = SideInspector(repository / "pcb_detector" / "1" / "model.onnx")
+    shapes = []
+    run = s.detector.run
+    s.detector.run = lambda images: shapes.append(images.shape) or run(images)  # type: ignore[method-assign]
+    s.warm_up()
+    assert len(shapes) == 1 and shapes[0][0] == 1
