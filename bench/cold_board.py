@@ -8,7 +8,6 @@ difference is the first request paying for something the later ones find ready."
 from __future__ import annotations
 
 import asyncio
-import shutil
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -75,14 +74,13 @@ async def boards_in_turn(url: str, keys: dict[str, str], images: list[bytes], la
     return out
 
 
-def hot_swap(repository: Path, triton_http_url: str) -> int:
-    """A new pcb_detector version (a copy of the served one: the swap, not the weights, is
-    under test) loaded next to the old one and promoted, as ``serving.admin`` does it."""
+def hot_swap(repository: Path, triton_http_url: str, weights: Path) -> int:
+    """A new pcb_detector version exported (the same weights: the swap, not the model, is
+    under test), loaded next to the served one and promoted, as ``serving.admin`` does it."""
+    from export import onnx_target
+
     admin = ModelAdmin(triton_http_url, repository)
-    current = max(admin.served(DETECTOR))
-    new = current + 1
-    src, dest = repository / DETECTOR / str(current), repository / DETECTOR / str(new)
-    shutil.copytree(src, dest, ignore=shutil.ignore_patterns("__pycache__"))
+    new, _ = onnx_target.add_version(repository, weights, imgsz=320, max_batch=16)
     admin.load(DETECTOR, new)
     admin.promote(DETECTOR, new)
     return new

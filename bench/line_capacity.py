@@ -117,7 +117,7 @@ def run(args: argparse.Namespace) -> dict:
             gw.stop()
             gw.start()
             cold["gateway restart"] = asyncio.run(boards_in_turn(gw.url, keys, images, "restart"))
-            version = hot_swap(repo, triton.http_url)
+            version = hot_swap(repo, triton.http_url, WEIGHTS)
             swapped = asyncio.run(boards_in_turn(gw.url, keys, images, "swap"))
             if swapped.versions != {version}:
                 raise RuntimeError(f"after the swap to {version} the boards were answered by {swapped.versions}")
