@@ -22,7 +22,9 @@ from inference.aio import AsyncTriton
 from serving.cpu_server import TritonServer, free_port, wait_http
 
 
-async def _load(call, images: list[bytes], concurrency: int, seconds: float) -> dict:
+async def closed_loop(call, images: list[bytes], concurrency: int, seconds: float) -> dict:
+    """``concurrency`` callers in a loop for ``seconds`` (after two warm-up calls): throughput,
+    p50, p99, errors."""
     lat: list[float] = []
     errors = 0
     stop = time.perf_counter() + seconds
@@ -114,7 +116,7 @@ async def run(levels: list[int], seconds: float, soak_requests: int = 0) -> list
                 for c in levels:
                     for name, call in (("gateway -> Triton", via_gateway), ("direct Triton ensemble", direct_triton),
                                        ("seed design (sync, ultralytics in-process)", seed_design)):
-                        r = await _load(call, images, c, seconds)
+                        r = await closed_loop(call, images, c, seconds)
                         r.update(path=name, concurrency=c)
                         rows.append(r)
                         print(f"{name:<44} c={c:<3} {r['throughput']:7.1f}/s  p50 {r['p50_ms']:7.1f} ms  "

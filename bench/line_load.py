@@ -2,7 +2,11 @@
 left and right frames posted to ``/v1/inspect`` together, boards on a fixed clock (open loop:
 a slow answer does not slow the conveyor, so queueing shows in the numbers). Every frame's
 latency (request sent -> answer) and every board's (both sides answered) is kept, with the
-gateway's own account of the slowest frames."""
+gateway's own account of the slowest frames.
+
+``EdgeLine`` drives the same boards through the Pi's own sender instead (at most two frames
+on the wire per camera, a newer frame replacing one still waiting): past the line's capacity
+frames are skipped, as on the Pi, rather than queued without end."""
 
 from __future__ import annotations
 
@@ -10,9 +14,14 @@ import asyncio
 import os
 import time
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import httpx
 import numpy as np
+
+from pi_edge.config import EdgeConfig
+from pi_edge.sender import Frame, Sender
+from pi_edge.spool import Spool
 
 BUDGET_MS = 300  # seed 001: a board decided in < 300 ms
 ADMIN = {"Authorization": "Bearer bench-line-admin"}
@@ -25,6 +34,7 @@ class LineRun:
     parts: list[tuple[float, float, float, float]] = field(default_factory=list)
     boards_ms: list[float] = field(default_factory=list)
     errors: list[str] = field(default_factory=list)
+    skipped: int = 0  # frames a camera dropped because newer ones came (EdgeLine only)
 
     def summary(self) -> dict:
         f = np.array(self.frames_ms or [np.nan])
@@ -35,7 +45,18 @@ class LineRun:
                 "tail_gateway_total": float(tail[3]), "boards": len(self.boards_ms), "frame_p50": float(np.percentile(f, 50)),
                 "frame_p99": float(np.percentile(f, 99)), "board_p50": float(np.percentile(b, 50)),
                 "board_p99": float(np.percentile(b, 99)), "board_max": float(np.max(b)),
-                "over_budget": int((b > BUDGET_MS).sum()), "errors": len(self.errors)}
+                "over_budget": int((b > BUDGET_MS).sum()), "errors": len(self.errors),
+                "skipped": self.skipped}
+
+
+def register(url: str) -> dict[str, str]:
+    """The two bench cameras, registered once per gateway database: side -> API key."""
+    keys = {}
+    for dev, side, gpio in (("bench-left", "left", True), ("bench-right", "right", False)):
+        r = httpx.post(f"{url}/admin/devices", headers=ADMIN, json={"device_id": dev, "side": side, "drives_gpio": gpio})
+        r.raise_for_status()
+        keys[side] = r.json()["api_key"]
+    return keys
 
 
 class Line:
@@ -47,11 +68,7 @@ class Line:
         self.n = 0
 
     def register(self) -> None:
-        for dev, side, gpio in (("bench-left", "left", True), ("bench-right", "right", False)):
-            r = httpx.post(f"{self.url}/admin/devices", headers=ADMIN,
-                           json={"device_id": dev, "side": side, "drives_gpio": gpio})
-            r.raise_for_status()
-            self.keys[side] = r.json()["api_key"]
+        self.keys = register(self.url)
 
     async def _frame(self, http: httpx.AsyncClient, side: str, board: str, img: bytes, run: LineRun) -> float:
         t0 = time.perf_counter()
@@ -91,3 +108,60 @@ class Line:
 def for_seconds(seconds: float):
     end = time.perf_counter() + seconds
     return lambda: time.perf_counter() >= end
+
+
+class EdgeLine:
+    """Both cameras through ``pi_edge.sender.Sender``, boards on a fixed clock. A board's
+    latency runs from its capture to its second answer, so time a frame waited in the
+    sender's mailbox counts; a board with a skipped or failed side has no latency and shows
+    in ``skipped`` or ``errors``."""
+
+    def __init__(self, url: str, keys: dict[str, str], images: list[bytes], spool: Path, max_in_flight: int = 2):
+        self.url, self.keys, self.images, self.spool = url, keys, images, spool
+        self.max_in_flight = max_in_flight
+        self.prefix = f"EDGE-{os.getpid()}-{int(time.time())}"
+        self.n = 0
+
+    def _sender(self, side: str, run: LineRun, answered: dict[str, list[float]]) -> Sender:
+        cfg = EdgeConfig(gateway_url=self.url, device_id=f"bench-{side}", api_key=self.keys[side], side=side,
+                         drives_gpio=side == "left", max_in_flight=self.max_in_flight, line_id="bench",
+                         spool_dir=str(self.spool / f"{self.prefix}-{self.n}-{side}"))
+
+        def on_result(frame: Frame, result: dict) -> None:
+            ms = (time.time() - frame.captured_at) * 1000
+            t = result["timings_ms"]
+            run.frames_ms.append(ms)
+            run.parts.append((ms, t["inference"], t["pairing_wait"], t["total"]))
+            sides = answered.setdefault(frame.board_id, [])
+            sides.append(ms)
+            if len(sides) == 2:
+                run.boards_ms.append(max(sides))
+
+        return Sender(cfg, Spool(cfg.spool_dir), on_result=on_result)
+
+    async def run(self, boards_per_s: float, seconds: float) -> LineRun:
+        run, answered = LineRun(), {}
+        senders = [self._sender(side, run, answered) for side in ("left", "right")]
+        tasks = [asyncio.create_task(s.run()) for s in senders]
+        try:
+            period = 1.0 / boards_per_s
+            next_at = time.perf_counter()
+            end = next_at + seconds
+            while next_at < end:
+                self.n += 1
+                board, captured = f"{self.prefix}-{self.n:06d}", time.time()
+                for k, s in enumerate(senders):
+                    s.submit(Frame(self.images[(self.n + 7 * k) % len(self.images)], board, captured))
+                next_at += period
+                await asyncio.sleep(max(0.0, next_at - time.perf_counter()))
+            await asyncio.gather(*(s.drain() for s in senders))
+        finally:
+            for t in tasks:
+                t.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+            for s in senders:
+                await s.close()
+        run.skipped = sum(s.stats.skipped for s in senders)
+        run.errors += [f"{s.cfg.side}: {s.stats.retries} retries, {s.stats.spooled} spooled, {s.stats.refused} refused"
+                       for s in senders if s.stats.retries or s.stats.spooled or s.stats.refused]
+        return run

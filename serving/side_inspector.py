@@ -57,7 +57,11 @@ class SideInspector:
         import cv2
 
         frame = np.full((480, 640, 3), 114, np.uint8)
-        self.inspect([cv2.imencode(".jpg", frame)[1]])
+        # one request as Triton hands it over: (1, bytes); imencode's (bytes,) buffer would be
+        # refused as a bad batch before the detector ever ran, warming nothing
+        out = self.inspect([cv2.imencode(".jpg", frame)[1].reshape(1, -1)])[0]
+        if isinstance(out, SideError):
+            raise out
 
     def inspect(self, images: list[np.ndarray]) -> list[dict[str, np.ndarray] | SideError]:
         """Encoded images (uint8 arrays of shape (1, bytes), one per request) -> per request either its output

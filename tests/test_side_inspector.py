@@ -92,3 +92,14 @@ def test_onnxruntime_refusing_one_request_fails_that_request_only(repository):
 
     with pytest.raises(InvalidArgument):  # a lone request that fails raises, as run does
         det.run_isolated([bad])
+
+
+def test_warm_up_runs_the_detector(repository):
+    """The warm-up must reach onnxruntime: a request shaped as Triton hands it over, not a
+    buffer the inspector refuses as a bad batch before the detector runs (which warmed nothing)."""
+    s = SideInspector(repository / "pcb_detector" / "1" / "model.onnx")
+    shapes = []
+    run = s.detector.run
+    s.detector.run = lambda images: shapes.append(images.shape) or run(images)  # type: ignore[method-assign]
+    s.warm_up()
+    assert len(shapes) == 1 and shapes[0][0] == 1

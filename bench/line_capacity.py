@@ -1,0 +1,242 @@
+"""``make bench-line``: the line's capacity through the real gateway, and its cold first
+board (issue 16), in one run on one machine.
+
+1. The references, each with the machine to itself: the in-process pipeline's best
+   throughput (bench/inprocess.py, decode -> letterbox -> onnxruntime -> NMS at the best
+   batch) and the seed design's (bench/seed_server.py at its best concurrency), in boards/s
+   (two images a board).
+2. The CPU Triton server and one gateway process (bench/gateway_process.py); the first board
+   right after they started (bench/cold_board.py).
+3. Two cameras through the Pi's own sender (``bench.line_load.EdgeLine``) at a rising board
+   rate, ``--step-s`` each; a rate is served when board p99 < 300 ms, no frame was skipped
+   and none failed. The capacity is the highest rate served, every lower one served too.
+4. The first board after a gateway restart, then after a hot-swap of pcb_detector.
+
+Writes its section of docs/benchmarks.md and docs/line_capacity.png.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import base64
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+
+from bench.cold_board import BoardsInTurn, boards_in_turn, hot_swap, report_lines
+from bench.common import OUT, ROOT, WEIGHTS, bench_images, bench_repository, git_rev, machine, write_section
+from bench.gateway_bench import closed_loop
+from bench.gateway_process import GatewayProcess
+from bench.inprocess import pipeline_throughput
+from bench.line_load import BUDGET_MS, EdgeLine, LineRun, register
+from serving.cpu_server import TritonServer, free_port, wait_http
+from serving.repository import DETECTOR
+
+PLOT = ROOT / "docs" / "line_capacity.png"
+TARGET_INPROCESS, TARGET_SEED = 0.8, 2.5  # issue 16's ratios for the line's capacity
+
+
+def served(s: dict) -> bool:
+    return s["board_p99"] < BUDGET_MS and s["skipped"] == 0 and s["errors"] == 0
+
+
+def inprocess_best(onnx: Path, images: list[bytes], batches: tuple[int, ...], seconds: float) -> dict[int, float]:
+    """Images/s per batch size, the pipeline in this process with all cores."""
+    return {b: pipeline_throughput(onnx, images, b, seconds) for b in batches}
+
+
+def seed_best(images: list[bytes], levels: tuple[int, ...], seconds: float) -> dict[int, float]:
+    """Images/s per concurrency through the seed's design (its own process, ultralytics)."""
+    port = free_port()
+    seed = subprocess.Popen([sys.executable, "-m", "bench.seed_server", "--port", str(port), "--weights", str(WEIGHTS)],
+                            cwd=ROOT)
+    b64 = {d: base64.b64encode(d).decode() for d in images}
+    try:
+        wait_http(f"http://127.0.0.1:{port}/health", 120, seed)
+
+        async def run() -> dict[int, float]:
+            async with httpx.AsyncClient(timeout=60) as http:
+                async def call(img: bytes) -> None:
+                    r = await http.post(f"http://127.0.0.1:{port}/predict", json={"frame": b64[img], "camera_id": "l"})
+                    r.raise_for_status()
+
+                return {c: (await closed_loop(call, images, c, seconds))["throughput"] for c in levels}
+
+        return asyncio.run(run())
+    finally:
+        seed.terminate()
+        seed.wait(20)
+
+
+def line_steps(line: EdgeLine, rates: list[float], step_s: float) -> list[dict]:
+    """Each rate for ``step_s``; stops after the first rate not served."""
+    rows = []
+    for rate in rates:
+        run: LineRun = asyncio.run(line.run(rate, step_s))
+        s = run.summary() | {"rate": rate}
+        s["served"] = served(s)
+        rows.append(s)
+        print(f"{rate:5.1f} boards/s  boards {s['boards']:4d}  board p50 {s['board_p50']:6.0f}  p99 "
+              f"{s['board_p99']:6.0f} ms  skipped {s['skipped']}  errors {s['errors']}  "
+              f"{'served' if s['served'] else 'NOT served'}", flush=True)
+        if not s["served"]:
+            break
+        time.sleep(1.0)  # let the last answers' records drain before the next rate
+    return rows
+
+
+def run(args: argparse.Namespace) -> dict:
+    work = OUT / "line_capacity"
+    shutil.rmtree(work, ignore_errors=True)
+    work.mkdir(parents=True)
+    images = bench_images(16)
+    repo = bench_repository(work / "model_repository")
+    res: dict = {"args": vars(args)}
+    res["inprocess"] = inprocess_best(repo / DETECTOR / "1" / "model.onnx", images, (1, 4, 8), args.ref_s)
+    print("in-process images/s by batch:", {b: round(v, 1) for b, v in res["inprocess"].items()}, flush=True)
+    res["seed"] = seed_best(images, (1, 4, 8), args.ref_s)
+    print("seed design images/s by concurrency:", {c: round(v, 1) for c, v in res["seed"].items()}, flush=True)
+    cold: dict[str, BoardsInTurn] = {}
+    triton = TritonServer(repository=repo, ports={"http": free_port(), "grpc": free_port(), "metrics": free_port()},
+                          log_file=work / "triton.log")
+    with triton.start(timeout=300):
+        with GatewayProcess(triton.grpc_url, work) as gw0:  # devices registered before the line's start
+            keys = register(gw0.url)
+        gw = GatewayProcess(triton.grpc_url, work)
+        try:
+            gw.start()
+            cold["Triton + gateway start"] = asyncio.run(boards_in_turn(gw.url, keys, images, "start"))
+            line = EdgeLine(gw.url, keys, images, work / "spool")
+            asyncio.run(line.run(2, 3))  # warm
+            res["steps"] = line_steps(line, args.rates, args.step_s)
+            gw.stop()
+            gw.start()
+            cold["gateway restart"] = asyncio.run(boards_in_turn(gw.url, keys, images, "restart"))
+            version = hot_swap(repo, triton.http_url, WEIGHTS)
+            swapped = asyncio.run(boards_in_turn(gw.url, keys, images, "swap"))
+            if swapped.versions != {version}:
+                raise RuntimeError(f"after the swap to {version} the boards were answered by {swapped.versions}")
+            cold[f"hot-swap of {DETECTOR} to a new version"] = swapped
+        finally:
+            gw.stop()
+    res["cold"] = cold
+    for name, r in cold.items():
+        print(f"first board after {name}: {r.first_ms:.0f} ms, boards 5-15 median {r.steady_ms:.0f} ms "
+              f"({r.ratio:.2f}x); board 1 at the gateway {r.parts[0]}", flush=True)
+    return res
+
+
+def capacity(steps: list[dict]) -> float:
+    """The highest rate served with every lower rate served too (0 if none)."""
+    best = 0.0
+    for s in steps:
+        if not s["served"]:
+            break
+        best = s["rate"]
+    return best
+
+
+def plot(res: dict, path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import matplotlib.ticker
+
+    steps = res["steps"]
+    rates = [s["rate"] for s in steps]
+    fig, ax = plt.subplots(figsize=(7, 4.2))
+    ax.plot(rates, [s["board_p50"] for s in steps], "o-", label="board p50")
+    ax.plot(rates, [s["board_p99"] for s in steps], "s-", label="board p99")
+    ax.axhline(BUDGET_MS, color="red", ls="--", lw=1, label=f"{BUDGET_MS} ms budget")
+    inproc, seed = max(res["inprocess"].values()) / 2, max(res["seed"].values()) / 2
+    ax.axvline(inproc, color="green", ls=":", label=f"in-process pipeline, best ({inproc:.1f})")
+    ax.axvline(TARGET_INPROCESS * inproc, color="green", ls="-.", lw=0.8, label=f"target: {TARGET_INPROCESS}x in-process")
+    ax.axvline(seed, color="gray", ls=":", label=f"seed design, best ({seed:.1f})")
+    ax.axvline(TARGET_SEED * seed, color="gray", ls="-.", lw=0.8, label=f"target: {TARGET_SEED}x the seed")
+    for s in steps:
+        if s["skipped"] or s["errors"]:
+            ax.annotate(f"{s['skipped']} skipped", (s["rate"], s["board_p99"]), textcoords="offset points",
+                        xytext=(4, 4), fontsize=8)
+    ax.set_xlabel("offered boards/s (two 640x480 frames each)")
+    ax.set_ylabel("ms, capture to both answers")
+    ax.set_yscale("log")
+    ax.set_yticks([50, 100, 200, 300, 500, 1000])
+    ax.yaxis.set_major_formatter(matplotlib.ticker.ScalarFormatter())
+    ax.yaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
+    ax.set_title("Line capacity through the gateway (make bench-line)")
+    ax.legend(fontsize=8, loc="lower right")
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def report(res: dict, started: str) -> str:
+    a = res["args"]
+    inproc, seed = max(res["inprocess"].values()) / 2, max(res["seed"].values()) / 2
+    cap = capacity(res["steps"])
+    lines = ["## Line capacity (`make bench-line`)", "",
+             f"Command: `make bench-line` (= `python -m bench.line_capacity`), run {started}, commit {git_rev()}.",
+             f"Machine: {machine()}. One uvicorn gateway (SQLite, local outbox, in-process pairing), the CPU Triton "
+             "server on the same cores. Two cameras through the Pi's own sender (`pi_edge.sender`: two frames on "
+             "the wire per camera, a newer frame replaces one still waiting, which is then *skipped*), boards on a "
+             f"fixed clock, {a['step_s']:g} s per rate; board latency from capture to both sides answered. A rate "
+             f"is served with board p99 < {BUDGET_MS} ms, no frame skipped and none failed.",
+             f"References in the same run, each with the machine to itself, in boards/s (two images a board): the "
+             f"in-process pipeline at its best batch ({_best(res['inprocess'], 'batch')}) and the seed design at its "
+             f"best concurrency ({_best(res['seed'], 'concurrency')}).", "",
+             "| offered boards/s | boards | frame p50 ms | board p50 ms | board p99 ms | board max ms | skipped "
+             "| errors | served |", "|---:|---:|---:|---:|---:|---:|---:|---:|---|"]
+    for s in res["steps"]:
+        lines.append(f"| {s['rate']:g} | {s['boards']} | {s['frame_p50']:.0f} | {s['board_p50']:.0f} | "
+                     f"{s['board_p99']:.0f} | {s['board_max']:.0f} | {s['skipped']} | {s['errors']} | "
+                     f"{'yes' if s['served'] else '**no**'} |")
+    lines += ["", "| capacity | boards/s | gateway line / it | target |", "|---|---:|---:|---|",
+              f"| the line through the gateway | {cap:g} | | |",
+              f"| in-process pipeline, best | {inproc:.1f} | {cap / inproc:.2f}x | >= {TARGET_INPROCESS}x "
+              f"{'met' if cap / inproc >= TARGET_INPROCESS else '**not met**'} |",
+              f"| seed design, best | {seed:.1f} | {cap / seed:.2f}x | >= {TARGET_SEED}x "
+              f"{'met' if cap / seed >= TARGET_SEED else '**not met**'} |",
+              "", f"![board latency vs offered rate]({PLOT.name})", "",
+              "### Cold first board (issue 16, lever 4)", "",
+              "Boards one at a time (both sides together, the next 0.1 s after both answers) right after each "
+              "event; board 1 against the median of boards 5-15, each board's slower side split by the gateway's "
+              "own account into Triton (inference) and the gateway's front (client time minus the gateway's total).",
+              ""]
+    lines += report_lines(res["cold"])
+    return "\n".join(lines)
+
+
+def _best(by: dict[int, float], name: str) -> str:
+    k = max(by, key=by.__getitem__)
+    return f"{by[k] / 2:.1f} boards/s at {name} {k}; " + ", ".join(f"{name} {b}: {v:.1f} img/s" for b, v in by.items())
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(prog="python -m bench.line_capacity", description=__doc__,
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--rates", default="2,4,6,8,10,12,14,16,18,20", help="boards/s, in order")
+    ap.add_argument("--step-s", type=float, default=12)
+    ap.add_argument("--ref-s", type=float, default=5, help="seconds per reference point")
+    ap.add_argument("--no-write", action="store_true", help="print, do not touch docs/")
+    args = ap.parse_args(argv)
+    args.rates = [float(r) for r in args.rates.split(",")]
+    started = time.strftime("%Y-%m-%d %H:%M")
+    res = run(args)
+    text = report(res, started)
+    print(text)
+    if not args.no_write:
+        write_section("line-capacity", text)
+        plot(res, PLOT)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
