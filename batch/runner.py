@@ -154,7 +154,11 @@ class Runtime:
             except BaseException:
                 self._keep(rows)
                 raise
-            _, applied = self.store.finish_chunk_with(job_id, seq, generation, rows)
+            try:
+                _, applied = self.store.finish_chunk_with(job_id, seq, generation, rows)
+            except BaseException:
+                self._keep(rows)  # the one write failed: keep what Triton answered, if the database takes it
+                raise
             self._count(rows, applied)
         CHUNK_SECONDS.observe(time.perf_counter() - t0)
         self.refill()
@@ -176,10 +180,13 @@ class Runtime:
             return rows
         with self.inflight.flight() as ticket:
             outcomes = processor.run(payloads, [it.name for it in ready], job_dir)
-        self.inflight.report(ticket, len(ready), self._signal(getattr(processor, "model", "")).read())
         per_item_ms = (ticket.end - ticket.start) * 1000 / len(ready)
         rows += [(it.id, "failed", None, str(out), per_item_ms) if isinstance(out, ItemError)
                  else (it.id, "completed", out, None, per_item_ms) for it, out in zip(ready, outcomes, strict=True)]
+        try:  # the controller's signal must never cost the answers already in hand
+            self.inflight.report(ticket, len(ready), self._signal(getattr(processor, "model", "")).read())
+        except Exception as e:  # noqa: BLE001
+            log.warning("congestion signal not read: %r", e)
         return rows
 
     def _keep(self, rows: list[Outcome]) -> None:

@@ -399,6 +399,9 @@ class JobStore:
         self.job(job_id)
         now = utcnow()
         with self.sessions.begin() as s:
+            # chunks first, then items: the order a chunk's end (finish_chunk_with) and the
+            # sweeper lock in, so a cancel racing a worker never deadlocks with it
+            s.execute(select(BatchChunk.seq).where(BatchChunk.job_id == job_id).with_for_update())
             s.execute(update(BatchItem).where(BatchItem.job_id == job_id, BatchItem.state == "pending")
                       .values(state="cancelled", finished_at=now))
             s.execute(update(BatchChunk).where(BatchChunk.job_id == job_id, BatchChunk.state == "queued")

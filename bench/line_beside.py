@@ -154,7 +154,8 @@ def run(args) -> dict:
             res["alone"] = alone.summary()
             print("line alone:", res["alone"])
             if job_dir:
-                beside, job = asyncio.run(line_beside_job(url, line, job_dir, args.warmup))
+                # submitted at once: every board of this run was captured while the job ran
+                beside, job = asyncio.run(line_beside_job(url, line, job_dir, 0.0))
                 res["job"] = beside.summary() | {"job": job}
                 print("line + batch job:", res["job"])
             if batch:

@@ -26,8 +26,10 @@ import torch.nn.functional as F
 from torchvision.io import ImageReadMode, decode_jpeg
 
 from pcb.image_decode import MAX_PIXELS, ImageError, check_header, decode_image, truncated_jpeg
-from pcb.letterbox import PAD_VALUE, geometry, letterbox
+from pcb.letterbox import PAD_VALUE, Geometry, geometry, letterbox
 from serving.jpeg_route import gpu_decodable
+
+SLICE_PIXELS = 64_000_000  # decoded pixels resized at once (x3 channels x4 bytes on the device)
 
 
 def decode_jpegs(data: torch.Tensor | list[torch.Tensor], device: torch.device) -> Any:
@@ -121,21 +123,29 @@ class TorchPreprocessor:
         for i, img in decoded.items():
             groups[(img.shape[1], img.shape[2])].append(i)
         out = {}
-        for (h, w), idx in groups.items():
+        for (h, w), same_size in groups.items():
             g = geometry(w, h, self.imgsz, self.stride)
-            x = torch.stack([decoded[i] for i in idx]).float()
-            if (g.new_w, g.new_h) != (w, h):
-                # half-pixel bilinear without antialias is cv2.INTER_LINEAR; back to 8 bits
-                # rounding halves up as OpenCV's fixed-point uint8 resize does (torch.round
-                # would round them to even: 1 level off on an eighth of a 2x downscale)
-                x = F.interpolate(x, size=(g.new_h, g.new_w), mode="bilinear", align_corners=False,
-                                  antialias=False).add_(0.5).floor_().clamp_(0, 255)
-            x = F.pad(x, (g.left, g.right, g.top, g.bottom), value=float(PAD_VALUE))
-            x.mul_(1.0 / 255.0)
-            transform = g.transform()[None]
-            for k, i in enumerate(idx):
-                out[i] = Prepared(x[k:k + 1], transform)
+            # in slices of at most SLICE_PIXELS: 16 frames at the 40 MP limit as one float
+            # tensor would ask a small card for ~8 GB and fail the whole batch
+            per_slice = max(1, SLICE_PIXELS // (h * w))
+            for start in range(0, len(same_size), per_slice):
+                out.update(self._letterbox_slice(decoded, same_size[start:start + per_slice], g, h, w))
         return out
+
+    @staticmethod
+    def _letterbox_slice(decoded: dict[int, torch.Tensor], idx: list[int], g: Geometry, h: int,
+                         w: int) -> dict[int, Prepared]:
+        x = torch.stack([decoded[i] for i in idx]).float()
+        if (g.new_w, g.new_h) != (w, h):
+            # half-pixel bilinear without antialias is cv2.INTER_LINEAR; back to 8 bits
+            # rounding halves up as OpenCV's fixed-point uint8 resize does (torch.round
+            # would round them to even: 1 level off on an eighth of a 2x downscale)
+            x = F.interpolate(x, size=(g.new_h, g.new_w), mode="bilinear", align_corners=False,
+                              antialias=False).add_(0.5).floor_().clamp_(0, 255)
+        x = F.pad(x, (g.left, g.right, g.top, g.bottom), value=float(PAD_VALUE))
+        x.mul_(1.0 / 255.0)
+        transform = g.transform()[None]
+        return {i: Prepared(x[k:k + 1], transform) for k, i in enumerate(idx)}
 
 
 def device_for(decode: str, instance_kind: str, device_id: str | int) -> str:

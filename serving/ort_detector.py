@@ -1,8 +1,10 @@
 """The detector on the CPU: an ONNX file run by onnxruntime over a whole dynamic batch.
 
-Used by the python-backend ``pcb_detector`` model (CPU layout), by the in-process
-benchmark baseline and by the parity tests. Requests that Triton's dynamic batcher hands
-over together are concatenated into one ``session.run`` call: that is where batching pays.
+Used by the python-backend models of the CPU layout (the whole-side detector, the restorer
+and the upsampler), by the in-process benchmark baseline and by the parity tests. Requests
+that Triton's dynamic batcher hands over together are concatenated into one ``session.run``
+call (the CPU detector is configured for one image per execution: see
+export/detector_config.py).
 """
 
 from __future__ import annotations

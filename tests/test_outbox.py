@@ -184,3 +184,41 @@ def test_concurrent_puts_share_commits_and_keep_their_answers(tmp_path):
         assert ids[firsts[0]][0] in stored and ids[other][0] not in stored
     assert box.depth() == 32
     assert commits < 64
+
+
+def test_a_locked_file_fails_every_waiting_put_within_about_one_busy_timeout(tmp_path):
+    """Group commit keeps the bound on the line's wait: puts queued behind a commit that is
+    stuck on a locked file give up with StorageError after about one busy timeout, not one
+    timeout each in turn; nothing of them is stored."""
+    import sqlite3
+    import threading
+    import time
+
+    from gateway.services.outbox import StorageError
+
+    box = Outbox(tmp_path / "outbox.db", busy_timeout_s=0.4)
+    other = sqlite3.connect(tmp_path / "outbox.db", isolation_level=None)
+    other.execute("BEGIN EXCLUSIVE")
+    waited: list[tuple[float, object]] = []
+
+    def worker(i: int) -> None:
+        t0 = time.perf_counter()
+        try:
+            iid, payload = _inspection(i)
+            box.put(iid, "inspection", payload)
+            waited.append((time.perf_counter() - t0, None))
+        except StorageError as e:
+            waited.append((time.perf_counter() - t0, e))
+
+    try:
+        threads = [threading.Thread(target=worker, args=(i,)) for i in range(6)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+    finally:
+        other.execute("ROLLBACK")
+        other.close()
+    assert len(waited) == 6 and all(isinstance(e, StorageError) for _, e in waited)
+    assert max(w for w, _ in waited) < 0.4 * 2 + 0.3, waited  # one timeout (+ the leader's own)
+    assert box.depth() == 0

@@ -135,13 +135,27 @@ class Outbox:
         item = _Put((row_id, kind, payload, idempotency))
         with self._queue_lock:
             self._queue.append(item)
-        with self._commit_lock:  # one committer at a time; the others gather behind it
+        # one committer at a time; the others gather behind it. The wait is bounded like the
+        # file's own lock: the line's answer may wait at most about one busy timeout
+        if not self._commit_lock.acquire(timeout=self.busy_timeout_s):
+            with self._queue_lock:
+                if item in self._queue:  # still ours to withdraw: nothing of it is stored
+                    self._queue.remove(item)
+                    raise StorageError("outbox: busy (another commit is holding the file)")
+            self._commit_lock.acquire()  # a leader took it already: its answer is coming
+        try:
             if not item.done:  # not committed by the leader before us: lead this group
                 with self._queue_lock:
                     group, self._queue = self._queue, []
                 self._commit_group(group)
+        finally:
+            self._commit_lock.release()
+        if not item.done:  # its leader died between taking it and committing: never say stored
+            raise StorageError("outbox: the commit this row waited for did not finish")
         if item.error is not None:
-            raise item.error
+            if isinstance(item.error, StorageError | sqlite3.Error | OSError | ValueError | TypeError):
+                raise type(item.error)(*item.error.args) from item.error  # one exception object per caller
+            raise StorageError(f"outbox: {item.error!r}") from item.error
         return item.result
 
     def _commit_group(self, group: list[_Put]) -> None:
