@@ -276,7 +276,7 @@ def main(argv: list[str] | None = None) -> int:
         limits = [s["limit"] for s in steps]
         if limits:
             lines.append(f"- {label}: limits {min(limits)}-{max(limits)}, mean {statistics.mean(limits):.1f}; "
-                         + "; decisions: " + ", ".join(f"{k} {v}" for k, v in counts.items()))
+                         + "decisions: " + ", ".join(f"{k} {v}" for k, v in counts.items()))
     lines += ["", "Auto-tuner (`python -m batch tune`): each point is a probe job run through the worker's own "
               "code (claim, read, Triton batch, one transaction of results), without the broker, the "
               "concurrency pinned.",

@@ -12,7 +12,9 @@ import base64
 import copy
 import csv
 import json
+import shutil
 import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -60,7 +62,9 @@ def set_batching(client: RepositoryAPI, on: bool, originals: dict[str, dict]) ->
 
 def perf(model: str, url: str, concurrency: int, data: Path | None, csv_path: Path,
          interval_ms: int) -> dict:
-    base = ["perf_analyzer", "-m", model, "-u", url, "-i", "grpc",
+    # the venv's own, also when the venv's python runs without the venv on PATH
+    exe = shutil.which("perf_analyzer", path=str(Path(sys.executable).parent)) or "perf_analyzer"
+    base = [exe, "-m", model, "-u", url, "-i", "grpc",
             "--concurrency-range", f"{concurrency}:{concurrency}",
             "-p", str(interval_ms), "-r", "8", "-f", str(csv_path),
             "--input-data", str(data) if data else "random"]
