@@ -81,6 +81,10 @@ def hot_swap(repository: Path, triton_http_url: str, weights: Path) -> int:
 
     admin = ModelAdmin(triton_http_url, repository)
     new, _ = onnx_target.add_version(repository, weights, imgsz=320, max_batch=16)
+    # the export is the ML engineer's step, done before (and elsewhere, in a plant): let the
+    # exporter's threads (torch's OpenMP pool spins after its work) go quiet first, so the
+    # boards measure the swap, not the export beside it
+    time.sleep(2)
     admin.load(DETECTOR, new)
     admin.promote(DETECTOR, new)
     return new

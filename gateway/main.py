@@ -97,11 +97,17 @@ async def _load_devices(app: FastAPI, db_ready: bool) -> None:
     log.warning("devices from the local snapshot (%d), until the database is back", n)
 
 
-async def _warm_up() -> None:
+async def _warm_up(app: FastAPI) -> None:
     """What the first board would otherwise pay for after a start: FastAPI runs the sync
     dependencies (the device check) in anyio's thread pool, and anyio imports its asyncio
-    backend on first use (~70 ms of the first request on two busy cores, by py-spy)."""
+    backend on first use (~70 ms of the first request on two busy cores, by py-spy); the
+    gRPC channel to Triton connects on its first call. Bounded: a Triton that is down at
+    start is the readiness route's business, not a reason to start late."""
     await anyio.to_thread.run_sync(lambda: None)
+    try:
+        await asyncio.wait_for(app.state.triton.ready(), 2)
+    except Exception as e:  # noqa: BLE001 - connects on the first board instead
+        log.info("Triton not reached during warm-up: %r", e)
 
 
 @asynccontextmanager
@@ -153,7 +159,7 @@ async def lifespan(app: FastAPI):
     else:
         app.state.batch = BatchEngine(settings, app.state.sessions)  # not started: its routes answer 503
         migrator = asyncio.create_task(_migrate_later(settings, app), name="migrate-later")
-    await _warm_up()
+    await _warm_up(app)
     try:
         yield
     finally:
