@@ -12,7 +12,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import os
 import shutil
 import subprocess
 import sys
@@ -20,9 +19,10 @@ import time
 from collections import Counter
 from pathlib import Path
 
-from bench.common import OUT, ROOT, bench_images, bench_repository, git_rev, machine, write_section
-from bench.line_load import ADMIN, Line, for_seconds
-from serving.cpu_server import TritonServer, free_port, wait_http
+from bench.common import OUT, bench_images, bench_repository, git_rev, machine, write_section
+from bench.gateway_process import GatewayProcess
+from bench.line_load import Line, for_seconds
+from serving.cpu_server import TritonServer, free_port
 
 # (label, substring of a stack frame "function (file:line)"). A sample is charged to the
 # cost of its innermost matching frame, so the shares do not overlap: "FastAPI/Starlette"
@@ -64,29 +64,18 @@ def profile(seconds: float, boards_per_s: float, env_extra: dict[str, str]) -> t
     work.mkdir(parents=True)
     triton = TritonServer(repository=repo, ports={"http": free_port(), "grpc": free_port(), "metrics": free_port()},
                           log_file=work / "triton.log")
-    with triton.start(timeout=300):
-        port = free_port()
-        env = {**os.environ, "TRITON_URL": triton.grpc_url, "DATABASE_URL": f"sqlite:///{work / 'gw.db'}",
-               "OUTBOX_PATH": str(work / "outbox.db"), "IMAGE_DIR": str(work / "images"), "IMAGE_POLICY": "none",
-               "ADMIN_TOKEN": ADMIN["Authorization"][7:], "RATE_LIMIT_PER_S": "0", "LOG_LEVEL": "WARNING",
-               **env_extra}
-        gw = subprocess.Popen([sys.executable, "-m", "uvicorn", "gateway.main:app", "--port", str(port),
-                               "--no-access-log", "--log-level", "warning"], cwd=ROOT, env=env)
-        try:
-            url = f"http://127.0.0.1:{port}"
-            wait_http(url + "/health", 120, gw)
-            line = Line(url, bench_images(16), boards_per_s)
-            line.register()
-            asyncio.run(line.run(for_seconds(3)))  # warm
-            raw = work / "gateway.txt"
-            spy = subprocess.Popen([shutil.which("py-spy", path=str(Path(sys.executable).parent)) or "py-spy", "record", "--pid", str(gw.pid), "--format", "raw",
-                                    "--rate", "250", "--duration", str(int(seconds)), "--output", str(raw),
-                                    "--nonblocking"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-            run = asyncio.run(line.run(for_seconds(seconds)))
-            spy.wait(seconds + 60)
-        finally:
-            gw.terminate()
-            gw.wait(20)
+    with triton.start(timeout=300), GatewayProcess(triton.grpc_url, work, **env_extra) as gw:
+        line = Line(gw.url, bench_images(16), boards_per_s)
+        line.register()
+        asyncio.run(line.run(for_seconds(3)))  # warm
+        raw = work / "gateway.txt"
+        assert gw.proc is not None
+        spy = subprocess.Popen([shutil.which("py-spy", path=str(Path(sys.executable).parent)) or "py-spy", "record",
+                                "--pid", str(gw.proc.pid), "--format", "raw", "--rate", "250",
+                                "--duration", str(int(seconds)), "--output", str(raw), "--nonblocking"],
+                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        run = asyncio.run(line.run(for_seconds(seconds)))
+        spy.wait(seconds + 60)
     print("line:", run.summary())
     return collapse(raw)
 

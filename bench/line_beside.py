@@ -22,17 +22,16 @@ import asyncio
 import json
 import os
 import shutil
-import subprocess
-import sys
 import time
 from pathlib import Path
 
 import cv2
 import httpx
 
-from bench.common import OUT, ROOT, bench_images, bench_repository, git_rev, machine, write_section
+from bench.common import OUT, bench_images, bench_repository, git_rev, machine, write_section
+from bench.gateway_process import GatewayProcess
 from bench.line_load import ADMIN, BUDGET_MS, Line, LineRun, for_seconds
-from serving.cpu_server import TritonServer, free_port, wait_http
+from serving.cpu_server import TritonServer, free_port
 
 ENHANCE_OPTIONS = {"quality": "fast", "upscale": 2}
 
@@ -130,21 +129,16 @@ def run(args) -> dict:
     triton = TritonServer(repository=repo, ports={"http": free_port(), "grpc": free_port(), "metrics": free_port()},
                           log_file=work / "triton.log")
     with triton.start(timeout=600):
-        port = free_port()
-        env = {**os.environ, "TRITON_URL": triton.grpc_url, "DATABASE_URL": f"sqlite:///{work / 'gw.db'}",
-               "OUTBOX_PATH": str(work / "outbox.db"), "IMAGE_DIR": str(work / "images"), "IMAGE_POLICY": "none",
-               "ENHANCE_DIR": args.enhance_dir or str(work / "enhance"), "ADMIN_TOKEN": ADMIN["Authorization"][7:],
-               "RATE_LIMIT_PER_S": "0", "LOG_LEVEL": "WARNING", "PAIRING_WINDOW_MS": "400",
-               # the deployed topology: the gateway submits, a worker process of its own runs the job
-               "BATCH_BROKER_URL": RABBIT, "BATCH_QUEUE": queue, "BATCH_ALLOWED_ROOTS": str(work),
-               "BATCH_DATA_DIR": str(work / "batch")}
-        gw = subprocess.Popen([sys.executable, "-m", "uvicorn", "gateway.main:app", "--port", str(port),
-                               "--no-access-log", "--log-level", "warning"], cwd=ROOT, env=env)
-        worker = Worker({k: v for k, v in env.items() if k not in ("OUTBOX_PATH",)}, work / "batch_worker.log",
+        gw = GatewayProcess(triton.grpc_url, work, ENHANCE_DIR=args.enhance_dir or str(work / "enhance"),
+                            PAIRING_WINDOW_MS="400",
+                            # the deployed topology: the gateway submits, a worker process of its own runs the job
+                            BATCH_BROKER_URL=RABBIT, BATCH_QUEUE=queue, BATCH_ALLOWED_ROOTS=str(work),
+                            BATCH_DATA_DIR=str(work / "batch"))
+        worker = Worker({k: v for k, v in gw.env.items() if k != "OUTBOX_PATH"}, work / "batch_worker.log",
                         concurrency=6) if job_dir else None
         try:
-            url = f"http://127.0.0.1:{port}"
-            wait_http(url + "/health", 120, gw)
+            gw.start()
+            url = gw.url
             if worker:
                 worker.start()
             line = Line(url, images, args.boards_per_s)
@@ -165,8 +159,7 @@ def run(args) -> dict:
         finally:
             if worker:
                 worker.stop()
-            gw.terminate()
-            gw.wait(20)
+            gw.stop()
             if job_dir:
                 delete_queue(queue)
     return res
