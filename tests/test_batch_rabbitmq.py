@@ -93,7 +93,10 @@ def test_urgent_job_overtakes_a_running_low_job(gateway, store, images, workers)
     # the low job's chunks already in the broker window may run first, nothing more
     print("low items before urgent finished:", len(low_before))
     assert len(low_before) <= 2 * WINDOW, len(low_before)
-    assert pu["finished_at"] < pl["finished_at"]
+    # the low job still had work when the urgent one was done (timestamps are whole seconds:
+    # the faster engine now ends both within the same one)
+    assert len(low_before) < pl["counts"]["completed"]
+    assert pu["finished_at"] <= pl["finished_at"]
 
 
 def test_cancel_stops_a_job_before_and_during_work(gateway, store, images, workers):
