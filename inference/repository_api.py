@@ -11,6 +11,7 @@ Triton restricts by a flag of its own (``--grpc-restricted-protocol``)."""
 from __future__ import annotations
 
 import json
+import time
 from dataclasses import dataclass
 from typing import Literal
 
@@ -90,6 +91,18 @@ class RepositoryAPI:
         stats = self.statistics(model).get("model_stats", [])
         return ModelStats(inference_count=sum(int(s.get("inference_count", 0)) for s in stats),
                           execution_count=sum(int(s.get("execution_count", 0)) for s in stats))
+
+    def counts_after(self, model: str, before: ModelStats, inferences: int, timeout_s: float = 5.0) -> ModelStats:
+        """The counts once ``inferences`` more have been recorded since ``before``. A python
+        backend model reports an execution's statistics after its responses have gone out,
+        so a client that has every answer can still read the counts from before the last
+        execution; this waits (bounded) for them to settle."""
+        deadline = time.monotonic() + timeout_s
+        while True:
+            now = self.counts(model)
+            if now.inference_count - before.inference_count >= inferences or time.monotonic() > deadline:
+                return now
+            time.sleep(0.05)
 
     def config(self, model: str) -> dict:
         """The config Triton serves ``model`` with, as JSON (what :meth:`load` takes back)."""

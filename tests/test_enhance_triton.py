@@ -64,7 +64,7 @@ def test_concurrent_photos_share_restorer_batches(enhance_triton):
     results = SyncTriton(enhance_triton.grpc_url, TIMEOUT_S).enhance_many(photos, {"quality": "fast"})
     assert not any(isinstance(r, InferenceError) for r in results), results
     assert all(r.faces == 2 for r in results)
-    after = stats.counts("face_restorer")
+    after = stats.counts_after("face_restorer", before, 16)
     stats.close()
     crops, executions = after.inference_count - before.inference_count, after.execution_count - before.execution_count
     assert crops == 16 and executions < 8, (crops, executions)  # > 2 crops per restorer run on average
