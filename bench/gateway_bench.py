@@ -1,7 +1,11 @@
 """``make bench-gateway``: end-to-end load through the gateway at concurrency 1/4/16, side
 by side in one run with (a) direct calls to the Triton ``pcb_inspect`` ensemble (the
 gateway's overhead) and (b) the seed's design (a synchronous server running ultralytics
-in-process per request), same model and images. Writes its section of docs/benchmarks.md."""
+in-process per request), same model and images. Writes its section of docs/benchmarks.md.
+
+``--baseline REV`` adds the gateway as it was at git revision REV (a worktree under
+bench/out), against the same Triton and interleaved with today's, so a refactor's cost is
+read side by side in one sitting instead of against another day's numbers."""
 
 from __future__ import annotations
 
@@ -12,6 +16,7 @@ import os
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import httpx
 import numpy as np
@@ -72,7 +77,27 @@ async def soak(call, images: list[bytes], total: int, concurrency: int, sample) 
     return series
 
 
-async def run(levels: list[int], seconds: float, soak_requests: int = 0) -> list[dict]:
+BASELINE = "gateway @{rev} -> Triton"
+
+
+def baseline_tree(rev: str) -> Path:
+    """A detached worktree of ``rev`` (made once, reused): its code, this venv."""
+    tree = OUT / f"baseline-{rev}"
+    if not tree.exists():
+        subprocess.run(["git", "worktree", "add", "--detach", "--force", str(tree), rev], cwd=ROOT, check=True)
+    return tree
+
+
+def start_gateway(cwd: Path, port: int, env: dict, tag: str) -> subprocess.Popen:
+    env = {**env, "PYTHONPATH": str(cwd),  # this tree's packages before the venv's editable install
+           "DATABASE_URL": f"sqlite:///{OUT / f'bench_gw{tag}.db'}", "OUTBOX_PATH": str(OUT / f"bench_outbox{tag}.db")}
+    for f in (f"bench_gw{tag}.db", f"bench_outbox{tag}.db"):
+        (OUT / f).unlink(missing_ok=True)
+    return subprocess.Popen([sys.executable, "-m", "uvicorn", "gateway.main:app", "--port", str(port),
+                             "--no-access-log", "--log-level", "warning"], cwd=cwd, env=env)
+
+
+async def run(levels: list[int], seconds: float, soak_requests: int = 0, baseline: str | None = None) -> list[dict]:
     images = bench_images(16)
     b64 = {d: base64.b64encode(d).decode() for d in images}
     repo = bench_repository()
@@ -81,26 +106,31 @@ async def run(levels: list[int], seconds: float, soak_requests: int = 0) -> list
                           log_file=OUT / "triton_gw.log")
     with triton:
         gw_port, seed_port = free_port(), free_port()
-        env = {**os.environ, "TRITON_URL": triton.grpc_url, "DATABASE_URL": f"sqlite:///{OUT / 'bench_gw.db'}",
-               "OUTBOX_PATH": str(OUT / "bench_outbox.db"), "IMAGE_POLICY": "none", "RATE_LIMIT_PER_S": "0",
+        env = {**os.environ, "TRITON_URL": triton.grpc_url, "IMAGE_POLICY": "none", "RATE_LIMIT_PER_S": "0",
                "LOG_LEVEL": "WARNING",
                # the seed's /predict, as the seed scripts call it: no key, from this machine only
                "SEED_COMPAT": "true", "SEED_COMPAT_ALLOW_NETS": "127.0.0.1/32", "SEED_COMPAT_RATE": "100000/second"}
-        for f in ("bench_gw.db", "bench_outbox.db"):
-            (OUT / f).unlink(missing_ok=True)
-        gw = subprocess.Popen([sys.executable, "-m", "uvicorn", "gateway.main:app", "--port", str(gw_port),
-                               "--no-access-log", "--log-level", "warning"], cwd=ROOT, env=env)
+        gw = start_gateway(ROOT, gw_port, env, "")
+        base_port = free_port()
+        base = start_gateway(baseline_tree(baseline), base_port, env, "_base") if baseline else None
         seed = subprocess.Popen([sys.executable, "-m", "bench.seed_server", "--port", str(seed_port),
                                  "--weights", str(WEIGHTS)], cwd=ROOT, env={**os.environ, "YOLO_OFFLINE": "1"})
         try:
             wait_http(f"http://127.0.0.1:{gw_port}/health", 120, gw)
             wait_http(f"http://127.0.0.1:{seed_port}/health", 120, seed)
+            if base:
+                wait_http(f"http://127.0.0.1:{base_port}/health", 120, base)
             gw_proc = psutil.Process(gw.pid)
             tclient = AsyncTriton(triton.grpc_url, timeout_s=60)
             async with httpx.AsyncClient(timeout=60, limits=httpx.Limits(max_connections=64)) as http:
 
                 async def via_gateway(img: bytes) -> None:
                     r = await http.post(f"http://127.0.0.1:{gw_port}/predict",
+                                        json={"frame": b64[img], "camera_id": "right"})
+                    r.raise_for_status()
+
+                async def via_baseline(img: bytes) -> None:
+                    r = await http.post(f"http://127.0.0.1:{base_port}/predict",
                                         json={"frame": b64[img], "camera_id": "right"})
                     r.raise_for_status()
 
@@ -112,10 +142,15 @@ async def run(levels: list[int], seconds: float, soak_requests: int = 0) -> list
                                         json={"frame": b64[img], "camera_id": "right"})
                     r.raise_for_status()
 
+                paths = [("gateway -> Triton", via_gateway)]
+                if base:
+                    paths.append((BASELINE.format(rev=baseline), via_baseline))
+                paths += [("direct Triton ensemble", direct_triton),
+                          ("seed design (sync, ultralytics in-process)", seed_design)]
+
                 rss0 = gw_proc.memory_info().rss
                 for c in levels:
-                    for name, call in (("gateway -> Triton", via_gateway), ("direct Triton ensemble", direct_triton),
-                                       ("seed design (sync, ultralytics in-process)", seed_design)):
+                    for name, call in paths:
                         r = await closed_loop(call, images, c, seconds)
                         r.update(path=name, concurrency=c)
                         rows.append(r)
@@ -131,18 +166,23 @@ async def run(levels: list[int], seconds: float, soak_requests: int = 0) -> list
             total = sum(r["n"] for r in rows if r["path"].startswith("gateway"))
             rows.append({"path": "_rss", "rss0_mb": rss0 / 2**20, "rss1_mb": rss1 / 2**20, "requests": total})
         finally:
-            for p in (gw, seed):
+            for p in (gw, seed, base):
+                if p is None:
+                    continue
                 p.terminate()
                 p.wait(20)
     return rows
 
 
-def report(rows: list[dict], seconds: float) -> str:
+def report(rows: list[dict], seconds: float, args_text: str = "") -> str:
     rss = next(r for r in rows if r["path"] == "_rss")
     soak_row = next((r for r in rows if r["path"] == "_soak"), None)
     rows = [r for r in rows if not r["path"].startswith("_")]
-    lines = ["## Gateway: end-to-end load (`make bench-gateway`)", "",
-             f"Command: `make bench-gateway` (= `python -m bench.gateway_bench`), {seconds:.0f} s per point, "
+    title = "## Gateway: end-to-end load (`make bench-gateway`)"
+    if any(r["path"].startswith("gateway @") for r in rows):
+        title = "## Gateway: today's code beside an earlier revision (`make bench-gateway` with `--baseline`)"
+    lines = [title, "",
+             f"Command: `make bench-gateway` (= `python -m bench.gateway_bench{args_text}`), {seconds:.0f} s per point, "
              f"commit {git_rev()}, {time.strftime('%Y-%m-%d %H:%M')}.",
              f"Machine: {machine()}. One uvicorn worker, SQLite + outbox, image policy none; the CPU Triton server;",
              "the seed design is `bench/seed_server.py` (threaded sync HTTP server, ultralytics `predict` per request).",
@@ -159,6 +199,11 @@ def report(rows: list[dict], seconds: float) -> str:
         lines.append(f"- concurrency {c}: gateway overhead p50 {g['p50_ms'] - d['p50_ms']:+.1f} ms; "
                      f"gateway throughput {g['throughput'] / s['throughput']:.2f}x the seed design, "
                      f"{g['throughput'] / d['throughput']:.2f}x direct Triton.")
+        b = next((r for (p, cc), r in by.items() if cc == c and p.startswith("gateway @")), None)
+        if b:
+            lines.append(f"  - {b['path'].split(' ->')[0]} (baseline): overhead p50 {b['p50_ms'] - d['p50_ms']:+.1f} ms, "
+                         f"{b['throughput'] / d['throughput']:.2f}x direct Triton; today / baseline "
+                         f"throughput {g['throughput'] / b['throughput']:.2f}x.")
     lines.append(f"- gateway RSS {rss['rss0_mb']:.0f} MB before and {rss['rss1_mb']:.0f} MB after "
                  f"{rss['requests']} requests.")
     if soak_row:
@@ -173,9 +218,12 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--concurrency", default="1,4,8,16")
     ap.add_argument("--seconds", type=float, default=10)
     ap.add_argument("--soak", type=int, default=10_000, help="then this many requests, RSS sampled (0: skip)")
+    ap.add_argument("--baseline", metavar="REV", help="also run the gateway as it was at this git revision")
     args = ap.parse_args(argv)
-    rows = asyncio.run(run([int(c) for c in args.concurrency.split(",")], args.seconds, args.soak))
-    write_section("gateway", report(rows, args.seconds))
+    rows = asyncio.run(run([int(c) for c in args.concurrency.split(",")], args.seconds, args.soak, args.baseline))
+    args_text = "".join(f" {a}" for a in (sys.argv[1:] if argv is None else argv))
+    # a baseline run is its own section: the full run's numbers (the targets) stay
+    write_section("gateway-baseline" if args.baseline else "gateway", report(rows, args.seconds, args_text))
     print("wrote docs/benchmarks.md")
     return 0
 
