@@ -7,6 +7,9 @@
   python -m export gfpgan --weights GFPGANv1.4.pth --target onnx --repository model_repository
   python -m export realesrgan --weights RealESRGAN_x2plus.pth --target tensorrt --fp16 --repository R
   python -m export gfpgan --random-init --narrow --repository R      (tests and demo: no weights here)
+  python -m export boards --out build/good --count 200                 (good synthetic boards, JPEG)
+  python -m export anomaly --normal build/good --repository model_repository    (a detector version with the
+                                                                                  anomaly head, to promote)
 """
 
 from __future__ import annotations
@@ -55,6 +58,25 @@ def main(argv: list[str] | None = None) -> int:
     y.add_argument("--dry-run", action="store_true",
                    help="TensorRT: export and check the ONNX, print the build steps, build nothing")
 
+    b = sub.add_parser("boards", help="render synthetic boards as JPEG files (good ones, or one unseen defect kind)")
+    b.add_argument("--out", type=Path, required=True)
+    b.add_argument("--count", type=int, default=200)
+    b.add_argument("--first-seed", type=int, default=0)
+    b.add_argument("--unseen", default=None, help="scratch, contamination, foreign_part or burn (default: good boards)")
+
+    a = sub.add_parser("anomaly", help="fit the anomaly head on good boards -> a pcb_detector version with it")
+    a.add_argument("--normal", type=Path, required=True, help="a folder of good boards' images (one camera size)")
+    a.add_argument("--weights", type=Path, default=Path("models/pcb_yolov8n.pt"), help="the detector to extend")
+    a.add_argument("--far", type=float, default=0.01, help="false-alarm rate on held-out good boards")
+    a.add_argument("--holdout", type=float, default=0.25, help="share of the boards kept to calibrate")
+    a.add_argument("--bank", type=int, default=1024, help="memory bank size (coreset of good patches)")
+    a.add_argument("--dims", type=int, default=32, help="projected feature dimensions")
+    a.add_argument("--imgsz", type=int, default=320)
+    a.add_argument("--repository", type=Path, default=Path("model_repository"))
+    a.add_argument("--version", type=int, default=None, help="default: next free number")
+    a.add_argument("--serve-only-new", action="store_true",
+                   help="serve the new version alone at once (default: after `python -m serving.admin promote`)")
+
     for kind, what in (("gfpgan", "GFPGAN v1.4 face restorer -> face_restorer"),
                        ("realesrgan", "RealESRGAN x2plus background upsampler -> bg_upsampler")):
         e = sub.add_parser(kind, help=f"export {what} (a new version)")
@@ -85,6 +107,24 @@ def main(argv: list[str] | None = None) -> int:
         for s in steps:
             print(("[dry-run] " if args.dry_run else "") + s)
         print(f"{path.parent.name} version {version}: {path}" + (" (not written)" if args.dry_run else ""))
+        return 0
+    if args.cmd == "boards":
+        from pcb.synthetic import write_boards
+
+        paths = write_boards(args.out, args.count, args.first_seed, args.unseen)
+        print(f"{len(paths)} boards in {args.out}")
+        return 0
+    if args.cmd == "anomaly":
+        from export.anomaly_net import AnomalySpec
+        from export.anomaly_target import add_version as add_anomaly_version
+
+        version, lineage = add_anomaly_version(args.repository, args.weights, args.normal,
+                                               AnomalySpec(dims=args.dims, bank=args.bank), args.far, args.holdout,
+                                               args.imgsz, version=args.version, serve_only_new=args.serve_only_new)
+        print(json.dumps(lineage, indent=2))
+        print(f"pcb_detector version {version}: the detector with the anomaly head"
+              + ("" if args.serve_only_new else " (serve it with `python -m serving.admin promote pcb_detector "
+                 f"{version}`)"))
         return 0
     if args.cmd == "dataset":
         from export.dataset import write_dataset

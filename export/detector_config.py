@@ -56,6 +56,10 @@ def side_tensors(cfg: mc.ModelConfig, side: SideConfig) -> None:
     cfg.output.add(name="VERDICT", data_type=mc.TYPE_INT32, dims=[1])
     cfg.output.add(name="CONFIDENCE", data_type=mc.TYPE_FP32, dims=[1])
     cfg.output.add(name="version", data_type=mc.TYPE_INT32, dims=[1])
+    # the anomaly head's answer (export/anomaly_net.py); score -1 and an empty map from a
+    # version exported without it
+    cfg.output.add(name="ANOMALY_SCORE", data_type=mc.TYPE_FP32, dims=[1])
+    cfg.output.add(name="ANOMALY_MAP", data_type=mc.TYPE_FP32, dims=[-1, -1])
     nms = side.post.nms
     for key, value in {"imgsz": side.imgsz, "letterbox": "rect" if side.rect else "square",
                        "max_pixels": side.max_pixels, "conf_threshold": nms.conf,

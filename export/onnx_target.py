@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import shutil
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
 
 import onnx
@@ -91,11 +92,14 @@ def check_pipeline_size(repository: Path, imgsz: int) -> None:
 
 
 def add_version(repository: Path, weights: Path, imgsz: int, max_batch: int,
-                version: int | None = None, serve_only_new: bool = False) -> tuple[int, Path]:
+                version: int | None = None, serve_only_new: bool = False,
+                graft: Callable[[Path], dict[str, str]] | None = None) -> tuple[int, Path]:
     """Write ``pcb_detector/<N>/{model.onnx, model.py}`` and the config, for the repository's
     layout (serving/repository.py ``is_split``). The
     version policy keeps serving what was served (promotion is the admin's step) unless
-    this is the first version."""
+    this is the first version. ``graft`` rewrites the exported ONNX file in place before
+    the version is stamped (the anomaly head) and returns files to write beside it (its
+    lineage: name -> text)."""
     check_pipeline_size(repository, imgsz)
     model_dir = repository / DETECTOR
     version = version or next_version(model_dir)
@@ -104,6 +108,8 @@ def add_version(repository: Path, weights: Path, imgsz: int, max_batch: int,
     shutil.rmtree(tmp_dir, ignore_errors=True)
     tmp_dir.mkdir(parents=True)
     onnx_path = export_onnx(weights, imgsz, tmp_dir / "model.onnx", max_batch)
+    for name, text in (graft(onnx_path) if graft is not None else {}).items():
+        (tmp_dir / name).write_text(text)
     stamp_version(onnx_path, version)
     split = is_split(repository)
     shutil.copy(MODEL_TEMPLATE[split], tmp_dir / "model.py")

@@ -4,7 +4,9 @@
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+
+import numpy as np
 
 from pcb import taxonomy
 
@@ -26,6 +28,10 @@ class SideResult:
     verdict_code: int
     confidence: float
     detector_version: int
+    # present when the served detector version carries the anomaly head (python -m export
+    # anomaly): the side's score (1.0 = the calibrated threshold), its coarse map over the image
+    anomaly_score: float | None = None
+    anomaly_map: np.ndarray | None = field(default=None, compare=False, repr=False)
 
 
 @dataclass(frozen=True)
@@ -99,7 +105,17 @@ def side(r, prefix: str = "") -> SideResult:
         verdict_code=int(_scalar(r, f"{prefix}VERDICT")),
         confidence=float(_scalar(r, f"{prefix}CONFIDENCE")),
         detector_version=int(_scalar(r, f"{prefix}DETECTOR_VERSION")),
+        **_anomaly(r, prefix),
     )
+
+
+def _anomaly(r, prefix: str) -> dict:
+    score = r.as_numpy(f"{prefix}ANOMALY_SCORE")
+    if score is None or not score.reshape(-1)[0] >= 0:  # no anomaly head served (-1), or a layout without
+        return {}
+    amap = r.as_numpy(f"{prefix}ANOMALY_MAP")
+    return {"anomaly_score": float(score.reshape(-1)[0]),
+            "anomaly_map": None if amap is None else amap.reshape(amap.shape[-2:]).astype(np.float32)}
 
 
 def dual(r, inference_ms: float) -> DualResult:

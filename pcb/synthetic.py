@@ -431,3 +431,68 @@ def render_board(
     blurred = cv2.GaussianBlur(out, (0, 0), rng.uniform(0.4, 1.0))
     noisy = blurred + rng.normal(0, rng.uniform(2, 6), blurred.shape).astype(np.float32)
     return Board(np.clip(noisy, 0, 255).astype(np.uint8), boxes)
+
+
+# Defects the detector was never trained on, for the anomaly model's evaluation (issue 17):
+# drawn on a defect-free board after the camera look, so they are new to both models.
+UNSEEN = ("scratch", "contamination", "foreign_part", "burn")
+
+
+def render_unseen(seed: int, kind: str, size: tuple[int, int] = (640, 480)) -> Board:
+    """A board without trained defects plus one ``kind`` of UNSEEN defect; ``boxes`` holds
+    that defect's box with class id -1 (no trained class)."""
+    if kind not in UNSEEN:
+        raise ValueError(f"unknown unseen defect {kind!r}; one of {', '.join(UNSEEN)}")
+    board = render_board(seed, size, defect_rate=0.0)
+    img = board.image.copy()
+    rng = np.random.default_rng(10_000_019 + seed)
+    w, h = size
+    cx, cy = int(rng.integers(60, w - 60)), int(rng.integers(60, h - 60))
+    if kind == "scratch":  # a thin bright gouge through mask and copper
+        a = rng.uniform(0, np.pi)
+        length = rng.uniform(50, 110)
+        dx, dy = np.cos(a) * length / 2, np.sin(a) * length / 2
+        p1, p2 = (int(cx - dx), int(cy - dy)), (int(cx + dx), int(cy + dy))
+        cv2.line(img, p1, p2, (210, 215, 205), int(rng.integers(2, 4)), cv2.LINE_AA)
+        x1, y1, x2, y2 = min(p1[0], p2[0]), min(p1[1], p2[1]), max(p1[0], p2[0]), max(p1[1], p2[1])
+    elif kind == "contamination":  # a dark fibre / dust clump lying on the board
+        pts = [(cx, cy)]
+        for _ in range(int(rng.integers(5, 9))):
+            px, py = pts[-1]
+            pts.append((int(px + rng.uniform(-14, 14)), int(py + rng.uniform(-14, 14))))
+        arr = np.array(pts, np.int32)
+        cv2.polylines(img, [arr], False, (25, 22, 20), int(rng.integers(3, 6)), cv2.LINE_AA)
+        x1, y1 = arr.min(0)
+        x2, y2 = arr.max(0)
+    elif kind == "foreign_part":  # a stray part (wrong colour) where none belongs
+        bw, bh = int(rng.integers(16, 30)), int(rng.integers(10, 18))
+        col = (int(rng.integers(20, 60)), int(rng.integers(90, 140)), int(rng.integers(170, 230)))  # orange-ish
+        x1, y1, x2, y2 = cx - bw // 2, cy - bh // 2, cx + bw // 2, cy + bh // 2
+        cv2.rectangle(img, (x1, y1), (x2, y2), col, -1)
+    else:  # burn: a soft brown-black scorch
+        r = int(rng.integers(14, 26))
+        disc = np.zeros((h, w), np.float32)
+        cv2.circle(disc, (cx, cy), r, (1.0,), -1)
+        soft = np.asarray(cv2.GaussianBlur(disc, (0, 0), r / 2.5), np.float32)[..., None]
+        scorch = np.array([20, 35, 55], np.float32)
+        img = (img.astype(np.float32) * (1 - 0.85 * soft) + scorch * 0.85 * soft).astype(np.uint8)
+        x1, y1, x2, y2 = cx - r, cy - r, cx + r, cy + r
+    box = (-1, float(max(x1, 0)), float(max(y1, 0)), float(min(x2, w)), float(min(y2, h)))
+    return Board(img, [box])
+
+
+def write_boards(out, count: int, first_seed: int = 0, unseen: str | None = None) -> list:
+    """``count`` boards as JPEG q85 files in ``out`` (what a camera sends): defect-free ones
+    (``unseen`` None: the anomaly model's good boards), else boards with that UNSEEN kind.
+    Returns the paths."""
+    from pathlib import Path
+
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    paths = []
+    for seed in range(first_seed, first_seed + count):
+        board = render_unseen(seed, unseen) if unseen else render_board(seed, defect_rate=0.0)
+        path = out / f"board_{seed:06d}.jpg"
+        cv2.imwrite(str(path), board.image, [cv2.IMWRITE_JPEG_QUALITY, 85])
+        paths.append(path)
+    return paths

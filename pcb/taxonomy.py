@@ -1,6 +1,6 @@
 """The defect taxonomy, loaded once from ``taxonomy.yaml`` (the single source of truth).
 
-Verdict codes are the verdicts' severities (0 = normal ... 3 = discard), so "most severe
+Verdict codes are the verdicts' severities (0 = normal ... 4 = discard), so "most severe
 wins" is a plain ``max`` over codes wherever they travel as integers (Triton tensors, DB).
 The verdict with code 0 is the one that passes a board (``Taxonomy.ok``); every other is a
 defect. Verdict lists (statistics, the dashboard, filters) come from here, never spelled out.
@@ -49,6 +49,7 @@ class Taxonomy:
     verdicts: tuple[Verdict, ...]  # indexed by code
     no_detection: Verdict
     no_detection_confidence: float
+    anomaly: Verdict  # an anomaly no detection explains (pcb/review.py)
 
     @property
     def ok(self) -> Verdict:
@@ -121,6 +122,7 @@ def parse(doc: dict) -> Taxonomy:
         verdicts=tuple(sorted(verdicts.values(), key=lambda v: v.code)),
         no_detection=verdicts[nd["verdict"]],
         no_detection_confidence=float(nd["confidence"]),
+        anomaly=verdicts[doc.get("anomaly", {}).get("verdict", nd["verdict"])],
     )
 
 

@@ -1,6 +1,6 @@
 """Verdicts: per side (most severe category wins) and per board (most severe side wins).
 
-Codes are taxonomy verdict codes (0 normal ... 3 discard), so fusion is a ``max``.
+Codes are taxonomy verdict codes (0 normal ... 4 discard), so fusion is a ``max``.
 """
 
 from __future__ import annotations

@@ -11,6 +11,11 @@ outputs in both layouts; the logic lives in pcb/ and is shared with the GPU layo
 Requests the dynamic batcher hands over together run as one onnxruntime call per input
 shape (a camera sends one size, so one call in practice). A request that fails (a bad
 image) fails alone, never its neighbours.
+
+A detector version exported with the anomaly head (``python -m export anomaly``,
+export/anomaly_net.py) answers an anomaly map from the same run: cropped to the image, it
+goes out as ``ANOMALY_SCORE``/``ANOMALY_MAP`` and decides the review verdict (pcb/review.py).
+A version without the head answers score -1 and an empty map ("not served").
 """
 
 from __future__ import annotations
@@ -24,6 +29,7 @@ from pcb import taxonomy
 from pcb.image_decode import ImageError, decode_image
 from pcb.letterbox import letterbox
 from pcb.postprocess import postprocess
+from pcb.review import crop_map, review
 from pcb.side_config import DETECTOR_STRIDE, SideConfig
 from serving.ort_detector import OrtDetector
 
@@ -74,7 +80,7 @@ class SideInspector:
                 out.append(p)
                 continue
             r = raw[id(p)]
-            out.append(r if isinstance(r, SideError) else self._finish(r[0], r[1], p))
+            out.append(r if isinstance(r, SideError) else self._finish(*r, p))
         return out
 
     def _prepare(self, data: np.ndarray) -> _Prepared | SideError:
@@ -87,12 +93,13 @@ class SideInspector:
         chw, transform = letterbox(img, self.cfg.imgsz, DETECTOR_STRIDE if self.cfg.rect else 0)
         return _Prepared(chw, transform)
 
-    def _detect(self, prepared: list[_Prepared]) -> dict[int, tuple[np.ndarray, int] | SideError]:
-        """One onnxruntime call per input shape; raw output and stamped version per image."""
+    def _detect(self, prepared: list[_Prepared]) -> dict[int, tuple[np.ndarray, int, np.ndarray | None] | SideError]:
+        """One onnxruntime call per input shape; raw output, stamped version and (with the
+        anomaly head) the anomaly map per image."""
         groups: dict[tuple[int, ...], list[_Prepared]] = {}
         for p in prepared:
             groups.setdefault(p.chw.shape, []).append(p)
-        result: dict[int, tuple[np.ndarray, int] | SideError] = {}
+        result: dict[int, tuple[np.ndarray, int, np.ndarray | None] | SideError] = {}
         for group in groups.values():
             try:  # one call per shape; a failing call is retried image by image (run_isolated)
                 outs = self.detector.run_isolated([p.chw[None] for p in group])
@@ -100,15 +107,25 @@ class SideInspector:
                 outs = [e]
             for p, out in zip(group, outs):
                 result[id(p)] = (SideError("detector_failed", str(out), bad_input=False) if isinstance(out, Exception)
-                                 else (out["output0"][0], int(out["version"][0, 0])))
+                                 else (out["output0"][0], int(out["version"][0, 0]),
+                                       out["anomaly_map"][0] if "anomaly_map" in out else None))
         return result
 
-    def _finish(self, raw: np.ndarray, version: int, p: _Prepared) -> dict[str, np.ndarray] | SideError:
+    def _finish(self, raw: np.ndarray, version: int, amap: np.ndarray | None,
+                p: _Prepared) -> dict[str, np.ndarray] | SideError:
         try:
             det, verdict = postprocess(raw, p.transform, self.cfg.post)
+            if amap is None:
+                score, cropped = np.float32(-1.0), np.zeros((0, 0), np.float32)
+            else:
+                cropped = np.ascontiguousarray(crop_map(amap, p.transform), np.float32)
+                score = cropped.max()
+                verdict = review(verdict, cropped, det[:, :4], float(p.transform[4]), float(p.transform[5]), self.tax)
         except Exception as e:  # noqa: BLE001 - this request only
             return SideError("postprocess_failed", str(e), bad_input=False)
         return {
+            "ANOMALY_SCORE": np.array([[score]], np.float32),
+            "ANOMALY_MAP": cropped[None],
             "DETECTIONS": det[None],
             "CLASS_NAMES": self.names[det[:, 5].astype(np.int64)][None],
             "VERDICT": np.array([[verdict.code]], np.int32),

@@ -43,6 +43,8 @@ class Inspection(Base):
     gpio_duration_ms: Mapped[int | None] = mapped_column(Integer, nullable=True)
     model_version: Mapped[int | None] = mapped_column(Integer, nullable=True)
     latency_ms: Mapped[float | None] = mapped_column(Float, nullable=True)
+    # the anomaly model's score (1.0 = its threshold; the higher side for a dual row), when served
+    anomaly_score: Mapped[float | None] = mapped_column(Float, nullable=True)
     captured_at: Mapped[datetime | None] = mapped_column(DateTime, nullable=True)
     created_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow, index=True)
 

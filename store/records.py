@@ -43,6 +43,7 @@ class InspectionRecord(BaseModel):
     image_path: str | None = None
     model_version: int | None = None
     latency_ms: float | None = None
+    anomaly_score: float | None = None  # when the anomaly model is served (1.0 = its threshold)
     captured_at: datetime | None = None
     created_at: datetime = Field(default_factory=utcnow)
 

@@ -17,6 +17,7 @@ from pydantic import ValidationError
 from gateway.services.db_writer import DbWriter
 from gateway.services.outbox import Outbox, PendingRow
 from inference.results import Detection, DualResult, SideResult
+from pcb import taxonomy
 from settings.environment import get_settings
 from store.migrate import upgrade
 from store.models import Inspection
@@ -27,6 +28,10 @@ from tests.conftest import encode
 # answers that are not JSON: what their routes may send instead
 NON_JSON = ("image/", "text/csv", "text/html", "text/event-stream", "application/zip")
 SCALARS = {"string", "integer", "number", "boolean"}
+
+
+def _code(verdict: str) -> int:
+    return taxonomy.load().verdict(verdict).code
 
 
 def _typed(schema: dict) -> bool:
@@ -133,11 +138,13 @@ class FakeTriton:
         pass
 
     async def inspect(self, image: bytes) -> tuple[SideResult, float]:
-        return SideResult([_det(10.0, "solder_bridge", 0.876543), _det(200.5, "short", 0.3)], 2, 0.876543, 1), 3.25
+        return SideResult([_det(10.0, "solder_bridge", 0.876543), _det(200.5, "short", 0.3)], _code("solder_defect"),
+                          0.876543, 1), 3.25
 
     async def inspect_dual(self, left: bytes, right: bytes) -> DualResult:
-        return DualResult(SideResult([], 0, 1.0, 1), SideResult([_det(5.0, "missing_component", 0.5)], 1, 0.5, 1),
-                          1, 0.5, 17, 500, 1, 4.5)
+        component = _code("component_defect")
+        return DualResult(SideResult([], 0, 1.0, 1), SideResult([_det(5.0, "missing_component", 0.5)], component, 0.5, 1),
+                          component, 0.5, 17, 500, 1, 4.5)
 
 
 @pytest.fixture(scope="module")

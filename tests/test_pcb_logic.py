@@ -8,6 +8,7 @@ from ultralytics.data.augment import LetterBox
 from ultralytics.utils import nms as ul_nms
 from ultralytics.utils.ops import scale_boxes
 
+from pcb import taxonomy
 from pcb.image_decode import ImageError, decode_image
 from pcb.letterbox import letterbox, to_image
 from pcb.nms import NmsConfig, nms
@@ -114,19 +115,22 @@ def test_decode_grey_and_alpha_become_bgr():
 
 def test_side_verdict_most_severe_wins_and_confidence_is_max():
     # spur (normal, .9) + missing_component (component, .4) -> component_defect, conf .9
+    code = {v.name: v.code for v in taxonomy.load().verdicts}
     v = side_verdict(np.array([10, 7]), np.array([0.9, 0.4]))
-    assert v.code == 1 and v.confidence == pytest.approx(0.9)
+    assert v.code == code["component_defect"] and v.confidence == pytest.approx(0.9)
     v = side_verdict(np.array([7, 0, 3]), np.array([0.5, 0.3, 0.6]))
-    assert v.code == 3
+    assert v.code == code["discard"]
     assert side_verdict(np.array([]), np.array([])) == SideVerdict(0, 1.0)
 
 
 def test_fuse():
-    b = fuse(SideVerdict(1, 0.8), SideVerdict(2, 0.6))
-    assert (b.code, b.confidence, b.gpio_pin, b.gpio_duration_ms, b.decided_by) == (2, 0.6, 27, 500, "right")
+    code = {v.name: v.code for v in taxonomy.load().verdicts}
+    component, solder, discard = code["component_defect"], code["solder_defect"], code["discard"]
+    b = fuse(SideVerdict(component, 0.8), SideVerdict(solder, 0.6))
+    assert (b.code, b.confidence, b.gpio_pin, b.gpio_duration_ms, b.decided_by) == (solder, 0.6, 27, 500, "right")
     b = fuse(SideVerdict(0, 1.0), SideVerdict(0, 0.7))
     assert (b.code, b.confidence, b.gpio_pin, b.gpio_duration_ms, b.decided_by) == (0, 1.0, 23, 300, "both")
-    b = fuse(None, SideVerdict(3, 0.9))
-    assert (b.code, b.gpio_pin, b.decided_by) == (3, 22, "right")
+    b = fuse(None, SideVerdict(discard, 0.9))
+    assert (b.code, b.gpio_pin, b.decided_by) == (discard, 22, "right")
     with pytest.raises(ValueError):
         fuse(None, None)

@@ -17,13 +17,16 @@ def test_taxonomy_file_matches_the_seed_rules():
     for c in ("mouse_bite", "spur", "pin_hole"):
         assert v[c] == "normal"
     labels = {x.name: x.label for x in tax.verdicts}
-    assert labels == {"normal": "정상", "component_defect": "부품불량", "solder_defect": "납땜불량", "discard": "폐기"}
+    assert labels == {"normal": "정상", "review": "검토", "component_defect": "부품불량", "solder_defect": "납땜불량",
+                      "discard": "폐기"}
     gpio = {x.name: (x.gpio.pin, x.gpio.duration_ms) for x in tax.verdicts}
     assert gpio == {"discard": (22, 500), "solder_defect": (27, 500), "component_defect": (17, 500),
-                    "normal": (23, 300)}
-    # severity order: discard > solder > component > normal
-    assert [x.name for x in tax.verdicts] == ["normal", "component_defect", "solder_defect", "discard"]
+                    "review": (24, 400), "normal": (23, 300)}
+    assert len({pin for pin, _ in gpio.values()}) == len(gpio)  # one sorter pin per verdict
+    # severity order: discard > solder > component > review (the anomaly model's) > normal
+    assert [x.name for x in tax.verdicts] == ["normal", "review", "component_defect", "solder_defect", "discard"]
     assert tax.no_detection.name == "normal" and tax.no_detection_confidence == 1.0
+    assert tax.anomaly.name == "review"
 
 
 def _doc():

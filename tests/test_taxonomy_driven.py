@@ -30,7 +30,7 @@ AUTH = {"Authorization": f"Bearer {TOKEN}"}
 def _with_quarantine(dest) -> None:
     with open(taxonomy.TAXONOMY_FILE, encoding="utf-8") as f:
         doc = yaml.safe_load(f)
-    doc["verdicts"]["quarantine"] = {"label": "격리", "severity": 4, "gpio": {"pin": 24, "duration_ms": 700}}
+    doc["verdicts"]["quarantine"] = {"label": "격리", "severity": 5, "gpio": {"pin": 25, "duration_ms": 700}}
     doc["categories"]["pcb_minor"]["classes"].remove("pin_hole")
     doc["categories"]["suspect"] = {"verdict": "quarantine", "classes": ["pin_hole"]}
     dest.write_text(yaml.safe_dump(doc, allow_unicode=True), encoding="utf-8")
@@ -40,7 +40,7 @@ def _with_quarantine(dest) -> None:
 def gw(tmp_path_factory):
     d = tmp_path_factory.mktemp("taxonomy")
     _with_quarantine(d / "taxonomy.yaml")
-    assert taxonomy.load(d / "taxonomy.yaml").verdict("quarantine").code == 4  # the file itself is valid
+    assert taxonomy.load(d / "taxonomy.yaml").verdict("quarantine").code == 5  # the file itself is valid
     srv = GatewayServer({"PCB_TAXONOMY": str(d / "taxonomy.yaml"), "TRITON_URL": f"127.0.0.1:{free_port()}",
                          "DATABASE_URL": f"sqlite:///{d / 'g.db'}", "OUTBOX_PATH": str(d / "o.db"),
                          "IMAGE_DIR": str(d / "img"), "ENHANCE_DIR": str(d / "enh"),
@@ -53,8 +53,8 @@ def gw(tmp_path_factory):
 
 
 # board decisions today (the rows with a GPIO pin), and one side row that is not a decision
-ROWS = [("normal", 0, 23), ("normal", 0, 23), ("solder_defect", 2, 27), ("quarantine", 4, 24), ("quarantine", 4, 24),
-        ("quarantine", 4, None)]
+ROWS = [("normal", 0, 23), ("normal", 0, 23), ("solder_defect", 3, 27), ("quarantine", 5, 25), ("quarantine", 5, 25),
+        ("quarantine", 5, None)]
 
 
 def _board_rows(url: str) -> None:
@@ -78,13 +78,14 @@ def test_statistics_count_the_new_verdict(gw):
     assert s["avg_latency_ms"] == 12.0
     assert s["verdicts"] == [
         {"name": "normal", "label": "정상", "code": 0, "count": 2},
-        {"name": "component_defect", "label": "부품불량", "code": 1, "count": 0},
-        {"name": "solder_defect", "label": "납땜불량", "code": 2, "count": 1},
-        {"name": "discard", "label": "폐기", "code": 3, "count": 0},
-        {"name": "quarantine", "label": "격리", "code": 4, "count": 2}]
-    # the seed's field order, the new count in its place among the others
-    assert list(s)[:8] == ["start_date", "end_date", "total_inspections", "normal_count", "component_defect_count",
-                           "solder_defect_count", "discard_count", "quarantine_count"]
+        {"name": "review", "label": "검토", "code": 1, "count": 0},
+        {"name": "component_defect", "label": "부품불량", "code": 2, "count": 0},
+        {"name": "solder_defect", "label": "납땜불량", "code": 3, "count": 1},
+        {"name": "discard", "label": "폐기", "code": 4, "count": 0},
+        {"name": "quarantine", "label": "격리", "code": 5, "count": 2}]
+    # the seed's field order, the new counts in their places among the others
+    assert list(s)[:9] == ["start_date", "end_date", "total_inspections", "normal_count", "review_count",
+                           "component_defect_count", "solder_defect_count", "discard_count", "quarantine_count"]
     spec = httpx.get(f"{gw.url}/openapi.json", headers=AUTH).json()
     assert "quarantine_count" in spec["components"]["schemas"]["Statistics"]["properties"]
 
@@ -101,7 +102,7 @@ def test_history_filters_by_the_new_verdict(gw):
 
 def test_the_gpio_table_has_the_new_verdict(gw):
     t = httpx.get(f"{gw.url}/v1/taxonomy", headers=AUTH).json()
-    assert {"code": "quarantine", "label": "격리", "severity": 4, "gpio": {"pin": 24, "duration_ms": 700}} \
+    assert {"code": "quarantine", "label": "격리", "severity": 5, "gpio": {"pin": 25, "duration_ms": 700}} \
         in t["verdicts"]
     assert {"id": 11, "name": "pin_hole", "category": "suspect", "verdict": "quarantine"} in t["classes"]
 
@@ -117,7 +118,7 @@ def test_the_dashboard_shows_a_card_for_the_new_verdict(gw):
         page.fill("#key", TOKEN)
         page.click("button[type=submit]")
         page.wait_for_url(gw.url + "/")
-        wait_until(page, "document.querySelectorAll('.card[data-verdict]').length === 5")
+        wait_until(page, "document.querySelectorAll('.card[data-verdict]').length === 6")
         card = page.locator(".card[data-verdict='quarantine']")
         assert "격리" in card.inner_text() and "quarantine" in card.inner_text()
         assert page.inner_text("#count-quarantine") == "2"

@@ -53,7 +53,7 @@ def _row(i: Inspection) -> dict:
         "verdict": i.verdict, "verdict_label": tax.verdict(i.verdict).label, "confidence": i.confidence,
         "board_verdict": i.board_verdict, "pairing": i.pairing, "boxes": i.boxes,
         "gpio_pin": i.gpio_pin, "gpio_duration_ms": i.gpio_duration_ms, "has_image": bool(i.image_path),
-        "model_version": i.model_version, "latency_ms": i.latency_ms,
+        "model_version": i.model_version, "latency_ms": i.latency_ms, "anomaly_score": i.anomaly_score,
         "created_at": i.created_at.isoformat() + "Z",
     }
 
@@ -187,7 +187,10 @@ async def statistics(request: Request, start_date: date | None = None, end_date:
             responses={200: {"content": {"image/jpeg": {}}}})
 async def defect_image(request: Request, inspection_id: str,
                        side: Annotated[str | None, Query(pattern="^(left|right)$")] = None,
-                       annotated: bool = True) -> Response:
+                       annotated: bool = True,
+                       overlay: Annotated[str | None, Query(pattern="^anomaly$",
+                                                            description="anomaly: the anomaly heat map on top")] = None
+                       ) -> Response:
     row = await _db(request, lambda sessions: _get(sessions, inspection_id))
     if row is None:  # answered a moment ago, still on its way to the database
         payload = await asyncio.to_thread(request.app.state.outbox.pending, inspection_id)
@@ -199,8 +202,14 @@ async def defect_image(request: Request, inspection_id: str,
     if not store.path(row.image_path, side).exists():
         raise NotFound(f"no {side} image for inspection {inspection_id}", "image_not_found")
     boxes = row.boxes.get(side, []) if isinstance(row.boxes, dict) else (row.boxes or [])
-    if annotated:
-        data = await asyncio.to_thread(store.annotated, row.image_path, side, boxes)
+    if overlay and not store.map_path(row.image_path, side).exists():
+        raise NotFound(f"no anomaly map for the {side} side of inspection {inspection_id} "
+                       "(the anomaly model was not served when it was inspected)", "anomaly_map_not_found")
+    if annotated or overlay:
+        try:
+            data = await asyncio.to_thread(store.annotated, row.image_path, side, boxes if annotated else [], overlay)
+        except FileNotFoundError as e:  # pruned between the check and the read
+            raise NotFound(f"no image for inspection {inspection_id}", "image_not_found") from e
     else:
         data = await asyncio.to_thread(store.path(row.image_path, side).read_bytes)
     return Response(data, media_type="image/jpeg")

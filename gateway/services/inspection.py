@@ -71,6 +71,10 @@ def _verdict_json(code: int) -> dict:
     return {"code": v.name, "label": v.label}
 
 
+def _anomaly(s: SideResult) -> float | None:
+    return None if s.anomaly_score is None else round(s.anomaly_score, 4)
+
+
 def _detections(s: SideResult) -> list[dict]:
     return [{"box": [round(d.x1, 1), round(d.y1, 1), round(d.x2, 1), round(d.y2, 1)],
              "class": d.class_name, "confidence": round(d.confidence, 4)} for d in s.detections]
@@ -97,7 +101,7 @@ def _event(row: InspectionRecord) -> dict:
             "side": row.camera_side, "verdict": row.verdict, "board_verdict": row.board_verdict,
             "label": taxonomy.load().verdict(row.verdict).label, "confidence": round(row.confidence, 3),
             "pairing": row.pairing, "gpio_pin": row.gpio_pin, "detections": n,
-            "has_image": bool(row.image_path), "latency_ms": row.latency_ms,
+            "has_image": bool(row.image_path), "latency_ms": row.latency_ms, "anomaly_score": row.anomaly_score,
             "created_at": row.created_at.isoformat()}
 
 
@@ -113,17 +117,18 @@ class InspectionService:
         self.idempotency = idempotency or Idempotency(outbox)
         self._background: set[asyncio.Task] = set()
 
-    async def _save_images(self, iid: str, sides: dict[str, tuple[int, bytes]]) -> str | None:
-        """Keep the sides the policy wants; returns the stored path stem (or None)."""
+    async def _save_images(self, iid: str, sides: dict[str, tuple[int, bytes, SideResult]]) -> str | None:
+        """Keep the sides the policy wants (and their anomaly maps, for the overlay); returns
+        the stored path stem (or None)."""
         if self.images is None:
             return None
-        wanted = {s: data for s, (code, data) in sides.items() if self.images.wants(code)}
+        wanted = {s: (data, r) for s, (code, data, r) in sides.items() if self.images.wants(code)}
         if not wanted:
             return None
         stem = self.images.stem(iid)
         try:
-            for side, data in wanted.items():
-                await asyncio.to_thread(self.images.save, stem, side, data)
+            for side, (data, r) in wanted.items():
+                await asyncio.to_thread(self.images.save, stem, side, data, r.anomaly_map)
         except (OSError, ValueError) as e:  # disk full, a read-only or broken volume
             raise ServiceUnavailable(f"cannot store the inspection image: {e}", "storage_unavailable", 5) from e
         return stem
@@ -216,7 +221,7 @@ class InspectionService:
             if sub.device.drives_gpio and pairing == SINGLE:  # a lone frame decides its board
                 fused = fuse(mine, None) if side == "left" else fuse(None, mine)
                 gpio = {"pin": fused.gpio_pin, "duration_ms": fused.gpio_duration_ms}
-        image_path = await self._save_images(iid, {side: (mine.code, image)})
+        image_path = await self._save_images(iid, {side: (mine.code, image, result)})
         total_ms = (time.perf_counter() - t0) * 1000
         board_known = pairing not in (PENDING, REPLAY)
         response = {
@@ -230,13 +235,14 @@ class InspectionService:
             # decoding happens inside the Triton ensemble, so it is part of "inference"
             "timings_ms": {"upload": round(sub.upload_ms, 2), "inference": round(infer_ms, 2),
                            "pairing_wait": round(wait_ms, 2), "total": round(sub.upload_ms + total_ms, 2)},
+            "anomaly_score": _anomaly(result),
         }
         row = _row(iid, sub, gpio, image_path, result.detector_version, total_ms,
                    camera_side=side, verdict=taxonomy.load().verdict(mine.code).name, verdict_code=mine.code,
                    confidence=mine.confidence,
                    board_verdict=taxonomy.load().verdict(board.code).name if board_known else None,
                    board_verdict_code=board.code if board_known else None,
-                   pairing=pairing, boxes=response["detections"])
+                   pairing=pairing, boxes=response["detections"], anomaly_score=response["anomaly_score"])
         return await self._record(sub, row, response, "inspect", fp)
 
     async def inspect_dual(self, sub: Submission, left: bytes, right: bytes) -> dict:
@@ -256,16 +262,16 @@ class InspectionService:
                 decision = await self.pairs.decide(sub.board_id, lambda _sides: decision)
             if decision["owner"] == owner:
                 gpio = {"pin": decision["pin"], "duration_ms": decision["duration_ms"]}
-        image_path = await self._save_images(iid, {"left": (r.left.verdict_code, left),
-                                                   "right": (r.right.verdict_code, right)})
+        image_path = await self._save_images(iid, {"left": (r.left.verdict_code, left, r.left),
+                                                   "right": (r.right.verdict_code, right, r.right)})
         total_ms = (time.perf_counter() - t0) * 1000
         response: dict[str, Any] = {
             "inspection_id": iid, "board_id": sub.board_id, "device_id": sub.device.id,
             "verdict": _verdict_json(r.board_verdict_code), "confidence": round(r.board_confidence, 4),
             "left": {"verdict": _verdict_json(r.left.verdict_code), "confidence": round(r.left.confidence, 4),
-                     "detections": _detections(r.left)},
+                     "detections": _detections(r.left), "anomaly_score": _anomaly(r.left)},
             "right": {"verdict": _verdict_json(r.right.verdict_code), "confidence": round(r.right.confidence, 4),
-                      "detections": _detections(r.right)},
+                      "detections": _detections(r.right), "anomaly_score": _anomaly(r.right)},
             "gpio": gpio,
             "model": {"name": "pcb_detector", "version": r.detector_version},
             "timings_ms": {"upload": round(sub.upload_ms, 2), "inference": round(r.inference_ms, 2),
@@ -276,5 +282,6 @@ class InspectionService:
                    camera_side="both", verdict=name, verdict_code=r.board_verdict_code,
                    confidence=r.board_confidence, board_verdict=name, board_verdict_code=r.board_verdict_code,
                    pairing=REPLAY if sub.replay else DUAL,
-                   boxes={"left": response["left"]["detections"], "right": response["right"]["detections"]})
+                   boxes={"left": response["left"]["detections"], "right": response["right"]["detections"]},
+                   anomaly_score=max((s for s in (_anomaly(r.left), _anomaly(r.right)) if s is not None), default=None))
         return await self._record(sub, row, response, "inspect_dual", fp)

@@ -65,12 +65,16 @@ class InspectAnswer(BaseModel):
     gpio: Gpio | None
     model: ModelOut
     timings_ms: SideTimings
+    anomaly_score: float | None = Field(
+        None, description="the anomaly model's score of this side, 1.0 = its threshold; null when the "
+                          "served detector version has no anomaly head (python -m export anomaly)")
 
 
 class DualSide(BaseModel):
     verdict: VerdictOut
     confidence: float
     detections: list[Detection]
+    anomaly_score: float | None = Field(None, description="as in InspectAnswer")
 
 
 class InspectDualAnswer(BaseModel):

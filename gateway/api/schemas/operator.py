@@ -28,6 +28,8 @@ class InspectionOut(BaseModel):
     has_image: bool
     model_version: int | None
     latency_ms: float | None
+    anomaly_score: float | None = Field(
+        None, description="the anomaly model's score, 1.0 = its threshold (null when it is not served)")
     created_at: str = Field(description="ISO 8601, UTC")
 
 

@@ -47,13 +47,16 @@ function renderKpis() {
 function renderRecent() {
   fill("recent", recent.map(e => {
     const side = e.side === "both" ? "left" : e.side;
+    // with the anomaly model served, the stored image has its map: shown as a heat map
+    const overlay = e.anomaly_score != null ? "&overlay=anomaly" : "";
     const img = e.has_image
-      ? el("img", {alt: e.board_id,
-                   src: `/api/defect-images/${encodeURIComponent(e.id)}?side=${encodeURIComponent(side)}&annotated=true`})
+      ? el("img", {alt: e.board_id, class: overlay ? "heat" : null,
+                   src: `/api/defect-images/${encodeURIComponent(e.id)}?side=${encodeURIComponent(side)}&annotated=true${overlay}`})
       : el("div", {class: "ph"}, "no image kept");
     const v = e.board_verdict || e.verdict;
     const meta = `board ${e.board_id} · ${e.side} · ${e.detections} det · ${e.pairing}` +
-                 (e.gpio_pin ? " · GPIO " + e.gpio_pin : "");
+                 (e.gpio_pin ? " · GPIO " + e.gpio_pin : "") +
+                 (e.anomaly_score != null ? ` · anomaly ${Number(e.anomaly_score).toFixed(2)}` : "");
     return el("div", {class: "item", dataset: {id: e.id}, style: {borderLeftColor: color(v)}}, img,
               el("div", {class: "meta"}, el("span", {class: "badge", style: {background: color(v)}}, e.label), " ", meta));
   }));
