@@ -158,7 +158,7 @@ def report(lineage: dict, rows: list[dict], costs: dict, seconds: float, command
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m bench.anomaly_eval")
-    ap.add_argument("--fit-boards", type=int, default=200, help="good boards rendered for the fit (a quarter calibrates)")
+    ap.add_argument("--fit-boards", type=int, default=400, help="good boards rendered for the fit (a quarter calibrates)")
     ap.add_argument("--good", type=int, default=100, help="fresh good boards in the evaluation")
     ap.add_argument("--per-kind", type=int, default=25, help="boards per unseen defect kind")
     ap.add_argument("--bank", type=int, default=AnomalySpec.bank)

@@ -19,7 +19,7 @@ Why this model:
   3.3x at c=8 on 2 cores (docs/benchmarks.md); the head costs a few milliseconds.
 - **Cost.** Features go through a fixed random projection (192 -> ``dims``, Johnson-
   Lindenstrauss) and the bank is a greedy coreset of ``bank`` patches, so scoring a 320x256
-  input is one (1280 x dims) x (dims x bank) matrix product.
+  input is one (1280 x dims) x (dims x bank) matrix product (64 x 768 by default).
 
 Scores are divided by the calibrated threshold inside the graph: 1.0 is the threshold, so
 no client needs to know it.
@@ -45,8 +45,11 @@ HEAD_OUTPUTS = ("anomaly_score", "anomaly_map")
 
 @dataclass(frozen=True)
 class AnomalySpec:
-    dims: int = 32
-    bank: int = 1024
+    # picked on held-out good boards and the unseen kinds (make bench-anomaly's sets, in
+    # PyTorch): 32x1024 AUROC 0.83 / recall 0.36 at the threshold, 64x768 0.86 / 0.51,
+    # 64x2048 0.87 / 0.45 at 2.7x the head's matrix product
+    dims: int = 64
+    bank: int = 768
     seed: int = 0
 
 
@@ -87,8 +90,12 @@ class PatchHead(nn.Module):
         p = f.permute(0, 2, 3, 1).reshape(n, h * w, d)
         # squared distance to every bank patch, the smallest one per patch
         d2 = (p * p).sum(-1, keepdim=True) - 2 * p @ self.bank.t() + self.bank_sq
-        dist = torch.sqrt(torch.clamp(d2.min(-1).values, min=0.0))
-        amap = dist.reshape(n, h, w) / self.threshold
+        dist = torch.sqrt(torch.clamp(d2.min(-1).values, min=0.0)).reshape(n, 1, h, w)
+        # a 3x3 mean over the map (anomalib smooths PatchCore's map too): one odd patch on a
+        # good board scores less, a defect that spans cells keeps its score; recall at the
+        # calibrated threshold 0.28 -> 0.36 on the unseen kinds, false alarms unchanged
+        smooth = F.avg_pool2d(dist, 3, 1, 1, count_include_pad=False)
+        amap = smooth.reshape(n, h, w) / self.threshold
         return amap.amax(dim=(1, 2)), amap
 
 

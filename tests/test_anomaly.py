@@ -93,7 +93,7 @@ def anomaly_repo(tmp_path_factory):
     d = tmp_path_factory.mktemp("anomaly")
     repo = make_repository(d / "model_repository")
     write_boards(d / "good", 48)
-    version, lineage = add_version(repo, WEIGHTS, d / "good", AnomalySpec(bank=256), far=0.05, serve_only_new=True)
+    version, lineage = add_version(repo, WEIGHTS, d / "good", AnomalySpec(bank=256, dims=32), far=0.05, serve_only_new=True)
     return repo, version, lineage
 
 
