@@ -170,3 +170,44 @@ class BatchItem(Base):
     __table_args__ = (Index("ix_batch_items_job_state", "job_id", "state"),
                       Index("ix_batch_items_job_chunk", "job_id", "chunk"),
                       UniqueConstraint("job_id", "seq", name="uq_batch_items_job_seq"))
+
+
+class Feedback(Base):
+    """An operator's correction of one inspection's verdict (issue 18): the flagged boards
+    become a YOLO data set (``python -m export feedback``) to train the next version on."""
+
+    __tablename__ = "feedback"
+
+    id: Mapped[str] = mapped_column(String(36), primary_key=True)  # uuid
+    inspection_id: Mapped[str] = mapped_column(String(36), index=True)
+    side: Mapped[str] = mapped_column(String(8))  # left / right: which image the correction is about
+    kind: Mapped[str] = mapped_column(String(16))  # false_reject / false_accept / wrong_class
+    # corrected boxes, image pixels: [{"box": [x1, y1, x2, y2], "class": name}]; null = the
+    # detector's boxes stand (a false reject: the board is good, no box at all)
+    boxes: Mapped[list | None] = mapped_column(JSON, nullable=True)
+    note: Mapped[str | None] = mapped_column(Text, nullable=True)
+    principal: Mapped[str] = mapped_column(String(128))  # who (the principal's name)
+    created_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow, index=True)
+
+
+class ShadowResult(Base):
+    """One live frame answered by the served detector and mirrored to a shadow version
+    (issue 18): both answers, for the agreement report before a promotion."""
+
+    __tablename__ = "shadow_results"
+
+    id: Mapped[str] = mapped_column(String(36), primary_key=True)  # uuid
+    inspection_id: Mapped[str] = mapped_column(String(36), index=True)
+    model: Mapped[str] = mapped_column(String(64))
+    live_version: Mapped[int] = mapped_column(Integer)
+    shadow_version: Mapped[int] = mapped_column(Integer)
+    live_verdict: Mapped[str] = mapped_column(String(32))
+    shadow_verdict: Mapped[str] = mapped_column(String(32))
+    agree: Mapped[bool] = mapped_column(Boolean)
+    live_classes: Mapped[dict] = mapped_column(JSON)  # {class: count}
+    shadow_classes: Mapped[dict] = mapped_column(JSON)
+    live_ms: Mapped[float | None] = mapped_column(Float, nullable=True)
+    shadow_ms: Mapped[float] = mapped_column(Float)
+    created_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow)
+
+    __table_args__ = (Index("ix_shadow_results_model_version", "model", "shadow_version", "created_at"),)
