@@ -19,7 +19,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from batch.engine import BatchEngine
-from gateway.api import admin, auth, edge, enhance, inspect, jobs, live, operator, seed_compat
+from gateway.api import admin, auth, edge, enhance, feedback, inspect, jobs, live, operator, seed_compat
 from gateway.api.operator import ONLINE_AFTER_S
 from gateway.api.schemas.health import Health, Liveness, NotReady, Readiness
 from gateway.core.errors import ApiError
@@ -41,6 +41,7 @@ from gateway.services.live import LiveFeed
 from gateway.services.outbox import Outbox
 from gateway.services.pair_store import FallbackPairStore, MemoryPairStore, RedisPairStore
 from gateway.services.principals import PrincipalRegistry
+from gateway.services.shadow import ShadowMirror
 from gateway.services.system_log import SystemLogger
 from gateway.services.triton import TritonService
 from settings.environment import get_settings
@@ -141,6 +142,10 @@ async def lifespan(app: FastAPI):
                                               Idempotency(app.state.outbox,
                                                           app.state.pairs if settings.redis_url else None,
                                                           ttl_s=settings.idempotency_ttl_s))
+    app.state.shadow = ShadowMirror(app.state.triton, app.state.sessions, share=settings.shadow_share,
+                                    queue_size=settings.shadow_queue)
+    app.state.inspections.shadow = app.state.shadow
+    app.state.shadow.start()
     app.state.rate_limiter = RateLimiter(settings.rate_limit_per_s, settings.rate_limit_burst)
     app.state.drainer = Drainer(app.state.outbox, DbWriter(app.state.sessions), events=app.state.events)
     app.state.drainer.start()
@@ -168,6 +173,7 @@ async def lifespan(app: FastAPI):
         await asyncio.to_thread(app.state.batch.stop)
         await app.state.enhance.stop()
         await app.state.housekeeping.stop()
+        await app.state.shadow.stop()
         await app.state.drainer.stop()
         await app.state.live.stop()
         await app.state.pairs.close()
@@ -222,6 +228,7 @@ def create_app() -> FastAPI:
     app.include_router(inspect.router)
     app.include_router(seed_compat.router)
     app.include_router(operator.router)
+    app.include_router(feedback.router)
     app.include_router(edge.router)
     app.include_router(admin.router)
     app.include_router(live.router)

@@ -42,6 +42,24 @@ class AsyncTriton:
                              priority=contract.PRIORITY_LINE)
         return results.parsed(results.side, r), (time.perf_counter() - t0) * 1000
 
+    async def inspect_with(self, model: str, image: bytes) -> tuple[results.SideResult, float]:
+        """One side through ``model`` itself, a whole-side detector (the shadow), below the
+        line's priority."""
+        t0 = time.perf_counter()
+        r = await self.infer(model, contract.inspect_request(grpcclient.InferInput, image),
+                             priority=contract.PRIORITY_BACKGROUND)
+        return results.parsed(results.side, r, "", "version"), (time.perf_counter() - t0) * 1000
+
+    async def model_version(self, model: str) -> int | None:
+        """The highest ready version of ``model``, or None when it is not loaded."""
+        try:
+            if not await self.client.is_model_ready(model, client_timeout=1.0):
+                return None
+            meta = await self.client.get_model_metadata(model, client_timeout=1.0)
+        except InferenceServerException:
+            return None
+        return max((int(v) for v in meta.versions if str(v).isdigit()), default=None)
+
     async def inspect_dual(self, left: bytes, right: bytes) -> results.DualResult:
         t0 = time.perf_counter()
         r = await self.infer(contract.DUAL_MODEL, contract.dual_request(grpcclient.InferInput, left, right),

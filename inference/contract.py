@@ -15,6 +15,14 @@ from tritonclient.utils import np_to_triton_dtype
 SINGLE_MODEL = "pcb_inspect"  # one encoded image -> detections, verdict
 DUAL_MODEL = "pcb_dual_inspect"  # both sides of a board -> each side + the board's verdict and pulse
 ENHANCE_MODEL = "face_enhance"  # one encoded photo + options JSON -> the enhanced photo
+DETECTOR_MODEL = "pcb_detector"  # the CPU layout's whole side: called directly only in shadow
+SHADOW_SUFFIX = "_shadow"  # pcb_detector_shadow: a candidate version beside the served one
+
+
+def shadow_model(model: str = DETECTOR_MODEL) -> str:
+    """The name a shadowed version is loaded under (serving/admin.py ``shadow``), so the
+    ensembles, which follow the highest served version of ``model``, never see it."""
+    return model + SHADOW_SUFFIX
 
 # Priority levels of the line's models (their dynamic batchers have two; lower is served
 # first): the sorter's boards at the top, batch re-inspection below. A request without a

@@ -96,7 +96,9 @@ def _scalar(r, name: str):
     return r.as_numpy(name).reshape(-1)[0]
 
 
-def side(r, prefix: str = "") -> SideResult:
+def side(r, prefix: str = "", version: str = "DETECTOR_VERSION") -> SideResult:
+    """One side from an ensemble's answer (``version``: the ensembles' name for it), or from
+    the whole-side detector's own (``version="version"``: a shadow version called directly)."""
     tax = taxonomy.load()
     det = r.as_numpy(f"{prefix}DETECTIONS")[0]
     return SideResult(
@@ -104,7 +106,7 @@ def side(r, prefix: str = "") -> SideResult:
                               tax.classes[int(d[5])].name) for d in det],
         verdict_code=int(_scalar(r, f"{prefix}VERDICT")),
         confidence=float(_scalar(r, f"{prefix}CONFIDENCE")),
-        detector_version=int(_scalar(r, f"{prefix}DETECTOR_VERSION")),
+        detector_version=int(_scalar(r, f"{prefix}{version}")),
         **_anomaly(r, prefix),
     )
 

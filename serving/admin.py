@@ -7,6 +7,12 @@
   promote MODEL VERSION      serve only VERSION; the others drain and unload
   unload MODEL [VERSION]     unload a model, or stop serving one VERSION
   rollback MODEL             promote the highest served version below the current one
+  shadow MODEL VERSION       run VERSION beside the served one, under MODEL_shadow: the gateway
+                             mirrors a share of live frames to it and reports the agreement
+  unshadow MODEL             stop the shadow
+  promote MODEL VERSION --min-agreement 0.98 --gateway URL
+                             refuse unless the gateway's shadow report for VERSION agrees
+                             enough (``--override`` promotes anyway; GATEWAY_TOKEN: admin key)
 
 How a swap stays hitless: the version policy of ``config.pbtxt`` says which versions are
 served. Each command rewrites it on disk (so a restart serves the same) and asks Triton to
@@ -14,6 +20,11 @@ load the model again through its repository API. Triton loads the new version se
 it retires the old one, and requests already running on an old version finish there; the
 ensembles ask for version -1 (the highest served) and so move to the new version as soon
 as it is ready. Ensembles are never unloaded, so they never report "not ready".
+
+A shadow is a copy of the version's directory under another model name
+(``pcb_detector_shadow``, one instance, same parameters): loading it there cannot change
+what the ensembles serve, and unshadowing is unloading it. The CPU layout only: there the
+detector answers a whole side from the encoded image, so the gateway can call it directly.
 """
 
 from __future__ import annotations
@@ -21,12 +32,14 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
 import sys
 from dataclasses import dataclass
 from pathlib import Path
 
+from inference.contract import shadow_model
 from inference.repository_api import RepositoryAPI, RepositoryError
-from serving.repository import read_config, served_versions, versions, write_config
+from serving.repository import is_split, read_config, served_versions, versions, write_config
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -68,6 +81,7 @@ class ModelAdmin:
                 "on_disk": on_disk,
                 "served": served_versions(cfg, on_disk),
                 "ready": sorted(int(v) for v in ready.get(model_dir.name, []) if v.isdigit()),
+                "lineage": {str(v): lineage(model_dir / str(v)) for v in on_disk if lineage(model_dir / str(v))},
             })
         return rows
 
@@ -127,12 +141,90 @@ class ModelAdmin:
         self._set_policy(model, [v for v in self.served(model) if v != version])
         return self.served(model)
 
+    def shadow(self, model: str, version: int) -> dict:
+        """Load ``version`` of ``model`` as ``<model>_shadow`` beside the served version."""
+        model_dir = self._dir(model)
+        if is_split(self.repository):
+            raise AdminError("shadow needs the CPU layout, where the detector answers a whole side")
+        if version not in versions(model_dir):
+            raise AdminError(f"{model}: no version {version} on disk (have {versions(model_dir)})")
+        name = shadow_model(model)
+        target = self.repository / name
+        staging = self.repository / f".{name}.partial"  # Triton ignores dot dirs; rename is atomic
+        shutil.rmtree(staging, ignore_errors=True)
+        shutil.copytree(model_dir / str(version), staging / str(version), copy_function=_link_or_copy)
+        cfg = read_config(model_dir)
+        cfg.name = name
+        cfg.version_policy.specific.Clear()
+        cfg.version_policy.specific.versions.append(version)
+        del cfg.instance_group[1:]
+        cfg.instance_group[0].count = 1  # the candidate must not take the line's cores
+        write_config(staging, cfg, f"# Written by `python -m serving.admin shadow`: {model} version {version} "
+                                   "in shadow (the gateway mirrors live frames to it).\n")
+        shutil.rmtree(target, ignore_errors=True)
+        staging.rename(target)
+        self._load(name)
+        return {"model": model, "shadow": name, "version": version}
+
+    def unshadow(self, model: str) -> dict:
+        self._dir(model)
+        name = shadow_model(model)
+        if (self.repository / name).exists():
+            try:
+                self.triton.unload(name)
+            except RepositoryError as e:
+                raise AdminError(str(e)) from e
+            shutil.rmtree(self.repository / name, ignore_errors=True)
+        return {"model": model, "shadow": name, "version": None}
+
     def rollback(self, model: str) -> list[int]:
         current = max(self.served(model))
         older = [v for v in versions(self._dir(model)) if v < current]
         if not older:
             raise AdminError(f"{model}: no version below {current} to roll back to")
         return self.promote(model, older[-1])
+
+
+def lineage(version_dir: Path) -> dict:
+    """What a version says about itself: its training lineage (``lineage.json``, written
+    by ``python -m export yolo`` from the weights' record) and its anomaly head's fit
+    (``anomaly.json``)."""
+    out = {}
+    for name in ("lineage", "anomaly"):
+        path = version_dir / f"{name}.json"
+        try:
+            out[name] = json.loads(path.read_text())
+        except (OSError, ValueError):
+            continue
+    return out
+
+
+def _link_or_copy(src: str, dst: str) -> str:
+    """A hard link where the file system allows (the ONNX file is megabytes), else a copy."""
+    try:
+        os.link(src, dst)
+        return dst
+    except OSError:
+        return shutil.copy2(src, dst)
+
+
+def check_agreement(gateway: str, token: str | None, model: str, version: int, floor: float) -> str:
+    """The gateway's shadow report for ``version`` against ``floor``; raises AdminError when
+    it falls short (or there is none). Returns the report's one-line summary."""
+    import httpx
+
+    try:
+        r = httpx.get(f"{gateway.rstrip('/')}/admin/models/{model}/shadow", params={"version": version},
+                      headers={"Authorization": f"Bearer {token}"} if token else {}, timeout=10)
+    except httpx.HTTPError as e:
+        raise AdminError(f"cannot read the shadow report from {gateway}: {e}") from e
+    if r.status_code != 200:
+        raise AdminError(f"the gateway refused the shadow report ({r.status_code}): {r.text[:200]}")
+    rep = r.json()
+    summary = f"{model} version {version}: {rep['samples']} frames, agreement {rep['agreement']}"
+    if not rep["samples"] or rep["agreement"] is None or rep["agreement"] < floor:
+        raise AdminError(f"{summary} is below the floor {floor} (--override promotes anyway)")
+    return summary
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -149,7 +241,17 @@ def main(argv: list[str] | None = None) -> int:
     s = sub.add_parser("promote")
     s.add_argument("model")
     s.add_argument("version", type=int)
+    s.add_argument("--min-agreement", type=float, default=None,
+                   help="refuse unless the shadow report's board-verdict agreement reaches this")
+    s.add_argument("--gateway", default=os.environ.get("GATEWAY_URL", "http://127.0.0.1:8080"),
+                   help="where the shadow report is (GATEWAY_TOKEN: an admin key)")
+    s.add_argument("--override", action="store_true", help="promote even below --min-agreement")
     s = sub.add_parser("rollback")
+    s.add_argument("model")
+    s = sub.add_parser("shadow")
+    s.add_argument("model")
+    s.add_argument("version", type=int)
+    s = sub.add_parser("unshadow")
     s.add_argument("model")
     args = p.parse_args(argv)
 
@@ -165,7 +267,14 @@ def main(argv: list[str] | None = None) -> int:
         elif args.cmd == "unload":
             print(json.dumps({"model": args.model, "served": admin.unload(args.model, args.version)}))
         elif args.cmd == "promote":
+            if args.min_agreement is not None and not args.override:
+                print(check_agreement(args.gateway, os.environ.get("GATEWAY_TOKEN"), args.model, args.version,
+                                      args.min_agreement), file=sys.stderr)
             print(json.dumps({"model": args.model, "served": admin.promote(args.model, args.version)}))
+        elif args.cmd == "shadow":
+            print(json.dumps(admin.shadow(args.model, args.version)))
+        elif args.cmd == "unshadow":
+            print(json.dumps(admin.unshadow(args.model)))
         elif args.cmd == "rollback":
             print(json.dumps({"model": args.model, "served": admin.rollback(args.model)}))
     except AdminError as e:

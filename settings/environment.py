@@ -7,7 +7,7 @@ from __future__ import annotations
 from functools import lru_cache
 from typing import Literal
 
-from pydantic import field_validator
+from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from pcb.image_decode import MAX_PIXELS
@@ -58,6 +58,10 @@ class Settings(BaseSettings):
     image_policy: str = "defects"  # all / defects / none
     image_max_age_days: float = 30
     image_max_bytes: int = 5 << 30
+    # shadow (gateway/services/shadow.py): the share of live frames mirrored to a shadow
+    # version while one is loaded, and the queue they wait in (full: the newest is dropped)
+    shadow_share: float = Field(default=1.0, ge=0.0, le=1.0)
+    shadow_queue: int = Field(default=32, ge=1, le=10_000)
     rate_limit_per_s: float = 30.0  # per device, per worker; 0 switches it off
     rate_limit_burst: int = 60
     log_level: str = "INFO"

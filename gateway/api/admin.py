@@ -10,7 +10,7 @@ from typing import Annotated, Literal
 
 from fastapi import APIRouter, Depends, Query, Request
 from pydantic import BaseModel, Field
-from sqlalchemy.exc import SQLAlchemyError
+from sqlalchemy.exc import DBAPIError, OperationalError, SQLAlchemyError
 
 from gateway.api.schemas.admin import (
     ConfigUpdated,
@@ -24,6 +24,8 @@ from gateway.api.schemas.admin import (
     PrincipalRevoked,
     QuarantinePage,
     Requeued,
+    ShadowReport,
+    ShadowState,
 )
 from gateway.core.errors import ApiError, NotFound, ServiceUnavailable
 from gateway.core.security import require
@@ -62,6 +64,52 @@ async def list_models() -> list[dict]:
 
 class VersionIn(BaseModel):
     version: int = Field(ge=1)
+    # promote only: the shadow report's agreement must reach this, unless override
+    min_agreement: float | None = Field(default=None, ge=0.0, le=1.0)
+    override: bool = False
+
+
+class ShadowIn(BaseModel):
+    version: int = Field(ge=1)
+
+
+@router.get("/models/{model}/shadow", response_model=ShadowReport)
+async def shadow_report(model: str, request: Request,
+                        version: Annotated[int | None, Query(ge=1, description="default: the newest shadowed")] = None
+                        ) -> dict:
+    """Board-verdict agreement, per-class differences and latency of a shadow version."""
+    rep = await _report(request, model, version)
+    mirror = request.app.state.shadow
+    st = mirror.stats
+    rep["mirror"] = {"active_version": st.version, "share": mirror.share, "offered": st.offered,
+                     "mirrored": st.mirrored, "dropped": st.dropped, "failed": st.failed}
+    return rep
+
+
+async def _report(request: Request, model: str, version: int | None) -> dict:
+    from gateway.services.shadow import report
+
+    try:
+        return await asyncio.to_thread(report, request.app.state.sessions, model, version)
+    except (OperationalError, DBAPIError) as e:
+        raise ServiceUnavailable("the database is unavailable", "database_unavailable", 5) from e
+
+
+@router.post("/models/{model}/shadow", response_model=ShadowState)
+async def start_shadow(model: str, body: ShadowIn, request: Request) -> dict:
+    """Run ``version`` beside the served one; the gateway mirrors live frames to it."""
+    state = await _admin_call(lambda m: m.shadow(model, body.version))
+    await request.app.state.shadow.refresh()  # this worker mirrors at once; the others within seconds
+    await _event(request, f"shadow {model} version {body.version}")
+    return state
+
+
+@router.delete("/models/{model}/shadow", response_model=ShadowState)
+async def stop_shadow(model: str, request: Request) -> dict:
+    state = await _admin_call(lambda m: m.unshadow(model))
+    await request.app.state.shadow.refresh()
+    await _event(request, f"shadow of {model} stopped")
+    return state
 
 
 @router.post("/models/{model}/rollback", response_model=ModelServed)
@@ -75,7 +123,19 @@ async def rollback(model: str, request: Request) -> dict:
 async def version_action(model: str, action: Literal["load", "promote", "unload"], body: VersionIn,
                          request: Request) -> dict:
     """load: serve ``version`` next to the current ones; promote: serve only it (the others
-    drain and unload); unload: stop serving it."""
+    drain and unload); unload: stop serving it. A promote with ``min_agreement`` is refused
+    (409 ``shadow_agreement_below_floor``) unless the version's shadow report reaches it,
+    or ``override`` is set (logged as such)."""
+    if action == "promote" and body.min_agreement is not None:
+        rep = await _report(request, model, body.version)
+        short = not rep["samples"] or rep["agreement"] is None or rep["agreement"] < body.min_agreement
+        if short and not body.override:
+            raise ApiError(f"{model} version {body.version}: shadow agreement {rep['agreement']} over "
+                           f"{rep['samples']} frames is below the floor {body.min_agreement} "
+                           "(override to promote anyway)", "shadow_agreement_below_floor", status=409)
+        if short:
+            await _event(request, f"promote {model} version {body.version} OVERRIDES the agreement floor "
+                                  f"{body.min_agreement} (shadow agreement {rep['agreement']}, {rep['samples']} frames)")
     served = await _admin_call(lambda m: getattr(m, action)(model, body.version))
     await _event(request, f"{action} {model} version {body.version}: now serving {served}")
     return {"model": model, "served": served}

@@ -37,6 +37,7 @@ from gateway.services.image_store import ImageStore
 from gateway.services.live import LiveFeed
 from gateway.services.outbox import Outbox, StorageError
 from gateway.services.pair_store import PairStore
+from gateway.services.shadow import ShadowMirror
 from gateway.services.system_log import SystemLogger
 from gateway.services.triton import DualResult, SideResult, TritonService
 from pcb import pairing as pairing_rules
@@ -115,6 +116,7 @@ class InspectionService:
         self.live = live
         self.events = events
         self.idempotency = idempotency or Idempotency(outbox)
+        self.shadow: ShadowMirror | None = None  # set by the app: mirrors answered sides to a shadow version
         self._background: set[asyncio.Task] = set()
 
     async def _save_images(self, iid: str, sides: dict[str, tuple[int, bytes, SideResult]]) -> str | None:
@@ -243,7 +245,10 @@ class InspectionService:
                    board_verdict=taxonomy.load().verdict(board.code).name if board_known else None,
                    board_verdict_code=board.code if board_known else None,
                    pairing=pairing, boxes=response["detections"], anomaly_score=response["anomaly_score"])
-        return await self._record(sub, row, response, "inspect", fp)
+        answer = await self._record(sub, row, response, "inspect", fp)
+        if self.shadow is not None:  # after the answer is safe: a put_nowait, never a wait
+            self.shadow.offer(iid, image, result, infer_ms)
+        return answer
 
     async def inspect_dual(self, sub: Submission, left: bytes, right: bytes) -> dict:
         return await self._idempotent(sub, fingerprint("inspect_dual", sub.board_id, left, right),
@@ -284,4 +289,8 @@ class InspectionService:
                    pairing=REPLAY if sub.replay else DUAL,
                    boxes={"left": response["left"]["detections"], "right": response["right"]["detections"]},
                    anomaly_score=max((s for s in (_anomaly(r.left), _anomaly(r.right)) if s is not None), default=None))
-        return await self._record(sub, row, response, "inspect_dual", fp)
+        answer = await self._record(sub, row, response, "inspect_dual", fp)
+        if self.shadow is not None:
+            for side_result, data in ((r.left, left), (r.right, right)):
+                self.shadow.offer(iid, data, side_result, r.inference_ms)
+        return answer

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, ConfigDict, Field
 
 
 class ModelVersions(BaseModel):
@@ -12,11 +12,65 @@ class ModelVersions(BaseModel):
     on_disk: list[int]
     served: list[int] = Field(description="versions the model's policy serves")
     ready: list[int] = Field(description="versions Triton reports ready")
+    lineage: dict[str, dict[str, Any]] = Field(
+        default_factory=dict, description="per version on disk: its training lineage (lineage.json) and anomaly "
+                                          "head fit (anomaly.json), when it has them")
 
 
 class ModelServed(BaseModel):
     model: str
     served: list[int]
+
+
+class ShadowState(BaseModel):
+    model: str
+    shadow: str = Field(description="the name the candidate is loaded under in Triton")
+    version: int | None = Field(description="the shadowed version; null once stopped")
+
+
+class ShadowClass(BaseModel):
+    model_config = ConfigDict(populate_by_name=True)
+
+    class_: str = Field(alias="class")
+    served: int = Field(description="detections of this class by the served version, over the compared frames")
+    shadow: int
+    difference: int = Field(description="shadow - served")
+
+
+class ShadowDisagreement(BaseModel):
+    served: str = Field(description="the served version's side verdict")
+    shadow: str
+    count: int
+
+
+class ShadowLatency(BaseModel):
+    shadow_p50: float | None
+    shadow_p95: float | None
+    served_p50: float | None
+    served_p95: float | None
+
+
+class ShadowMirrorStats(BaseModel):
+    active_version: int | None = Field(description="the shadow version this gateway worker sees loaded")
+    share: float
+    offered: int
+    mirrored: int
+    dropped: int = Field(description="frames not mirrored because the queue was full (the line first)")
+    failed: int
+
+
+class ShadowReport(BaseModel):
+    """Served vs shadow answers for one shadow version, from the stored comparisons (all
+    gateway workers); ``mirror`` is this worker's own counters."""
+    model: str
+    version: int | None
+    samples: int = Field(description="sides answered by both")
+    agreement: float | None = Field(description="share of sides with the same verdict (what the promotion floor reads)")
+    live_versions: list[int]
+    classes: list[ShadowClass]
+    disagreements: list[ShadowDisagreement]
+    latency_ms: ShadowLatency
+    mirror: ShadowMirrorStats
 
 
 class DeviceCreated(BaseModel):
