@@ -10,7 +10,7 @@ DETECTOR_V1 := $(REPO)/pcb_detector/1/model.onnx
 ENHANCE_V1 := $(REPO)/face_restorer/1/model.onnx
 export YOLO_OFFLINE := 1
 
-.PHONY: help venv official-nets sysdeps repository triton demo test test-fast bench bench-triton bench-gateway bench-batch bench-enhance bench-line-beside bench-line bench-levers bench-profile bench-anomaly train export-tensorrt-dry-run lint clean
+.PHONY: help venv official-nets sysdeps repository triton demo test test-fast bench bench-triton bench-gateway bench-batch bench-enhance bench-line-beside bench-line bench-levers bench-profile bench-anomaly bench-shadow train export-tensorrt-dry-run lint clean
 
 help:
 	@echo "make demo           CPU Triton + a simulated dual-camera inspection line"
@@ -84,7 +84,7 @@ test: venv official-nets sysdeps lint
 test-fast: venv official-nets
 	$(PY) -m pytest -q -m "not slow"
 
-bench: bench-triton bench-levers bench-gateway bench-line bench-enhance bench-batch bench-line-beside bench-anomaly
+bench: bench-triton bench-levers bench-gateway bench-line bench-enhance bench-batch bench-line-beside bench-anomaly bench-shadow
 
 bench-triton: repository
 	$(PY) -m bench.perf_triton
@@ -107,6 +107,10 @@ bench-line-beside: venv
 # never saw, detector alone vs detector + anomaly, and its cost on pcb_inspect (on vs off)
 bench-anomaly: repository
 	$(PY) -m bench.anomaly_eval
+
+# the line's latency with a shadow detector version mirrored every frame, vs without (issue 18)
+bench-shadow: repository
+	$(PY) -m bench.shadow_bench
 
 # two cameras at a rising rate through the gateway: the highest rate served (board p99 < 300 ms,
 # nothing skipped) against the in-process pipeline and the seed design; the cold first board
