@@ -108,6 +108,8 @@ def _required(method: str, path: str) -> str:
         return "operator"
     if path.startswith("/api/v1/jobs") or path == "/api/v1/tuning":
         return "viewer" if method == "GET" else "operator"
+    if path.endswith("/feedback") and method == "POST":  # marking a verdict wrong
+        return "operator"
     return "viewer"
 
 

@@ -32,13 +32,14 @@ ONLINE_AFTER_S = 30  # a device is online if it was heard from this recently
 READ_TIMEOUT_S = 2.0  # an operator read answers within this, or 503
 
 
-async def _db(request: Request, fn):
+async def _db(request: Request, fn, write: bool = False):
     """A read on the read engine (short socket timeouts), bounded: a dead or blackholed
-    database is a 503 within ``READ_TIMEOUT_S``, never a hung request."""
+    database is a 503 within ``READ_TIMEOUT_S``, never a hung request. ``write``: on the
+    writers' engine instead (an operator's feedback), under the same bound."""
     st = request.app.state
+    sessions = st.sessions if write else getattr(st, "read_sessions", st.sessions)
     try:
-        return await asyncio.wait_for(asyncio.to_thread(fn, getattr(st, "read_sessions", st.sessions)),
-                                      READ_TIMEOUT_S)
+        return await asyncio.wait_for(asyncio.to_thread(fn, sessions), READ_TIMEOUT_S)
     except TimeoutError as e:
         raise ServiceUnavailable(f"the database did not answer within {READ_TIMEOUT_S:.0f} s",
                                  "database_unavailable", 5) from e
