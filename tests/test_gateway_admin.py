@@ -81,7 +81,7 @@ def test_model_hot_swap_through_the_gateway(admin_api):
 def test_taxonomy_for_edges(admin_api):
     t = admin_api.get("/v1/taxonomy", headers=H).json()  # a device's key, or any person's role
     assert {v["code"]: v["gpio"]["pin"] for v in t["verdicts"]} == {
-        "normal": 23, "component_defect": 17, "solder_defect": 27, "discard": 22}
+        "normal": 23, "review": 24, "component_defect": 17, "solder_defect": 27, "discard": 22}
 
 
 def test_config_roundtrip(admin_api):

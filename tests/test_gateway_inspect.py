@@ -73,7 +73,7 @@ def test_inspect_dual(api):
                  data={"board_id": "B2"})
     assert r.status_code == 200, r.text
     body = r.json()
-    pins = {"normal": 23, "component_defect": 17, "solder_defect": 27, "discard": 22}
+    pins = {"normal": 23, "review": 24, "component_defect": 17, "solder_defect": 27, "discard": 22}
     assert body["gpio"]["pin"] == pins[body["verdict"]["code"]]
 
 
@@ -179,10 +179,11 @@ def test_operator_history_statistics_and_images(api):
     assert page["total"] >= 1 and len(page["items"]) <= 5
     assert api.get("/api/inspections", params={"verdict": "bogus"}).status_code == 422
     stats = api.get("/api/statistics").json()
-    assert set(stats) >= {"total_inspections", "normal_count", "component_defect_count", "solder_defect_count",
-                          "discard_count", "defect_rate"}
-    assert stats["total_inspections"] == (stats["normal_count"] + stats["component_defect_count"]
-                                          + stats["solder_defect_count"] + stats["discard_count"])
+    assert set(stats) >= {"total_inspections", "normal_count", "review_count", "component_defect_count",
+                          "solder_defect_count", "discard_count", "defect_rate"}
+    assert stats["total_inspections"] == (stats["normal_count"] + stats["review_count"]
+                                          + stats["component_defect_count"] + stats["solder_defect_count"]
+                                          + stats["discard_count"])
     if r.json()["left"]["verdict"]["code"] != "normal":
         import time
 

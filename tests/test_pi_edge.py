@@ -16,7 +16,8 @@ from pi_edge.edge import Edge
 from tests.gateway_server import GatewayServer
 
 TOKEN = "edge-admin"
-PINS = {"normal": (23, 300), "component_defect": (17, 500), "solder_defect": (27, 500), "discard": (22, 500)}
+PINS = {"normal": (23, 300), "review": (24, 400), "component_defect": (17, 500), "solder_defect": (27, 500),
+        "discard": (22, 500)}
 
 
 @pytest.fixture
