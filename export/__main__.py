@@ -2,6 +2,9 @@
 
   python -m export dataset --out build/data --train 800 --val 160
   python -m export train --epochs 15 --run-name phase1            (then phase 2: see `make train`)
+  python -m export feedback --out build/feedback                    (operators' corrections -> a YOLO data set)
+  python -m export train --data build/feedback/data.yaml --epochs 20 --weights-out build/plant.pt
+                                                                    (fine-tune on the plant's own images)
   python -m export yolo --weights models/pcb_yolov8n.pt --target onnx --repository model_repository
   python -m export yolo --weights W --target tensorrt --fp16 --max-batch 32 --repository R
   python -m export gfpgan --weights GFPGANv1.4.pth --target onnx --repository model_repository
@@ -30,7 +33,9 @@ def main(argv: list[str] | None = None) -> int:
     d.add_argument("--val", type=int, default=160)
     d.add_argument("--seed", type=int, default=0)
 
-    t = sub.add_parser("train", help="train the nano demo detector on synthetic boards (CPU)")
+    t = sub.add_parser("train", help="train the detector (CPU): on synthetic boards, or --data a plant's own")
+    t.add_argument("--data", type=Path, default=None,
+                   help="a YOLO data.yaml of the plant's images (docs/feedback_training.md); default: render synthetic")
     t.add_argument("--out", type=Path, default=Path("build/train"))
     t.add_argument("--train", type=int, default=800)
     t.add_argument("--val", type=int, default=160)
@@ -38,11 +43,19 @@ def main(argv: list[str] | None = None) -> int:
     t.add_argument("--imgsz", type=int, default=320)
     t.add_argument("--batch", type=int, default=16)
     t.add_argument("--seed", type=int, default=0)
+    t.add_argument("--workers", type=int, default=2, help="data loader processes (0: in this one)")
     t.add_argument("--weights-out", type=Path, default=None)
-    t.add_argument("--init", default="yolov8n.yaml", help="architecture file or a checkpoint to continue from")
+    t.add_argument("--init", default=None, help="architecture file or a checkpoint to continue from "
+                   "(default: yolov8n.yaml from scratch; with --data, a fine-tune of models/pcb_yolov8n.pt)")
     t.add_argument("--run-name", default="run")
     t.add_argument("--mosaic", type=float, default=1.0)
     t.add_argument("--scale", type=float, default=0.5)
+
+    f = sub.add_parser("feedback", help="operators' corrections (flagged boards) -> a YOLO data set")
+    f.add_argument("--out", type=Path, required=True)
+    f.add_argument("--database-url", default=None, help="default: DATABASE_URL (settings/environment.py)")
+    f.add_argument("--image-dir", type=Path, default=None, help="the gateway's kept images; default: IMAGE_DIR")
+    f.add_argument("--val-share", type=float, default=0.2)
 
     y = sub.add_parser("yolo", help="export a YOLO .pt as a new pcb_detector version")
     y.add_argument("--weights", type=Path, required=True)
@@ -130,13 +143,28 @@ def main(argv: list[str] | None = None) -> int:
         from export.dataset import write_dataset
 
         print(write_dataset(args.out, args.train, args.val, seed=args.seed))
-    elif args.cmd == "train":
-        from export.train import TrainConfig, train
+    elif args.cmd == "feedback":
+        from export.feedback import export_feedback
+        from settings.environment import get_settings
 
+        if not 0 <= args.val_share < 1:
+            p.error("--val-share must be in [0, 1)")
+        env = get_settings()
+        print(export_feedback(args.out, args.database_url or env.database_url,
+                              args.image_dir or Path(env.image_dir), args.val_share))
+    elif args.cmd == "train":
+        from export.train import FINE_TUNE_FROM, TrainConfig, describe_data, train
+
+        if args.data:
+            try:
+                describe_data(args.data)
+            except (OSError, ValueError, KeyError) as e:  # a data set the served pipeline could not use
+                p.error(f"--data {args.data}: {e}")
+        init = args.init or (str(FINE_TUNE_FROM) if args.data else "yolov8n.yaml")
         report = train(TrainConfig(out=args.out, n_train=args.train, n_val=args.val, epochs=args.epochs,
-                                   imgsz=args.imgsz, batch=args.batch, seed=args.seed, model=args.init,
+                                   imgsz=args.imgsz, batch=args.batch, seed=args.seed, model=init,
                                    run_name=args.run_name, mosaic=args.mosaic, scale=args.scale,
-                                   weights_out=args.weights_out))
+                                   weights_out=args.weights_out, data=args.data, workers=args.workers))
         print(json.dumps(report, indent=2))
     elif args.cmd == "yolo":
         if args.target == "onnx":

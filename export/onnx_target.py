@@ -91,13 +91,22 @@ def check_pipeline_size(repository: Path, imgsz: int) -> None:
                              "export with --imgsz {want} or change pcb_preprocess/config.pbtxt")
 
 
+def copy_lineage(weights: Path, version_dir: Path) -> None:
+    """The weights' lineage (``W.json`` beside ``W.pt``: data set, epochs, metrics, written by
+    ``export/train.py``) travels with the version as ``lineage.json``: what was trained on
+    what stays known after the .pt is gone (``/admin/models`` reads it)."""
+    src = weights.with_suffix(".json")
+    if src.is_file():
+        shutil.copyfile(src, version_dir / "lineage.json")
+
+
 def add_version(repository: Path, weights: Path, imgsz: int, max_batch: int,
                 version: int | None = None, serve_only_new: bool = False,
                 graft: Callable[[Path], dict[str, str]] | None = None) -> tuple[int, Path]:
-    """Write ``pcb_detector/<N>/{model.onnx, model.py}`` and the config, for the repository's
-    layout (serving/repository.py ``is_split``). The
-    version policy keeps serving what was served (promotion is the admin's step) unless
-    this is the first version. ``graft`` rewrites the exported ONNX file in place before
+    """Write ``pcb_detector/<N>/{model.onnx, model.py, lineage.json}`` and the config, for
+    the repository's layout (serving/repository.py ``is_split``). The version policy keeps
+    serving what was served (promotion is the admin's step) unless this is the first
+    version. ``graft`` rewrites the exported ONNX file in place before
     the version is stamped (the anomaly head) and returns files to write beside it (its
     lineage: name -> text)."""
     check_pipeline_size(repository, imgsz)
@@ -108,6 +117,7 @@ def add_version(repository: Path, weights: Path, imgsz: int, max_batch: int,
     shutil.rmtree(tmp_dir, ignore_errors=True)
     tmp_dir.mkdir(parents=True)
     onnx_path = export_onnx(weights, imgsz, tmp_dir / "model.onnx", max_batch)
+    copy_lineage(weights, tmp_dir)
     for name, text in (graft(onnx_path) if graft is not None else {}).items():
         (tmp_dir / name).write_text(text)
     stamp_version(onnx_path, version)

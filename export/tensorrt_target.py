@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from export.detector_config import HEADER, detector_config
-from export.onnx_target import check_pipeline_size, export_onnx, onnx_shape, stamp_version
+from export.onnx_target import check_pipeline_size, copy_lineage, export_onnx, onnx_shape, stamp_version
 from pcb.side_config import DETECTOR_STRIDE
 from serving.repository import DETECTOR, next_version, read_config, served_versions, versions, write_config
 
@@ -103,8 +103,8 @@ def build_plan(spec: PlanSpec, dry_run: bool = False) -> list[str]:
 def add_version(repository: Path, weights: Path, imgsz: int, max_batch: int, fp16: bool,
                 version: int | None = None, dry_run: bool = False,
                 serve_only_new: bool = False) -> tuple[int, Path, list[str]]:
-    """Write ``pcb_detector/<N>/model.plan`` (and the ONNX it came from, for parity checks)
-    and the GPU-layout config."""
+    """Write ``pcb_detector/<N>/model.plan`` (and the ONNX it came from, for parity checks;
+    the weights' ``lineage.json``) and the GPU-layout config."""
     check_pipeline_size(repository, imgsz)
     model_dir = repository / DETECTOR
     version = version or next_version(model_dir)
@@ -113,6 +113,7 @@ def add_version(repository: Path, weights: Path, imgsz: int, max_batch: int, fp1
     staging.mkdir(parents=True)
     onnx_path = export_onnx(weights, imgsz, staging / "model.onnx", max_batch)
     stamp_version(onnx_path, version)
+    copy_lineage(weights, staging)
     spec = PlanSpec(onnx_path, staging / "model.plan", imgsz, max_batch, min(8, max_batch), fp16,
                     rect_opt_hw=camera_hw(imgsz))
     steps = build_plan(spec, dry_run=dry_run)

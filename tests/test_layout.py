@@ -20,7 +20,8 @@ MAY_IMPORT = {
     "enhance": {"pcb"},
     "inference": {"pcb"},
     "serving": {"pcb", "enhance", "inference"},
-    "export": {"pcb", "enhance", "inference", "serving"},
+    # settings and store: `python -m export feedback` reads operators' corrections from the database
+    "export": {"pcb", "enhance", "inference", "serving", "settings", "store"},
     "settings": {"pcb"},
     "store": {"settings"},
     "batch": {"pcb", "inference", "settings", "store"},
