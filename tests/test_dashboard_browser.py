@@ -35,11 +35,11 @@ def _register(url: str, device: str, side: str, gpio: bool) -> str:
     return r.json()["api_key"]
 
 
-def _sign_in(page, url: str) -> None:
+def _sign_in(page, url: str, key: str = TOKEN) -> None:
     """The dashboard needs a viewer: the login page exchanges the key for a session cookie."""
     page.goto(url + "/")
     assert "/login" in page.url  # no session yet: sent to sign in
-    page.fill("#key", TOKEN)
+    page.fill("#key", key)
     page.click("button[type=submit]")
     page.wait_for_url(url + "/")
 
@@ -138,4 +138,60 @@ def test_server_data_is_text_never_markup(gateway):
         page.wait_for_timeout(500)
         assert page.evaluate("window.__xss") is None  # and nothing ran
         assert page.locator("tr[data-job] img").count() == 0
+        browser.close()
+
+
+def test_an_operator_marks_a_verdict_wrong_on_the_board_view(gateway):
+    """Issue 18: "mark wrong" on a recent board opens the board view; a box dragged on the
+    image is sent in the image's own pixels, stored with who marked it. A viewer gets the
+    gateway's refusal as text."""
+    from playwright.sync_api import sync_playwright
+
+    admin = {"Authorization": f"Bearer {TOKEN}"}
+    keys = {role: httpx.post(f"{gateway.url}/admin/principals", headers=admin,
+                             json={"name": f"line-{role}", "role": role}).json()["api_key"]
+            for role in ("operator", "viewer")}
+    dev = _register(gateway.url, "pi-mark", "left", False)
+    r = httpx.post(f"{gateway.url}/v1/inspect", headers={"X-Device-Id": "pi-mark", "X-API-Key": dev}, timeout=30,
+                   files={"image": ("m.jpg", encode(render_board(900, size=(640, 480)).image), "image/jpeg")},
+                   data={"board_id": "MARK-1"})
+    assert r.status_code == 200
+    iid = r.json()["inspection_id"]
+    item = f"#recent .item[data-id='{iid}']"
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=ARGS)
+        page = browser.new_page(viewport={"width": 1400, "height": 900})
+        _sign_in(page, gateway.url, keys["operator"])
+        page.goto(gateway.url + "/")
+        page.click(f"{item} button.mark", timeout=15000)
+        page.select_option("#bv-kind", "false_accept")
+        page.select_option("#bv-class", "short")
+        wait_until(page, "document.getElementById('bv-img').naturalWidth === 640")
+        box = page.locator("#bv-img").bounding_box()  # shown scaled: drag over its middle quarter
+        page.mouse.move(box["x"] + box["width"] * 0.25, box["y"] + box["height"] * 0.25)
+        page.mouse.down()
+        page.mouse.move(box["x"] + box["width"] * 0.75, box["y"] + box["height"] * 0.75, steps=4)
+        page.mouse.up()
+        assert page.locator("#bv-boxes .box").count() == 1
+        page.fill("#bv-note", "a short under the connector")
+        page.click("#bv-send")
+        wait_until(page, "document.getElementById('bv-status').textContent.startsWith('saved')")
+        assert "line-operator" in page.inner_text("#bv-status")
+        shots = ROOT / "build" / "screenshots"
+        shots.mkdir(parents=True, exist_ok=True)
+        page.locator("#board-view").screenshot(path=str(shots / "dashboard_board_view.png"))
+        browser.close()
+        stored = httpx.get(f"{gateway.url}/api/feedback?inspection_id={iid}", headers=admin).json()["items"]
+        assert len(stored) == 1 and stored[0]["kind"] == "false_accept" and stored[0]["principal"] == "line-operator"
+        (x1, y1, x2, y2), cls = stored[0]["boxes"][0]["box"], stored[0]["boxes"][0]["class"]
+        assert cls == "short" and abs(x1 - 160) < 8 and abs(y1 - 120) < 8 and abs(x2 - 480) < 8 and abs(y2 - 360) < 8
+
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=ARGS)
+        page = browser.new_page(viewport={"width": 1400, "height": 900})
+        _sign_in(page, gateway.url, keys["viewer"])
+        page.goto(gateway.url + "/")
+        page.click(f"{item} button.mark", timeout=15000)
+        page.click("#bv-send")  # a false reject
+        wait_until(page, "document.getElementById('bv-status').textContent.startsWith('not allowed')")
+        assert "operator" in page.inner_text("#bv-status")
         browser.close()

@@ -17,7 +17,7 @@ function el(tag, attrs = {}, ...children) {
     if (v == null) continue;
     if (k === "dataset") Object.assign(node.dataset, v);
     else if (k === "style") Object.assign(node.style, v);
-    else if (k === "onclick") node.addEventListener("click", v);
+    else if (k.startsWith("on")) node.addEventListener(k.slice(2), v);
     else node.setAttribute(k, String(v));
   }
   for (const c of children) node.append(c instanceof Node ? c : document.createTextNode(c == null ? "" : String(c)));
@@ -58,8 +58,89 @@ function renderRecent() {
                  (e.gpio_pin ? " · GPIO " + e.gpio_pin : "") +
                  (e.anomaly_score != null ? ` · anomaly ${Number(e.anomaly_score).toFixed(2)}` : "");
     return el("div", {class: "item", dataset: {id: e.id}, style: {borderLeftColor: color(v)}}, img,
-              el("div", {class: "meta"}, el("span", {class: "badge", style: {background: color(v)}}, e.label), " ", meta));
+              el("div", {class: "meta"}, el("span", {class: "badge", style: {background: color(v)}}, e.label), " ", meta,
+                 " ", el("button", {class: "mark", type: "button", onclick: () => openBoard(e)}, "mark wrong")));
   }));
+}
+
+// The board view: an operator marks a verdict wrong (POST /api/inspections/{id}/feedback,
+// the operator role). A missed or misnamed defect is drawn as a box on the image, kept in the
+// image's own pixels. It lives outside #recent, so the live feed re-rendering the list
+// never wipes a half-drawn correction.
+const board = {e: null, boxes: [], start: null};
+const $ = id => document.getElementById(id);
+const needsBoxes = () => $("bv-kind").value !== "false_reject";
+const boardSide = e => e.side === "both" ? "left" : e.side;  // a dual row: its left image
+
+function openBoard(e) {
+  Object.assign(board, {e, boxes: [], start: null});
+  $("bv-title").textContent = `· board ${e.board_id} · ${boardSide(e)}`;
+  $("bv-img").hidden = !e.has_image;
+  if (e.has_image) {
+    $("bv-img").src = `/api/defect-images/${encodeURIComponent(e.id)}?side=${encodeURIComponent(boardSide(e))}&annotated=true`;
+  }
+  $("bv-status").textContent = "";
+  $("board-view").hidden = false;
+  renderBoard();
+  $("board-view").scrollIntoView();
+}
+
+function renderBoard() {
+  const img = $("bv-img"), w = img.naturalWidth || 1, h = img.naturalHeight || 1;
+  $("bv-class").hidden = $("bv-clear").hidden = !needsBoxes();
+  $("bv-hint").textContent = !needsBoxes() ? "the board is good: no boxes"
+    : board.e && board.e.has_image ? `drag a box around every defect on this image (${board.boxes.length} drawn)`
+    : "no image kept for this board: boxes cannot be drawn";
+  fill("bv-boxes", board.boxes.map(b => el("div", {class: "box", style: {
+    left: `${100 * b.box[0] / w}%`, top: `${100 * b.box[1] / h}%`,
+    width: `${100 * (b.box[2] - b.box[0]) / w}%`, height: `${100 * (b.box[3] - b.box[1]) / h}%`}}, b.class)));
+}
+
+function imagePixel(ev) {  // the pointer in the image's own pixels (it is shown scaled)
+  const img = $("bv-img"), r = img.getBoundingClientRect(), s = img.naturalWidth / r.width;
+  const clamp = (v, hi) => Math.min(Math.max(v, 0), hi);
+  return [clamp((ev.clientX - r.left) * s, img.naturalWidth), clamp((ev.clientY - r.top) * s, img.naturalHeight)];
+}
+
+$("bv-img").addEventListener("mousedown", ev => { ev.preventDefault(); if (needsBoxes()) board.start = imagePixel(ev); });
+$("bv-img").addEventListener("mouseup", ev => {
+  if (!board.start) return;
+  const [x0, y0] = board.start, [x1, y1] = imagePixel(ev);
+  board.start = null;
+  if (Math.abs(x1 - x0) < 3 || Math.abs(y1 - y0) < 3) return;  // a click, not a box
+  board.boxes.push({box: [Math.min(x0, x1), Math.min(y0, y1), Math.max(x0, x1), Math.max(y0, y1)].map(Math.round),
+                    class: $("bv-class").value});
+  renderBoard();
+});
+$("bv-img").addEventListener("load", renderBoard);
+$("bv-kind").addEventListener("change", renderBoard);
+$("bv-clear").addEventListener("click", () => { board.boxes = []; renderBoard(); });
+$("bv-close").addEventListener("click", () => { $("board-view").hidden = true; });
+$("bv-send").addEventListener("click", sendFeedback);
+
+async function sendFeedback() {
+  const e = board.e, status = $("bv-status");
+  const body = {kind: $("bv-kind").value};
+  if (e.side === "both") body.side = boardSide(e);
+  if (needsBoxes()) body.boxes = board.boxes;
+  if ($("bv-note").value.trim()) body.note = $("bv-note").value.trim();
+  status.textContent = "sending…";
+  try {
+    const r = await fetch(`/api/inspections/${encodeURIComponent(e.id)}/feedback`, {
+      method: "POST", headers: {"Content-Type": "application/json"}, body: JSON.stringify(body)});
+    const answer = await r.json().catch(() => ({}));
+    if (r.status === 401) { location.href = "/login?next=/"; return; }
+    status.textContent = r.status === 201 ? `saved: ${answer.kind}, marked by ${answer.principal}`
+      : r.status === 403 ? `not allowed: ${answer.message || "marking a verdict needs the operator role"}`
+      : `refused (${r.status}): ${answer.message || ""}`;
+  } catch (err) {
+    status.textContent = "not sent: the gateway did not answer";
+  }
+}
+
+async function loadClasses() {
+  const t = await getJson("/v1/taxonomy");
+  fill("bv-class", t.classes.map(c => el("option", {value: c.name}, c.name)));
 }
 
 function onInspection(e) {
@@ -154,7 +235,7 @@ function connect() {
 }
 
 renderCounts();
-Promise.all([loadStats(), loadRecent(), loadStatus(), loadJobs()]).finally(connect);
+Promise.all([loadStats(), loadRecent(), loadStatus(), loadJobs(), loadClasses()]).finally(connect);
 setInterval(loadStatus, 3000);
 setInterval(loadJobs, 1000);
 setInterval(renderKpis, 1000);
