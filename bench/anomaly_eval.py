@@ -26,7 +26,6 @@ import time
 
 import cv2
 import numpy as np
-import tritonclient.grpc as grpcclient
 
 from bench.common import OUT, WEIGHTS, bench_images, bench_repository, git_rev, machine, write_section
 from bench.gateway_bench import closed_loop
@@ -80,7 +79,7 @@ def evaluate(repo, n_good: int, per_kind: int) -> list[dict]:
         client = SyncTriton(triton.grpc_url, timeout_s=60)
         for kind, data in cases:
             side = results.parsed(results.side, client.infer(contract.SINGLE_MODEL,
-                                                             contract.inspect_request(grpcclient.InferInput, data)))
+                                                             client.request(contract.inspect_request, data)))
             defects = [d.confidence for d in side.detections if tax.classes[d.class_id].verdict.code != tax.ok.code]
             rows.append({"kind": kind, "label": int(kind != "good"), "det_flag": bool(defects),
                          "det_score": max(defects, default=0.0), "anomaly": side.anomaly_score,
