@@ -32,7 +32,8 @@ def test_new_versions_keep_the_served_one_until_promoted(tmp_path):
     assert cfg.instance_group[0].count == 2
     # the CPU layout: the whole side in one model, encoded image in, verdict out
     assert [i.name for i in cfg.input] == ["IMAGE"] and cfg.input[0].allow_ragged_batch
-    assert [o.name for o in cfg.output] == ["DETECTIONS", "CLASS_NAMES", "VERDICT", "CONFIDENCE", "version"]
+    assert [o.name for o in cfg.output] == ["DETECTIONS", "CLASS_NAMES", "VERDICT", "CONFIDENCE", "version",
+                                            "ANOMALY_SCORE", "ANOMALY_MAP"]
     assert cfg.parameters["letterbox"].string_value == "rect"
     assert "SideInspector" in (repo / "pcb_detector" / "2" / "model.py").read_text()
     out = OrtDetector(p2).run(np.zeros((3, 3, 320, 320), np.float32))

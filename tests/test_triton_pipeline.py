@@ -14,6 +14,7 @@ from tritonclient.grpc import model_config_pb2
 from inference import BadInput, InferenceError
 from inference.repository_api import RepositoryAPI
 from inference.sync import SyncTriton
+from pcb import taxonomy
 from pcb.synthetic import render_board
 from tests.conftest import ROOT, encode
 from tests.triton_helpers import dual_inspect, inspect
@@ -86,8 +87,9 @@ def test_dual_inspection_answers_board_verdict_and_gpio(client):
     right = encode(render_board(12, force=[]).image)
     out = dual_inspect(client, left, right)
     assert out["board_verdict"] == max(out["left_verdict"], out["right_verdict"])
-    pins = {0: (23, 300), 1: (17, 500), 2: (27, 500), 3: (22, 500)}
-    assert (out["gpio_pin"], out["gpio_duration_ms"]) == pins[out["board_verdict"]]
+    pins = {"normal": (23, 300), "review": (24, 400), "component_defect": (17, 500), "solder_defect": (27, 500),
+            "discard": (22, 500)}
+    assert (out["gpio_pin"], out["gpio_duration_ms"]) == pins[taxonomy.load().verdict(out["board_verdict"]).name]
 
 
 @pytest.mark.parametrize("payload,code", [
