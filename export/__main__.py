@@ -35,7 +35,7 @@ def main(argv: list[str] | None = None) -> int:
 
     t = sub.add_parser("train", help="train the detector (CPU): on synthetic boards, or --data a plant's own")
     t.add_argument("--data", type=Path, default=None,
-                   help="a YOLO data.yaml of the plant's images (docs/feedback_training.md); default: render synthetic")
+                   help="a YOLO data.yaml of the plant's images (README: the plant's own data set); default: render synthetic")
     t.add_argument("--out", type=Path, default=Path("build/train"))
     t.add_argument("--train", type=int, default=800)
     t.add_argument("--val", type=int, default=160)
