@@ -45,10 +45,15 @@ class Inspection(Base):
     latency_ms: Mapped[float | None] = mapped_column(Float, nullable=True)
     # the anomaly model's score (1.0 = its threshold; the higher side for a dual row), when served
     anomaly_score: Mapped[float | None] = mapped_column(Float, nullable=True)
+    # "<device>:<Idempotency-Key>" of the request that made the row: one row per request in
+    # the database even when a retry reached another replica while Redis (the shared
+    # idempotency record) was down, and each replica stored its own answer (db_writer.py)
+    request_key: Mapped[str | None] = mapped_column(String(200), nullable=True)
     captured_at: Mapped[datetime | None] = mapped_column(DateTime, nullable=True)
     created_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow, index=True)
 
-    __table_args__ = (Index("ix_inspections_created_verdict", "created_at", "verdict"),)
+    __table_args__ = (Index("ix_inspections_created_verdict", "created_at", "verdict"),
+                      Index("uq_inspections_request_key", "request_key", unique=True))
 
 
 class SystemLog(Base):

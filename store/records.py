@@ -44,6 +44,7 @@ class InspectionRecord(BaseModel):
     model_version: int | None = None
     latency_ms: float | None = None
     anomaly_score: float | None = None  # when the anomaly model is served (1.0 = its threshold)
+    request_key: str | None = None  # "<device>:<Idempotency-Key>": one row per request (db_writer.py)
     captured_at: datetime | None = None
     created_at: datetime = Field(default_factory=utcnow)
 

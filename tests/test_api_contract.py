@@ -255,7 +255,8 @@ TODAYS_ROW = {"id": "3f0c9a52-6d0e-4f43-9a55-1c2d3e4f5a6b", "board_id": "L1-a1b2
               "board_verdict": "solder_defect", "board_verdict_code": 2, "pairing": "paired",
               "boxes": [{"box": [10.0, 30.5, 110.0, 90.2], "class": "solder_bridge", "confidence": 0.8765}],
               "gpio_pin": 27, "gpio_duration_ms": 500, "image_path": "2026/11/23/3f0c9a52", "model_version": 1,
-              "latency_ms": 12.5, "anomaly_score": 0.4321, "captured_at": "2026-11-23T09:59:59.500000",
+              "latency_ms": 12.5, "anomaly_score": 0.4321, "request_key": "pi-left:L1-a1b2-000042:left",
+              "captured_at": "2026-11-23T09:59:59.500000",
               "created_at": "2026-11-23T10:00:00.123456"}
 # and the smallest one an older gateway wrote (no board verdict, no image, no capture time)
 OLD_ROW = {"id": "b", "board_id": "B0", "device_id": "pi-1", "camera_side": "left", "verdict": "normal",

@@ -214,6 +214,26 @@ def test_retry_across_two_gateways_is_one_row_same_answer_one_pulse(line):
     assert len(lefts) == 2 and all(r[3] is not None for r in lefts)  # one row, one pulse, per board
 
 
+def test_retry_across_replicas_while_redis_is_down_is_still_one_row(line):
+    """Redis (the shared idempotency record) is cut: the retry on the other replica cannot
+    know the first answer and is inspected and answered again (the Pi fires the answer it
+    receives, the only one it ever saw), but the database keeps one row for the request."""
+    board, img = _board(), _img(7, ["short"])
+    key = f"pi-left:{board}:left"
+    line.redis.cut()
+    try:
+        first = line.post("pi-left", board, img, gateway=0, key=key)
+        retry = line.post("pi-left", board, img, gateway=1, key=key)
+    finally:
+        line.redis.restore()
+    assert first.status_code == retry.status_code == 200, (first.text, retry.text)
+    assert first.json()["verdict"] == retry.json()["verdict"]
+    # two answers really were made (no shared record reached): the database is what dedupes
+    assert first.json()["inspection_id"] != retry.json()["inspection_id"]
+    lefts = [r for r in line.rows(f"{board}%") if r[1] == "left"]
+    assert len(lefts) == 1, lefts
+
+
 # ---- 4: a failure after the decision -------------------------------------------------------
 def test_failure_after_the_decision_retry_gets_the_same_pulse(line):
     """The image volume fails after the board was decided: 503 storage_unavailable (never a

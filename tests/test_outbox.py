@@ -5,6 +5,7 @@ same file)."""
 from __future__ import annotations
 
 import uuid
+from concurrent.futures import ThreadPoolExecutor
 
 import pymysql
 import pytest
@@ -66,6 +67,40 @@ def test_sqlite_drain_and_resend_are_idempotent(tmp_path):
         box.put(iid, "inspection", p)
     box.drain_once(DbWriter(sessions))
     assert _count(sessions) == 5
+
+
+@pytest.mark.parametrize("database", ["sqlite", "mariadb"])
+def test_two_replicas_answers_to_one_request_are_one_row(tmp_path, request, database):
+    """While Redis is down a retry that reaches the other replica is answered there too:
+    two outboxes hold two inspections of one request (same device + Idempotency-Key). The
+    database keeps one row, whichever drains first, also when both drain at once."""
+    if database == "sqlite":
+        url = f"sqlite:///{tmp_path / 'main.db'}"
+    else:
+        url = f"mysql+pymysql://root:@127.0.0.1:3306/{request.getfixturevalue('mariadb_url')}"
+    upgrade(url)
+    sessions = make_sessionmaker(make_engine(url))
+    boxes = [Outbox(tmp_path / f"outbox{i}.db") for i in range(2)]
+    answers = []
+    for box in boxes:
+        iid, p = _inspection(1, "RK")
+        p["request_key"] = "pi-1:RK1:left"
+        box.put(iid, "inspection", p)
+        answers.append(iid)
+    # another request of the same board (no key): a row of its own
+    iid, p = _inspection(2, "RK")
+    boxes[1].put(iid, "inspection", p)
+    writers = [DbWriter(sessions), DbWriter(sessions)]
+    with ThreadPoolExecutor(2) as pool:  # both replicas drain at once, as their drainers do
+        list(pool.map(lambda i: boxes[i].drain_once(writers[i], rejected=writers[i].rejects), range(2)))
+    for _ in range(3):  # a batch that lost the race was refused, its rows retried alone find the other row
+        for box, w in zip(boxes, writers):
+            box.drain_once(w, rejected=w.rejects)
+    assert [b.depth() for b in boxes] == [0, 0] and [b.quarantine_depth() for b in boxes] == [0, 0]
+    with sessions() as s:
+        kept = list(s.scalars(select(Inspection.id).where(Inspection.request_key == "pi-1:RK1:left")))
+    assert len(kept) == 1 and kept[0] in answers and _count(sessions) == 2
+    assert sum(w.duplicates for w in writers) == 1
 
 
 def test_idempotency_key_returns_the_first_response(tmp_path):

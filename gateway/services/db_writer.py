@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from datetime import datetime
 
 from sqlalchemy import select, text
@@ -11,6 +12,8 @@ from sqlalchemy.orm import sessionmaker
 from gateway.services.outbox import PendingRow
 from store.models import Inspection, SystemLog
 from store.records import InspectionRecord
+
+log = logging.getLogger("gateway.db_writer")
 
 
 def _inspection(payload: dict) -> Inspection:
@@ -22,6 +25,7 @@ def _inspection(payload: dict) -> Inspection:
 class DbWriter:
     def __init__(self, sessions: sessionmaker):
         self.sessions = sessions
+        self.duplicates = 0  # second answers to one request (another replica, Redis down): not stored
 
     def rejects(self, e: Exception) -> bool:
         """Did the database refuse *these rows* (as opposed to being unavailable)? Integrity
@@ -43,17 +47,38 @@ class DbWriter:
         with self.sessions.begin() as s:
             ids = [r.id for r in rows if r.kind == "inspection"]
             have = set(s.scalars(select(Inspection.id).where(Inspection.id.in_(ids)))) if ids else set()
+            owners = self._request_owners(s, rows)
             for r in rows:
                 if r.kind == "inspection":
+                    record = _inspection(r.payload)
+                    key = record.request_key
+                    if key is not None and owners.setdefault(key, r.id) != r.id:
+                        # the same request answered by another replica too (its retry came
+                        # while Redis, the shared idempotency record, was down): the row
+                        # already stored stands, this one is drained without a second row
+                        self.duplicates += 1
+                        log.warning("inspection %s is a second answer to request %s (kept: %s); not stored",
+                                    r.id, key, owners[key])
+                        continue
                     if r.id in have:
                         # the same inspection again: a late right side completes a partial
                         # board; any other re-send is identical and changes nothing
-                        s.merge(_inspection(r.payload))
+                        s.merge(record)
                     else:
-                        s.add(_inspection(r.payload))
+                        s.add(record)
                 elif r.kind == "system_log":
                     data = dict(r.payload)
                     data["created_at"] = datetime.fromisoformat(data["created_at"])
                     s.merge(SystemLog(**data))
                 else:
                     raise ValueError(f"unknown outbox row kind {r.kind!r}")
+
+    @staticmethod
+    def _request_owners(s, rows: list[PendingRow]) -> dict[str, str]:
+        """request key -> the inspection id already stored for it, for the keys in ``rows``."""
+        keys = {r.payload.get("request_key") for r in rows if r.kind == "inspection" and isinstance(r.payload, dict)}
+        keys.discard(None)
+        if not keys:
+            return {}
+        found = s.execute(select(Inspection.request_key, Inspection.id).where(Inspection.request_key.in_(keys)))
+        return {k: i for k, i in found}

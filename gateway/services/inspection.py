@@ -87,7 +87,7 @@ def _row(iid: str, sub: Submission, gpio: dict | None, image_path: str | None, m
     return InspectionRecord(
         id=iid, board_id=sub.board_id, device_id=sub.device.id, **fields,
         gpio_pin=gpio["pin"] if gpio else None, gpio_duration_ms=gpio["duration_ms"] if gpio else None,
-        image_path=image_path, model_version=model_version, latency_ms=round(total_ms, 2),
+        image_path=image_path, model_version=model_version, latency_ms=round(total_ms, 2), request_key=sub.owner,
         captured_at=datetime.fromtimestamp(sub.captured_at, UTC).replace(tzinfo=None)
         if sub.captured_at is not None and math.isfinite(sub.captured_at) else None,
         created_at=_now(),
