@@ -179,10 +179,12 @@ def _feature_tensor(graph: onnx.GraphProto, layer: int) -> str:
     raise ValueError(f"no output of layer {layer} found in the detector's ONNX graph")
 
 
-def attach_head(detector: Path, head: PatchHead, out: Path) -> Path:
+def attach_head(detector: Path, head: PatchHead, out: Path, source_wh: tuple[int, int]) -> Path:
     """The detector's ONNX graph with the head grafted onto its layer 4 and 6 outputs: the
     same inputs and outputs as before, plus ``anomaly_score`` [B] and ``anomaly_map``
-    [B, H/8, W/8]. The detector's own nodes are untouched (its parity stands)."""
+    [B, H/8, W/8]. The detector's own nodes are untouched (its parity stands). ``source_wh``
+    (the good boards' frame size) is recorded: the serving side applies the head to frames
+    of that size only (serving/side_inspector.py)."""
     det = onnx.load(str(detector))
     keep = [o.name for o in det.graph.output] + list(HEAD_OUTPUTS)
     taps = [_feature_tensor(det.graph, layer) for layer in LAYERS]
@@ -204,6 +206,8 @@ def attach_head(detector: Path, head: PatchHead, out: Path) -> Path:
                                        outputs=keep)
     have = {p.key for p in merged.metadata_props}
     merged.metadata_props.extend(p for p in det.metadata_props if p.key not in have)  # imgsz, names, version
+    merged.metadata_props.append(onnx.StringStringEntryProto(key="anomaly_source_wh",
+                                                             value=f"{source_wh[0]}x{source_wh[1]}"))
     onnx.checker.check_model(merged)
     onnx.save(merged, str(out))
     return out

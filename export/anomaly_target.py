@@ -42,18 +42,18 @@ IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp"}
 PARITY_TOL = 1e-3  # threshold units: a thousandth of the threshold
 
 
-def load_images(folder: Path, imgsz: int) -> list[np.ndarray]:
-    """The folder's images letterboxed like the detector's input. A line's camera sends one
-    size; boards of another shape than the most common one are left out (and counted)."""
+def load_images(folder: Path, imgsz: int) -> tuple[list[np.ndarray], tuple[int, int]]:
+    """The folder's images letterboxed like the detector's input, and their frame size
+    (w, h). The head learns one camera's scale: boards of several sizes are refused."""
     paths = sorted(p for p in folder.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
     if not paths:
         raise SystemExit(f"no images (jpg/png/bmp) in {folder}")
-    chws = [letterbox(decode_image(p.read_bytes()), imgsz, DETECTOR_STRIDE)[0] for p in paths]
-    shape, _ = Counter(c.shape for c in chws).most_common(1)[0]
-    keep = [c for c in chws if c.shape == shape]
-    if len(keep) < len(chws):
-        print(f"left out {len(chws) - len(keep)} images of another size than {shape[2]}x{shape[1]}")
-    return keep
+    imgs = [decode_image(p.read_bytes()) for p in paths]
+    sizes = Counter((im.shape[1], im.shape[0]) for im in imgs)
+    if len(sizes) > 1:
+        raise SystemExit("the good boards must come from one camera size (the anomaly head learns its scale); "
+                         f"found {', '.join(f'{w}x{h}: {n}' for (w, h), n in sizes.most_common())}")
+    return [letterbox(im, imgsz, DETECTOR_STRIDE)[0] for im in imgs], next(iter(sizes))
 
 
 @torch.no_grad()
@@ -74,6 +74,8 @@ def fit(weights: Path, images: list[np.ndarray], spec: AnomalySpec, far: float,
     """The bank from the fit share, the threshold from the held-out share."""
     if not 0 < far < 1:
         raise SystemExit("--far must be between 0 and 1")
+    if not 0 < holdout_share < 1:
+        raise SystemExit("--holdout must be between 0 and 1")
     used, held = split(images, holdout_share)
     if len(held) < 10 or len(used) < 10:
         raise SystemExit(f"need at least 10 boards to fit and 10 to calibrate, got {len(used)} and {len(held)}")
@@ -82,7 +84,15 @@ def fit(weights: Path, images: list[np.ndarray], spec: AnomalySpec, far: float,
     net = AnomalyNet(backbone, PatchHead(backbone.channels, spec.dims, spec.seed)).eval()
     patches = patch_features(net, used)
     net.head.set_bank(greedy_coreset(patches, spec.bank, spec.seed))
-    threshold = float(np.quantile(scores(net, held), 1 - far, method="higher"))
+    held_scores = scores(net, held)
+    threshold = float(np.quantile(held_scores, 1 - far, method="higher"))
+    if not np.isfinite(threshold) or threshold < 1e-4:
+        # the held-out boards are (near) copies of fitted ones: every real board would review
+        raise SystemExit(f"calibration threshold {threshold:.3g}: the held-out boards match the fitted ones "
+                         "exactly (duplicates?); give distinct good boards")
+    if len(held) < 1 / far:
+        print(f"note: {len(held)} held-out boards cannot resolve a {far:.1%} false-alarm rate; the threshold "
+              f"is their highest score (use at least {int(np.ceil(1 / far))})")
     net.head.threshold.fill_(threshold)
     lineage = {"method": "PatchCore (nearest-neighbour distance to a coreset of good patches)",
                "backbone": f"{weights.name} layers 4+6 (the detector's own YOLOv8n backbone)",
@@ -117,12 +127,13 @@ def add_version(repository: Path, weights: Path, normal: Path, spec: AnomalySpec
     if is_split(repository):
         raise SystemExit("the GPU layout's pcb_postprocess does not apply the anomaly head yet: "
                          "export it into a CPU-layout repository")
-    images = load_images(normal, imgsz)
+    images, source_wh = load_images(normal, imgsz)
     net, lineage = fit(weights, images, spec, far, holdout_share)
     lineage["normal_dir"] = str(normal)
+    lineage["source_wh"] = list(source_wh)
 
     def graft(path: Path) -> dict[str, str]:
-        attach_head(path, net.head, path)
+        attach_head(path, net.head, path, source_wh)
         lineage["parity_max_abs_diff"] = check_parity(net, path, split(images, holdout_share)[1])
         return {"anomaly.json": json.dumps(lineage, indent=2) + "\n"}
 

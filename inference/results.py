@@ -113,10 +113,13 @@ def side(r, prefix: str = "", version: str = "DETECTOR_VERSION") -> SideResult:
 
 def _anomaly(r, prefix: str) -> dict:
     score = r.as_numpy(f"{prefix}ANOMALY_SCORE")
-    if score is None or not score.reshape(-1)[0] >= 0:  # no anomaly head served (-1), or a layout without
+    value = None if score is None else float(score.reshape(-1)[0])
+    if value is None or not np.isfinite(value) or value < 0:
+        # no head served (-1; or a frame size it does not apply to), a layout without it, or a
+        # broken map (that side's verdict is review: pcb/review.py fails safe): no score to report
         return {}
     amap = r.as_numpy(f"{prefix}ANOMALY_MAP")
-    return {"anomaly_score": float(score.reshape(-1)[0]),
+    return {"anomaly_score": value,
             "anomaly_map": None if amap is None else amap.reshape(amap.shape[-2:]).astype(np.float32)}
 
 

@@ -55,6 +55,16 @@ class SideInspector:
         self.detector = OrtDetector(onnx_path, cfg.intra_op_threads)
         self.tax = taxonomy.load()
         self.names = np.array([n.encode() for n in self.tax.class_names], dtype=np.object_)
+        # the anomaly head knows one camera's scale: the size its good boards had
+        meta = self.detector.session.get_modelmeta().custom_metadata_map
+        size = meta.get("anomaly_source_wh", "")
+        self.anomaly_wh = tuple(int(v) for v in size.split("x")) if "x" in size else None
+
+    def _anomaly_applies(self, transform: np.ndarray) -> bool:
+        """The head's bank holds patches at the scale of the boards it was fitted on; another
+        frame size (a second camera, a crop, a zoom) would look anomalous all over, so there
+        the side is answered without an anomaly (score -1, "not served for this size")."""
+        return self.anomaly_wh is not None and (int(transform[4]), int(transform[5])) == self.anomaly_wh
 
     def warm_up(self) -> None:
         """One inference at the line's shape before the model reports ready: onnxruntime
@@ -115,12 +125,12 @@ class SideInspector:
                 p: _Prepared) -> dict[str, np.ndarray] | SideError:
         try:
             det, verdict = postprocess(raw, p.transform, self.cfg.post)
-            if amap is None:
+            if amap is None or not self._anomaly_applies(p.transform):
                 score, cropped = np.float32(-1.0), np.zeros((0, 0), np.float32)
             else:
                 cropped = np.ascontiguousarray(crop_map(amap, p.transform), np.float32)
                 score = cropped.max()
-                verdict = review(verdict, cropped, det[:, :4], float(p.transform[4]), float(p.transform[5]), self.tax)
+                verdict = review(verdict, cropped, det[:, :4], p.transform, self.tax)
         except Exception as e:  # noqa: BLE001 - this request only
             return SideError("postprocess_failed", str(e), bad_input=False)
         return {

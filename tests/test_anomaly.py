@@ -28,29 +28,39 @@ REVIEW = TAX.anomaly.code
 
 
 # -- the policy (pcb/review.py) ------------------------------------------------------------
+T640 = geometry(640, 480, 320, 32).transform()  # 320x240 in a 320x256 input: one cell of padding on top
+
+
 def test_review_needs_an_unexplained_anomaly_on_a_passed_side():
-    amap = np.zeros((30, 40), np.float32)
-    amap[10, 20] = 1.6  # one hot cell at x 320-336, y 160-176 of a 640x480 image
+    amap = np.zeros((30, 40), np.float32)  # the cropped map of a 640x480 frame: 16 px cells
+    amap[10, 20] = 1.6  # image x 320-336, y 152-168 (the crop starts at letterboxed row 8)
     passed = SideVerdict(TAX.ok.code, 1.0)
-    assert review(passed, amap, np.zeros((0, 4)), 640, 480) == SideVerdict(REVIEW, pytest.approx(0.8))
+    none = np.zeros((0, 4))
+    assert review(passed, amap, none, T640) == SideVerdict(REVIEW, pytest.approx(0.8))
     # a detected box over the hot cell explains it (a minor defect is anomalous too)
-    assert review(passed, amap, np.array([[318, 158, 338, 178]]), 640, 480) == passed
+    assert review(passed, amap, np.array([[322, 154, 334, 166]]), T640) == passed
+    # so does a box whose margin (2 cells) reaches it, not one three cells away
+    assert review(passed, amap, np.array([[352, 154, 360, 166]]), T640) == passed
+    assert review(passed, amap, np.array([[384, 154, 392, 166]]), T640).code == REVIEW
     # a box elsewhere does not
-    assert review(passed, amap, np.array([[0, 0, 50, 50]]), 640, 480).code == REVIEW
+    assert review(passed, amap, np.array([[0, 0, 50, 50]]), T640).code == REVIEW
     # a named defect decides; below the threshold nothing changes
     solder = SideVerdict(TAX.verdict("solder_defect").code, 0.7)
-    assert review(solder, amap, np.zeros((0, 4)), 640, 480) == solder
-    assert review(passed, amap * 0.5, np.zeros((0, 4)), 640, 480) == passed
+    assert review(solder, amap, none, T640) == solder
+    assert review(passed, amap * 0.5, none, T640) == passed
 
 
 def test_review_fails_safe_on_a_broken_map():
     passed = SideVerdict(TAX.ok.code, 1.0)
-    nan = np.full((4, 4), np.nan, np.float32)
-    assert review(passed, nan, np.zeros((0, 4)), 64, 64) == SideVerdict(REVIEW, 1.0)
-    assert unexplained(np.zeros((0, 0), np.float32), np.zeros((0, 4)), 64, 64) == 0.0
-    # boxes outside the image or degenerate ones cannot crash the policy
-    amap = np.ones((4, 4), np.float32) * 2
-    assert review(passed, amap, np.array([[-50, -50, 1e9, 1e9]]), 64, 64) == passed
+    t = geometry(64, 64, 320, 32).transform()
+    nan = np.full((40, 40), np.nan, np.float32)
+    assert review(passed, nan, np.zeros((0, 4)), t) == SideVerdict(REVIEW, 1.0)
+    assert unexplained(np.zeros((0, 0), np.float32), np.zeros((0, 4)), t) == 0.0
+    # boxes outside the image, inverted, NaN or huge cannot crash the policy
+    amap = np.ones((40, 40), np.float32) * 2
+    assert review(passed, amap, np.array([[-50, -50, 1e9, 1e9]]), t) == passed
+    for odd in ([[60, 60, 10, 10]], [[np.nan, 0, 5, 5]], [[1e300, 1e300, -1e300, -1e300]]):
+        assert review(passed, amap, np.array(odd, np.float64), t).code == REVIEW
 
 
 def test_the_map_is_cropped_to_the_image():
@@ -159,6 +169,15 @@ def test_inspect_answers_the_anomaly_and_reviews_what_the_detector_misses(anomal
     assert odd.verdict_code == REVIEW or odd.detections  # review, unless the detector named it
     hot = np.unravel_index(np.argmax(odd.anomaly_map), odd.anomaly_map.shape)
     assert abs(hot[0] - 15) <= 4 and abs(hot[1] - 20) <= 4  # where the object is (map cell 16 px)
+
+
+def test_another_frame_size_is_answered_without_the_anomaly(anomaly_triton):
+    """The head knows the scale of the boards it was fitted on (640x480): a crop or another
+    camera would look anomalous all over, so it is not applied there (no score, no review)."""
+    client = SyncTriton(anomaly_triton.grpc_url, timeout_s=60)
+    crop = render_board(70_010, defect_rate=0.0).image[:, 80:560]  # 480x480
+    side = results.side(client.infer(contract.SINGLE_MODEL, client.request(contract.inspect_request, encode(crop))))
+    assert side.anomaly_score is None and side.verdict_code != REVIEW
 
 
 def test_dual_sends_the_board_to_review_with_its_own_pin(anomaly_triton):
