@@ -37,11 +37,12 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
-from inference.contract import shadow_model
+from inference.contract import DETECTOR_MODEL, shadow_model
 from inference.repository_api import RepositoryAPI, RepositoryError
 from serving.repository import is_split, read_config, served_versions, versions, write_config
 
 ROOT = Path(__file__).resolve().parent.parent
+TEMPLATES = Path(__file__).resolve().parent / "templates"
 
 
 class AdminError(RuntimeError):
@@ -144,6 +145,8 @@ class ModelAdmin:
     def shadow(self, model: str, version: int) -> dict:
         """Load ``version`` of ``model`` as ``<model>_shadow`` beside the served version."""
         model_dir = self._dir(model)
+        if model != DETECTOR_MODEL:
+            raise AdminError(f"only {DETECTOR_MODEL} can be shadowed (the gateway mirrors sides to it)")
         if is_split(self.repository):
             raise AdminError("shadow needs the CPU layout, where the detector answers a whole side")
         if version not in versions(model_dir):
@@ -153,12 +156,16 @@ class ModelAdmin:
         staging = self.repository / f".{name}.partial"  # Triton ignores dot dirs; rename is atomic
         shutil.rmtree(staging, ignore_errors=True)
         shutil.copytree(model_dir / str(version), staging / str(version), copy_function=_link_or_copy)
+        # today's adapter (it lowers its own CPU priority), not the one the version was exported with
+        (staging / str(version) / "model.py").unlink()
+        shutil.copyfile(TEMPLATES / "inspect_model.py", staging / str(version) / "model.py")
         cfg = read_config(model_dir)
         cfg.name = name
         cfg.version_policy.specific.Clear()
         cfg.version_policy.specific.versions.append(version)
         del cfg.instance_group[1:]
-        cfg.instance_group[0].count = 1  # the candidate must not take the line's cores
+        cfg.instance_group[0].count = 1  # the candidate must not take the line's cores:
+        cfg.parameters["cpu_priority"].string_value = "idle"  # one instance, on cycles the line leaves
         write_config(staging, cfg, f"# Written by `python -m serving.admin shadow`: {model} version {version} "
                                    "in shadow (the gateway mirrors live frames to it).\n")
         shutil.rmtree(target, ignore_errors=True)

@@ -215,4 +215,5 @@ class ShadowResult(Base):
     shadow_ms: Mapped[float] = mapped_column(Float)
     created_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow)
 
-    __table_args__ = (Index("ix_shadow_results_model_version", "model", "shadow_version", "created_at"),)
+    __table_args__ = (Index("ix_shadow_results_model_version", "model", "shadow_version", "created_at"),
+                      Index("ix_shadow_results_model_created", "model", "created_at"))

@@ -70,7 +70,7 @@ def test_shadow_reports_disagreement_and_the_floor_guards_promotion(line):
     deadline, rep = time.monotonic() + 60, {}
     while time.monotonic() < deadline:
         rep = httpx.get(f"{gw.url}/admin/models/pcb_detector/shadow", headers=ADMIN).json()
-        if rep["samples"] >= boards:
+        if rep["samples"] >= boards and rep["mirror"]["mirrored"] >= boards:  # stored, then counted
             break
         time.sleep(0.2)
     assert rep["samples"] == boards and rep["version"] == 2 and rep["live_versions"] == [1]
@@ -102,6 +102,9 @@ def test_an_unknown_version_or_model_is_a_clear_refusal(line):
     assert r.status_code == 400 and r.json()["code"] == "model_admin_refused"
     r = httpx.post(f"{gw.url}/admin/models/nope/shadow", headers=ADMIN, json={"version": 1}, timeout=30)
     assert r.status_code == 404 and r.json()["code"] == "unknown_model"
+    # only the detector can be shadowed (an ensemble has no side of its own to mirror to)
+    r = httpx.post(f"{gw.url}/admin/models/pcb_inspect/shadow", headers=ADMIN, json={"version": 1}, timeout=30)
+    assert r.status_code == 400 and r.json()["code"] == "model_admin_refused"
     r = httpx.get(f"{gw.url}/admin/models/pcb_detector/shadow", headers=ADMIN, params={"version": 99})
     assert r.status_code == 200 and r.json()["samples"] == 0 and r.json()["agreement"] is None
 

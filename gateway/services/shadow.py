@@ -29,7 +29,9 @@ from store.models import ShadowResult, utcnow
 
 log = logging.getLogger("gateway.shadow")
 REFRESH_S = 5.0  # how often the worker looks for a shadow being loaded or unloaded
-REPORT_ROWS = 50_000  # the report reads at most the newest this many rows of a version
+# the report reads the newest this many rows of a version: enough for a promotion decision,
+# few enough that building it (in a thread of a gateway worker) stays in the milliseconds
+REPORT_ROWS = 5_000
 
 
 @dataclass
@@ -80,6 +82,8 @@ class ShadowMirror:
         version = await self.triton.transport.model_version(shadow_model(self.model))
         if version != self.stats.version:
             log.info("shadow of %s: version %s", self.model, version)
+            while not self.queue.empty():  # frames for a shadow that is gone (or another version)
+                self.queue.get_nowait()
         self.stats.version = version
 
     async def _refresh_loop(self) -> None:
@@ -140,8 +144,11 @@ def report(sessions, model: str, version: int | None) -> dict:
         if version is None:
             version = s.scalars(select(ShadowResult.shadow_version).where(ShadowResult.model == model)
                                 .order_by(ShadowResult.created_at.desc()).limit(1)).first()
-        rows = [] if version is None else list(s.scalars(
-            select(ShadowResult).where(ShadowResult.model == model, ShadowResult.shadow_version == version)
+        rows = [] if version is None else list(s.execute(
+            select(ShadowResult.agree, ShadowResult.live_verdict, ShadowResult.shadow_verdict,
+                   ShadowResult.live_classes, ShadowResult.shadow_classes, ShadowResult.live_ms,
+                   ShadowResult.shadow_ms, ShadowResult.live_version)
+            .where(ShadowResult.model == model, ShadowResult.shadow_version == version)
             .order_by(ShadowResult.created_at.desc()).limit(REPORT_ROWS)))
     live: Counter[str] = Counter()
     cand: Counter[str] = Counter()

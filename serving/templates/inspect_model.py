@@ -10,6 +10,7 @@ import os
 
 import triton_python_backend_utils as pb_utils
 
+from serving import cpu_priority
 from serving.side_inspector import SideConfig, SideInspector
 
 
@@ -23,6 +24,9 @@ def _error(e):
 class TritonPythonModel:
     def initialize(self, args):
         params = json.loads(args["model_config"]).get("parameters", {})
+        # a shadow version (serving/admin.py) runs on cycles the line leaves: before the
+        # onnxruntime threads start, so they inherit it
+        cpu_priority.lower(params.get("cpu_priority", {}).get("string_value", "normal"))
         cfg = SideConfig.from_strings({k: v["string_value"] for k, v in params.items()})
         path = os.path.join(args["model_repository"], args["model_version"], "model.onnx")
         self.side = SideInspector(path, cfg)

@@ -43,6 +43,7 @@ def upgrade() -> None:
                     sa.PrimaryKeyConstraint('id'))
     op.create_index('ix_shadow_results_inspection_id', 'shadow_results', ['inspection_id'])
     op.create_index('ix_shadow_results_model_version', 'shadow_results', ['model', 'shadow_version', 'created_at'])
+    op.create_index('ix_shadow_results_model_created', 'shadow_results', ['model', 'created_at'])
 
 
 def downgrade() -> None:
