@@ -111,6 +111,11 @@ def export_feedback(out: Path, database_url: str, image_dir: Path, val_share: fl
         except KeyError:
             summary.skip("with a class no longer in the taxonomy")
             continue
+        if fb.kind != "false_reject" and not lines:
+            # every corrected box fell outside the image: an empty label would teach the
+            # missed defect as background, the opposite of what the operator said
+            summary.skip("whose boxes all lie outside the image")
+            continue
         summary.good += fb.kind == "false_reject"
         labelled[f"{fb.inspection_id}_{fb.side}"] = (src, lines)
     val = split_names(list(labelled), val_share)

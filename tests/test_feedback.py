@@ -222,6 +222,15 @@ def exported(gw, flagged, tmp_path_factory):
     assert gw.post(f"/api/inspections/{iid}/feedback", headers=gw.keys["operator"],
                    json={"kind": "false_reject"}).status_code == 201
     gw.app.state.images.path(row.image_path, "left").unlink()
+    # and one whose corrected box lies wholly outside its 320x240 image: never an empty label
+    outside, _ = _inspect(gw, 51)
+    deadline = time.monotonic() + 15
+    while sessions().get(Inspection, outside) is None:
+        assert time.monotonic() < deadline, "inspection not written"
+        time.sleep(0.1)
+    assert gw.post(f"/api/inspections/{outside}/feedback", headers=gw.keys["operator"],
+                   json={"kind": "false_accept", "boxes": [{"box": [700, 500, 800, 600], "class": "short"}]}
+                   ).status_code == 201
     # the CLI, with the gateway's own settings for the database and the image store
     r = subprocess.run([sys.executable, "-m", "export", "feedback", "--out", str(out), "--val-share", "0.25"],
                        cwd=ROOT, capture_output=True, text=True, timeout=120)
@@ -231,7 +240,7 @@ def exported(gw, flagged, tmp_path_factory):
 
 def test_the_export_is_a_yolo_data_set(exported):
     out, printed, flagged, pruned = exported
-    assert "1 without a kept image" in printed
+    assert "1 without a kept image" in printed and "1 whose boxes all lie outside the image" in printed
     data = yaml.safe_load((out / "data.yaml").read_text())
     assert data["nc"] == len(NAMES) and [data["names"][i] for i in range(len(NAMES))] == NAMES
     assert (out / data["train"]).is_dir() and (out / data["val"]).is_dir()
