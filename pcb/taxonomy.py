@@ -122,7 +122,7 @@ def parse(doc: dict) -> Taxonomy:
         verdicts=tuple(sorted(verdicts.values(), key=lambda v: v.code)),
         no_detection=verdicts[nd["verdict"]],
         no_detection_confidence=float(nd["confidence"]),
-        anomaly=verdicts[doc.get("anomaly", {}).get("verdict", nd["verdict"])],
+        anomaly=verdicts[(doc.get("anomaly") or {}).get("verdict", nd["verdict"])],
     )
 
 

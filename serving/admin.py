@@ -277,6 +277,9 @@ def main(argv: list[str] | None = None) -> int:
             if args.min_agreement is not None and not args.override:
                 print(check_agreement(args.gateway, os.environ.get("GATEWAY_TOKEN"), args.model, args.version,
                                       args.min_agreement), file=sys.stderr)
+            elif args.override:
+                print(f"promoting {args.model} version {args.version} without checking the shadow agreement "
+                      "(--override)", file=sys.stderr)
             print(json.dumps({"model": args.model, "served": admin.promote(args.model, args.version)}))
         elif args.cmd == "shadow":
             print(json.dumps(admin.shadow(args.model, args.version)))

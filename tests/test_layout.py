@@ -23,7 +23,8 @@ MAY_IMPORT = {
     # settings and store: `python -m export feedback` reads operators' corrections from the database
     "export": {"pcb", "enhance", "inference", "serving", "settings", "store"},
     "settings": {"pcb"},
-    "store": {"settings"},
+    # pcb: a data migration rewrites stored verdict codes from the names with the taxonomy
+    "store": {"settings", "pcb"},
     "batch": {"pcb", "inference", "settings", "store"},
     "gateway": {"pcb", "enhance", "inference", "settings", "store", "batch", "serving"},
     "pi_edge": {"pcb"},

@@ -53,3 +53,31 @@ def test_severity_gaps_are_refused():
     doc["verdicts"]["discard"]["severity"] = 7
     with pytest.raises(ValueError, match="severities"):
         taxonomy.parse(doc)
+
+
+def test_stored_codes_follow_the_names_after_the_review_verdict_moved_them(tmp_path):
+    """Rows written before `review` existed carry the old codes (component 1, solder 2,
+    discard 3); migration 0009 rewrites them from the names."""
+    from alembic import command
+    from sqlalchemy import create_engine, text
+
+    from store.migrate import alembic_config
+
+    url = f"sqlite:///{tmp_path / 'old.db'}"
+    cfg = alembic_config(url)
+    command.upgrade(cfg, "0008")
+    engine = create_engine(url)
+    old = {"normal": 0, "component_defect": 1, "solder_defect": 2, "discard": 3}
+    with engine.begin() as c:
+        for i, (name, code) in enumerate(old.items()):
+            c.execute(text("INSERT INTO inspections (id, board_id, device_id, camera_side, verdict, verdict_code, "
+                           "confidence, board_verdict, board_verdict_code, pairing, created_at) VALUES "
+                           "(:id, 'B', 'pi', 'left', :v, :c, 1.0, :v, :c, 'single', '2026-11-23 10:00:00')"),
+                      {"id": f"r{i}", "v": name, "c": code})
+    command.upgrade(cfg, "head")
+    with engine.begin() as c:
+        rows = dict(c.execute(text("SELECT verdict, verdict_code FROM inspections")).all())
+        boards = dict(c.execute(text("SELECT board_verdict, board_verdict_code FROM inspections")).all())
+    engine.dispose()
+    want = {v.name: v.code for v in taxonomy.load().verdicts if v.name in old}
+    assert rows == boards == want == {"normal": 0, "component_defect": 2, "solder_defect": 3, "discard": 4}
