@@ -153,10 +153,13 @@ def test_an_operator_marks_a_verdict_wrong_on_the_board_view(gateway):
             for role in ("operator", "viewer")}
     dev = _register(gateway.url, "pi-mark", "left", False)
     r = httpx.post(f"{gateway.url}/v1/inspect", headers={"X-Device-Id": "pi-mark", "X-API-Key": dev}, timeout=30,
-                   files={"image": ("m.jpg", encode(render_board(900, size=(640, 480)).image), "image/jpeg")},
+                   files={"image": ("m.jpg", encode(render_board(900, size=(640, 480),
+                                                                force=["missing_component", "solder_bridge"]).image),
+                                    "image/jpeg")},
                    data={"board_id": "MARK-1"})
     assert r.status_code == 200
     iid = r.json()["inspection_id"]
+    found = [(d["class"], [round(v) for v in d["box"]]) for d in r.json()["detections"]]
     item = f"#recent .item[data-id='{iid}']"
     with sync_playwright() as p:
         browser = p.chromium.launch(executable_path=CHROMIUM, args=ARGS)
@@ -167,12 +170,19 @@ def test_an_operator_marks_a_verdict_wrong_on_the_board_view(gateway):
         page.select_option("#bv-kind", "false_accept")
         page.select_option("#bv-class", "short")
         wait_until(page, "document.getElementById('bv-img').naturalWidth === 640")
+        # the detector's boxes are pre-filled (the labels must hold every defect on the image)
+        wait_until(page, f"document.querySelectorAll('#bv-boxes .box').length === {len(found)}")
         box = page.locator("#bv-img").bounding_box()  # shown scaled: drag over its middle quarter
         page.mouse.move(box["x"] + box["width"] * 0.25, box["y"] + box["height"] * 0.25)
         page.mouse.down()
         page.mouse.move(box["x"] + box["width"] * 0.75, box["y"] + box["height"] * 0.75, steps=4)
         page.mouse.up()
-        assert page.locator("#bv-boxes .box").count() == 1
+        assert page.locator("#bv-boxes .box").count() == len(found) + 1
+        assert found  # the forced defects were detected: the removal below runs
+        if found:  # a wrong one is taken out
+            page.click("#bv-list .boxdel >> nth=0")
+            assert page.locator("#bv-boxes .box").count() == len(found)
+            found = found[1:]
         page.fill("#bv-note", "a short under the connector")
         page.click("#bv-send")
         wait_until(page, "document.getElementById('bv-status').textContent.startsWith('saved')")
@@ -183,7 +193,8 @@ def test_an_operator_marks_a_verdict_wrong_on_the_board_view(gateway):
         browser.close()
         stored = httpx.get(f"{gateway.url}/api/feedback?inspection_id={iid}", headers=admin).json()["items"]
         assert len(stored) == 1 and stored[0]["kind"] == "false_accept" and stored[0]["principal"] == "line-operator"
-        (x1, y1, x2, y2), cls = stored[0]["boxes"][0]["box"], stored[0]["boxes"][0]["class"]
+        assert [(b["class"], b["box"]) for b in stored[0]["boxes"][:-1]] == found
+        (x1, y1, x2, y2), cls = stored[0]["boxes"][-1]["box"], stored[0]["boxes"][-1]["class"]
         assert cls == "short" and abs(x1 - 160) < 8 and abs(y1 - 120) < 8 and abs(x2 - 480) < 8 and abs(y2 - 360) < 8
 
         browser = p.chromium.launch(executable_path=CHROMIUM, args=ARGS)

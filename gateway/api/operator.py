@@ -11,12 +11,18 @@ from typing import Annotated, Any
 from zoneinfo import ZoneInfo
 
 import psutil
-from fastapi import APIRouter, Depends, Query, Request
+from fastapi import APIRouter, Depends, Path, Query, Request
 from fastapi.responses import Response
 from sqlalchemy import and_, func, or_, select
 from sqlalchemy.exc import DBAPIError, OperationalError
 
-from gateway.api.schemas.operator import InspectionPage, Statistics, SystemLogPage, SystemStatus
+from gateway.api.schemas.operator import (
+    InspectionOut,
+    InspectionPage,
+    Statistics,
+    SystemLogPage,
+    SystemStatus,
+)
 from gateway.core.errors import ApiError, NotFound, ServiceUnavailable
 from gateway.core.security import require
 from pcb import taxonomy
@@ -47,7 +53,7 @@ async def _db(request: Request, fn, write: bool = False):
         raise ServiceUnavailable("the database is unavailable", "database_unavailable", 5) from e
 
 
-def _row(i: Inspection) -> dict:
+def _row(i: Inspection | InspectionRecord) -> dict:
     tax = taxonomy.load()
     return {
         "id": i.id, "board_id": i.board_id, "device_id": i.device_id, "camera_side": i.camera_side,
@@ -182,6 +188,19 @@ async def statistics(request: Request, start_date: date | None = None, end_date:
             "defect_rate": round(100.0 * defects / total, 2) if total else 0.0,
             "avg_latency_ms": round(latency, 2) if latency is not None else None,
             "verdicts": counts}
+
+
+@router.get("/inspections/{inspection_id}", response_model=InspectionOut)
+async def inspection(request: Request, inspection_id: Annotated[str, Path(max_length=64)]) -> dict:
+    """One inspection (the board view reads its boxes); one answered a moment ago is read
+    from the outbox while it is on its way to the database."""
+    row = await _db(request, lambda sessions: _get(sessions, inspection_id))
+    if row is None:
+        payload = await asyncio.to_thread(request.app.state.outbox.pending, inspection_id)
+        row = _pending_record(payload) if payload else None
+    if row is None:
+        raise NotFound(f"no inspection {inspection_id}", "inspection_not_found")
+    return _row(row)
 
 
 @router.get("/defect-images/{inspection_id}", response_class=Response,

@@ -64,36 +64,60 @@ function renderRecent() {
 }
 
 // The board view: an operator marks a verdict wrong (POST /api/inspections/{id}/feedback,
-// the operator role). A missed or misnamed defect is drawn as a box on the image, kept in the
-// image's own pixels. It lives outside #recent, so the live feed re-rendering the list
-// never wipes a half-drawn correction.
-const board = {e: null, boxes: [], start: null};
+// the operator role). The labels must hold every defect on the image, so the detector's own
+// boxes are pre-filled (click one to remove it) and a missed or misnamed defect is dragged
+// on the image, in the image's own pixels. A dual row picks its side. It lives outside
+// #recent, so the live feed re-rendering the list never wipes a half-drawn correction.
+const board = {e: null, row: null, side: "left", boxes: [], start: null};
 const $ = id => document.getElementById(id);
 const needsBoxes = () => $("bv-kind").value !== "false_reject";
-const boardSide = e => e.side === "both" ? "left" : e.side;  // a dual row: its left image
 
-function openBoard(e) {
-  Object.assign(board, {e, boxes: [], start: null});
-  $("bv-title").textContent = `· board ${e.board_id} · ${boardSide(e)}`;
+function detected(row, side) {  // the row's detections on ``side`` as editable boxes
+  const boxes = !row ? [] : Array.isArray(row.boxes) ? row.boxes : ((row.boxes || {})[side] || []);
+  return boxes.map(d => ({box: d.box.map(Math.round), class: d.class}));
+}
+
+function showSide() {
+  const e = board.e;
+  $("bv-title").textContent = `· board ${e.board_id} · ${board.side}`;
+  board.boxes = detected(board.row, board.side);
   $("bv-img").hidden = !e.has_image;
   if (e.has_image) {
-    $("bv-img").src = `/api/defect-images/${encodeURIComponent(e.id)}?side=${encodeURIComponent(boardSide(e))}&annotated=true`;
+    $("bv-img").src = `/api/defect-images/${encodeURIComponent(e.id)}?side=${encodeURIComponent(board.side)}&annotated=false`;
   }
+  renderBoard();
+}
+
+async function openBoard(e) {
+  Object.assign(board, {e, row: null, side: e.side === "both" ? "left" : e.side, boxes: [], start: null});
+  $("bv-side").hidden = e.side !== "both";
+  $("bv-side").value = board.side;
   $("bv-status").textContent = "";
   $("board-view").hidden = false;
-  renderBoard();
+  showSide();
   $("board-view").scrollIntoView();
+  try {
+    board.row = await getJson(`/api/inspections/${encodeURIComponent(e.id)}`);
+    if (board.e === e) showSide();
+  } catch (err) {
+    $("bv-status").textContent = "the detector's boxes could not be read: draw every defect";
+  }
 }
 
 function renderBoard() {
   const img = $("bv-img"), w = img.naturalWidth || 1, h = img.naturalHeight || 1;
   $("bv-class").hidden = $("bv-clear").hidden = !needsBoxes();
   $("bv-hint").textContent = !needsBoxes() ? "the board is good: no boxes"
-    : board.e && board.e.has_image ? `drag a box around every defect on this image (${board.boxes.length} drawn)`
+    : board.e && board.e.has_image ? `every defect on this image: the detector's boxes are in (remove a wrong ` +
+      `one below), drag to add (${board.boxes.length} boxes)`
     : "no image kept for this board: boxes cannot be drawn";
   fill("bv-boxes", board.boxes.map(b => el("div", {class: "box", style: {
     left: `${100 * b.box[0] / w}%`, top: `${100 * b.box[1] / h}%`,
     width: `${100 * (b.box[2] - b.box[0]) / w}%`, height: `${100 * (b.box[3] - b.box[1]) / h}%`}}, b.class)));
+  // one button per box to take it out (the boxes on the image let drags through)
+  fill("bv-list", !needsBoxes() ? [] : board.boxes.map(b => el("button", {type: "button", class: "boxdel",
+    title: `remove this ${b.class} box`, onclick: () => { board.boxes = board.boxes.filter(x => x !== b); renderBoard(); }},
+    `✕ ${b.class} ${b.box.join(",")}`)));
 }
 
 function imagePixel(ev) {  // the pointer in the image's own pixels (it is shown scaled)
@@ -114,6 +138,7 @@ $("bv-img").addEventListener("mouseup", ev => {
 });
 $("bv-img").addEventListener("load", renderBoard);
 $("bv-kind").addEventListener("change", renderBoard);
+$("bv-side").addEventListener("change", () => { board.side = $("bv-side").value; showSide(); });
 $("bv-clear").addEventListener("click", () => { board.boxes = []; renderBoard(); });
 $("bv-close").addEventListener("click", () => { $("board-view").hidden = true; });
 $("bv-send").addEventListener("click", sendFeedback);
@@ -121,7 +146,7 @@ $("bv-send").addEventListener("click", sendFeedback);
 async function sendFeedback() {
   const e = board.e, status = $("bv-status");
   const body = {kind: $("bv-kind").value};
-  if (e.side === "both") body.side = boardSide(e);
+  if (e.side === "both") body.side = board.side;
   if (needsBoxes()) body.boxes = board.boxes;
   if ($("bv-note").value.trim()) body.note = $("bv-note").value.trim();
   status.textContent = "sending…";
