@@ -80,6 +80,24 @@ def test_shadow_reports_disagreement_and_the_floor_guards_promotion(line):
     assert rep["latency_ms"]["shadow_p50"] > 0 and rep["latency_ms"]["served_p50"] > 0
     assert rep["mirror"]["active_version"] == 2 and rep["mirror"]["mirrored"] == boards
 
+    # the dashboard shows the report to an admin (hidden from everyone else)
+    from playwright.sync_api import sync_playwright
+
+    from tests.browser import ARGS, CHROMIUM, wait_until
+
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=ARGS)
+        page = browser.new_page(viewport={"width": 1400, "height": 900})
+        page.goto(gw.url + "/")
+        page.fill("#key", TOKEN)
+        page.click("button[type=submit]")
+        page.wait_for_url(gw.url + "/")
+        wait_until(page, "!document.getElementById('shadow-section').hidden")
+        summary = page.inner_text("#shadow-summary")
+        assert f"{boards} sides compared" in summary and "normal→review" in summary
+        assert "version 2 (running)" in page.inner_text("#shadow-title")
+        browser.close()
+
     # below the floor: refused, nothing changes; with the override: promoted
     refused = httpx.post(f"{gw.url}/admin/models/pcb_detector/promote", headers=ADMIN,
                          json={"version": 2, "min_agreement": 0.98}, timeout=60)

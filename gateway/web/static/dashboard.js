@@ -260,7 +260,29 @@ function connect() {
 }
 
 renderCounts();
-Promise.all([loadStats(), loadRecent(), loadStatus(), loadJobs(), loadClasses()]).finally(connect);
+// The shadow report (admins only: GET /admin/models/pcb_detector/shadow): shown while a shadow
+// version is loaded, or while its comparisons are the newest; anyone else never sees the panel.
+async function loadShadow() {
+  const r = await fetch("/admin/models/pcb_detector/shadow").catch(() => null);
+  const section = $("shadow-section");
+  if (!r || !r.ok) { section.hidden = true; return; }
+  const rep = await r.json();
+  section.hidden = rep.version == null;
+  if (rep.version == null) return;
+  const m = rep.mirror, lat = rep.latency_ms;
+  $("shadow-title").textContent = `· version ${rep.version}` + (m.active_version === rep.version ? " (running)" : " (stopped)");
+  const agree = rep.agreement == null ? "–" : (100 * rep.agreement).toFixed(1) + " %";
+  $("shadow-summary").textContent = `${rep.samples} sides compared · verdict agreement ${agree} · ` +
+    `latency p50 served ${lat.served_p50 ?? "–"} ms, shadow ${lat.shadow_p50 ?? "–"} ms · ` +
+    `mirrored ${m.mirrored}, dropped ${m.dropped} (line first)` +
+    (rep.disagreements.length ? " · disagree: " +
+      rep.disagreements.slice(0, 4).map(d => `${d.served}→${d.shadow} ×${d.count}`).join(", ") : "");
+  fill("shadow-classes", rep.classes.map(c => el("tr", {}, el("td", {}, c.class), el("td", {}, c.served),
+    el("td", {}, c.shadow), el("td", {class: c.difference ? "offline" : ""}, (c.difference > 0 ? "+" : "") + c.difference))));
+}
+
+Promise.all([loadStats(), loadRecent(), loadStatus(), loadJobs(), loadClasses(), loadShadow()]).finally(connect);
+setInterval(loadShadow, 5000);
 setInterval(loadStatus, 3000);
 setInterval(loadJobs, 1000);
 setInterval(renderKpis, 1000);
