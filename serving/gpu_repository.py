@@ -26,6 +26,8 @@ from serving.repository import DETECTOR, PREPROCESS, read_config, write_config
 
 ROOT = Path(__file__).resolve().parent.parent
 SPLIT_LAYOUT = Path(__file__).resolve().parent / "split_layout"
+# views of the CPU layout's whole-side detector (its anomaly head): nothing to view in this layout
+CPU_ONLY = ("pcb_anomaly",)
 
 
 def assemble(out: Path, source: Path = ROOT / "model_repository", decode: str = "cpu") -> list[str]:
@@ -36,7 +38,7 @@ def assemble(out: Path, source: Path = ROOT / "model_repository", decode: str = 
     out.mkdir(parents=True, exist_ok=True)
     split = {p.name: p for p in SPLIT_LAYOUT.iterdir() if (p / "config.pbtxt").exists()}
     shared = {p.name: p for p in source.iterdir() if (p / "config.pbtxt").exists()
-              and p.name != DETECTOR and p.name not in split}
+              and p.name not in (DETECTOR, *CPU_ONLY) and p.name not in split}
     for name, model in sorted({**shared, **split}.items()):
         dest = out / name
         if dest.exists():

@@ -171,6 +171,24 @@ def test_inspect_answers_the_anomaly_and_reviews_what_the_detector_misses(anomal
     assert abs(hot[0] - 15) <= 4 and abs(hot[1] - 20) <= 4  # where the object is (map cell 16 px)
 
 
+def test_pcb_anomaly_answers_the_score_and_map_alone(anomaly_triton, triton):
+    """``pcb_anomaly``: the anomaly model's own entry point (a view of the detector's head),
+    with per-request errors; a detector without the head answers -1 and an empty map."""
+    from inference.sync import SyncTriton as Sync
+
+    odd = _odd_board(5)
+    r = Sync(anomaly_triton.grpc_url, timeout_s=60).infer("pcb_anomaly", SyncTriton(anomaly_triton.grpc_url)
+                                                          .request(contract.inspect_request, odd))
+    score, amap = float(r.as_numpy("ANOMALY_SCORE").reshape(-1)[0]), r.as_numpy("ANOMALY_MAP")
+    assert score >= 1.0 and amap.shape[-2:] == (30, 40) and float(amap.max()) == pytest.approx(score)
+    with pytest.raises(BadInput) as e:
+        Sync(anomaly_triton.grpc_url).infer("pcb_anomaly", Sync(anomaly_triton.grpc_url)
+                                            .request(contract.inspect_request, odd[:200]))
+    assert e.value.code == "invalid_image"
+    plain = Sync(triton.grpc_url).infer("pcb_anomaly", Sync(triton.grpc_url).request(contract.inspect_request, odd))
+    assert float(plain.as_numpy("ANOMALY_SCORE").reshape(-1)[0]) == -1.0 and plain.as_numpy("ANOMALY_MAP").size == 0
+
+
 def test_another_frame_size_is_answered_without_the_anomaly(anomaly_triton):
     """The head knows the scale of the boards it was fitted on (640x480): a crop or another
     camera would look anomalous all over, so it is not applied there (no score, no review)."""

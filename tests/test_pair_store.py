@@ -78,3 +78,30 @@ async def test_decision_sees_the_sides_present_at_that_instant(make_store):
     assert d == {"sides": ["right"]}
     await a.put("B5", "left", {"code": 0})  # a side after the decision changes nothing
     assert await b.decide("B5", lambda sides: {"sides": sorted(sides)}) == {"sides": ["right"]}
+
+
+async def test_an_unexpected_error_from_redis_pairs_in_process_not_a_500(caplog):
+    """A redis-py client in a state it should not be in after a cut (or any other surprise
+    from the shared store) must not fail the edge's request: the board pairs in-process,
+    the error is logged with its traceback, Redis is not marked down for it."""
+    from gateway.services.pair_store import FallbackPairStore
+
+    class Broken:
+        redis = None
+
+        async def _boom(self, *a, **k):
+            raise RuntimeError("readuntil() called while another coroutine is already waiting")
+
+        put = get = wait_for = decide = decision = _boom
+
+        async def close(self):
+            pass
+
+    store = FallbackPairStore(Broken())
+    await store.put("B1", "left", {"code": 0})
+    assert await store.get("B1", "left") == {"code": 0}
+    assert await store.wait_for("B2", "right", 0.05) is None
+    made = await store.decide("B3", lambda sides: {"code": 2, "sides": sorted(sides)})
+    assert made["code"] == 2 and not store.degraded
+    assert "unexpected error from the Redis pair store" in caplog.text
+    await store.close()

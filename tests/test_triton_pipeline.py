@@ -29,7 +29,7 @@ def test_every_config_in_the_repository_parses():
 
 
 LAYOUT_MODELS = {
-    "cpu": ("pcb_detector", "pcb_board_fuse", "pcb_inspect", "pcb_dual_inspect"),
+    "cpu": ("pcb_detector", "pcb_board_fuse", "pcb_inspect", "pcb_dual_inspect", "pcb_anomaly"),
     "split": ("pcb_preprocess", "pcb_detector", "pcb_postprocess", "pcb_board_fuse",
               "pcb_inspect", "pcb_dual_inspect"),
 }

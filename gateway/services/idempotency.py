@@ -83,6 +83,13 @@ class Idempotency:
         return self.shared.redis
 
     def _failed(self, e: BaseException, what: str) -> None:
+        """The shared record failed: this replica's own records answer. Redis failing marks
+        it down; anything else (a client left in a bad state by a cut, a record that does
+        not parse) is logged with its traceback - never a 500 for the edge."""
+        if not is_redis_failure(e):
+            log.error("idempotency %s: unexpected error from the shared record; this replica's records only",
+                      what, exc_info=e)
+            return
         log.warning("idempotency %s: Redis unavailable (%r), this replica's records only", what, e)
         if self.shared is not None:
             self.shared.report_failure(e, f"idempotency {what}")
@@ -150,9 +157,9 @@ class Idempotency:
                 if time.monotonic() >= deadline:  # another replica is still on it
                     raise self._busy(key)
                 await asyncio.sleep(0.05)
+        except ApiError:  # 409 another request's key, 503 still running: answers, not failures
+            raise
         except Exception as e:  # Redis away: the local record is the fallback
-            if not is_redis_failure(e):
-                raise
             self._failed(e, "check")
             return None
 
@@ -177,8 +184,6 @@ class Idempotency:
                 rec = json.dumps({"fp": fp, "state": "done", "answer": answer})
                 await redis.set(self._key(scope, key), rec, px=int(self.ttl_s * 1000))
         except Exception as e:  # the local record still answers retries here
-            if not is_redis_failure(e):
-                raise
             self._failed(e, "record")
         finally:
             self._end(k)
@@ -193,8 +198,6 @@ class Idempotency:
             if (redis := self.redis) is not None and running is not None:
                 await redis.eval(_RELEASE, 1, self._key(scope, key), running)
         except Exception as e:  # it expires by itself (running_ttl_s)
-            if not is_redis_failure(e):
-                raise
             self._failed(e, "release")
         finally:
             self._end(k)

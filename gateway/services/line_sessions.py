@@ -29,7 +29,7 @@ import logging
 import secrets
 import time
 
-from gateway.services.pair_store import FallbackPairStore, PairStore, is_redis_failure
+from gateway.services.pair_store import FallbackPairStore, PairStore
 from pcb.pairing import OTHER, board_id
 
 log = logging.getLogger("gateway.line_sessions")
@@ -71,10 +71,8 @@ class LineSessions:
         if shared is not None and not shared.degraded:
             try:
                 return await self._open_shared(shared, line_id, side, start_id, now)
-            except Exception as e:  # Redis away: this replica decides alone
-                if not is_redis_failure(e):
-                    raise
-                shared.report_failure(e, "line session")
+            except Exception as e:  # Redis away (or a client left broken by it): this replica decides alone
+                shared.report_error(e, "line session")
         local_store = shared.local if shared is not None else self.pairs
         state = self._local.get(line_id)
         state = join(state, side, start_id, now, self.join_window_s,

@@ -248,12 +248,21 @@ class FallbackPairStore:
         if not self._down and not self._is_local(board_id):
             try:
                 return await getattr(self.primary, name)(board_id, *args, **kwargs)
-            except Exception as e:  # noqa: BLE001 - only Redis failures fall back
-                if not is_redis_failure(e):
-                    raise
-                self.report_failure(e, name)
+            except Exception as e:  # noqa: BLE001 - only Redis failures mark Redis down
+                self.report_error(e, name)
         self._go_local(board_id)
         return await getattr(self.local, name)(board_id, *args, **kwargs)
+
+    def report_error(self, e: BaseException, what: str) -> None:
+        """A call to the shared store raised: Redis failing marks it down; anything else (a redis-py
+        client in a state it should not be in after a cut, a bug in what we asked) is
+        logged with its traceback and only this board goes in-process - the edge gets its
+        answer either way, never a 500 because pairing went wrong."""
+        if is_redis_failure(e):
+            self.report_failure(e, what)
+        else:
+            log.error("unexpected error from the Redis pair store in %s; this board pairs in-process",
+                      what, exc_info=e)
 
     def report_failure(self, e: BaseException, what: str = "") -> None:
         """A Redis call failed (here or in a neighbour sharing the client): go local."""
@@ -286,9 +295,7 @@ class FallbackPairStore:
             try:
                 return await self.primary.wait_for(board_id, side, timeout_s)
             except Exception as e:  # noqa: BLE001
-                if not is_redis_failure(e):
-                    raise
-                self.report_failure(e, "wait_for")
+                self.report_error(e, "wait_for")
         self._go_local(board_id)
         # whatever the failed call cost comes out of the window, never on top of it
         return await self.local.wait_for(board_id, side, max(0.0, deadline - time.monotonic()))
@@ -298,15 +305,13 @@ class FallbackPairStore:
             try:
                 return await self.primary.decide(board_id, make)
             except Exception as e:  # noqa: BLE001
-                if not is_redis_failure(e):
-                    raise
                 # a timeout on EXEC leaves the outcome unknown: Redis may hold a decision
                 # already; one more read before deciding alone (never two decisions if avoidable)
                 with contextlib.suppress(Exception):
                     found = await self.primary.decision(board_id)
                     if found is not None:
                         return found
-                self.report_failure(e, "decide")
+                self.report_error(e, "decide")
         self._go_local(board_id)
         return await self.local.decide(board_id, make)
 
