@@ -249,7 +249,7 @@ def main(argv: list[str] | None = None) -> int:
     s.add_argument("model")
     s.add_argument("version", type=int)
     s.add_argument("--min-agreement", type=float, default=None,
-                   help="refuse unless the shadow report's board-verdict agreement reaches this")
+                   help="refuse unless the shadow report's verdict agreement (per side) reaches this")
     s.add_argument("--gateway", default=os.environ.get("GATEWAY_URL", "http://127.0.0.1:8080"),
                    help="where the shadow report is (GATEWAY_TOKEN: an admin key)")
     s.add_argument("--override", action="store_true", help="promote even below --min-agreement")

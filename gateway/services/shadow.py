@@ -6,7 +6,8 @@ served answer. A share of them (``SHADOW_SHARE``) goes into a bounded queue; one
 sends them to the shadow below the line's priority, compares, and stores both answers
 (``shadow_results``). The line never waits: ``offer`` is a ``put_nowait``, a full queue
 drops the frame (counted), and a shadow that fails or is slow costs only its own queue.
-``report`` gives what the promotion floor reads: board-verdict agreement, per-class
+``report`` gives what the promotion floor reads: verdict agreement per side (a board agrees
+when both its sides do, so this is the stricter measure), per-class
 differences, latencies.
 """
 
