@@ -214,6 +214,17 @@ def test_retry_across_two_gateways_is_one_row_same_answer_one_pulse(line):
     assert len(lefts) == 2 and all(r[3] is not None for r in lefts)  # one row, one pulse, per board
 
 
+def _redis_back(line: Line, timeout_s: float = 20) -> None:
+    """Both gateways reach Redis again, and their probes (every 0.25 s) have seen it."""
+    deadline = time.monotonic() + timeout_s
+    for url in line.urls:
+        while not httpx.get(f"{url}/api/system-status", headers={"Authorization": f"Bearer {TOKEN}"},
+                            timeout=10).json().get("redis"):
+            assert time.monotonic() < deadline, "Redis did not come back"
+            time.sleep(0.2)
+    time.sleep(1.0)
+
+
 def test_retry_across_replicas_while_redis_is_down_is_still_one_row(line):
     """Redis (the shared idempotency record) is cut: the retry on the other replica cannot
     know the first answer and is inspected and answered again (the Pi fires the answer it
@@ -226,6 +237,7 @@ def test_retry_across_replicas_while_redis_is_down_is_still_one_row(line):
         retry = line.post("pi-left", board, img, gateway=1, key=key)
     finally:
         line.redis.restore()
+        _redis_back(line)  # the next test pairs across the replicas through Redis again
     assert first.status_code == retry.status_code == 200, (first.text, retry.text)
     assert first.json()["verdict"] == retry.json()["verdict"]
     # two answers really were made (no shared record reached): the database is what dedupes
