@@ -211,6 +211,9 @@ class ShadowResult(Base):
     agree: Mapped[bool] = mapped_column(Boolean)
     live_classes: Mapped[dict] = mapped_column(JSON)  # {class: count}
     shadow_classes: Mapped[dict] = mapped_column(JSON)
+    # both answers whole: each side's detections [{"box", "class", "confidence"}]
+    live_detections: Mapped[list] = mapped_column(JSON)
+    shadow_detections: Mapped[list] = mapped_column(JSON)
     live_ms: Mapped[float | None] = mapped_column(Float, nullable=True)
     shadow_ms: Mapped[float] = mapped_column(Float)
     created_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow)

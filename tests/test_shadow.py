@@ -79,6 +79,14 @@ def test_shadow_reports_disagreement_and_the_floor_guards_promotion(line):
         in rep["disagreements"]
     assert rep["latency_ms"]["shadow_p50"] > 0 and rep["latency_ms"]["served_p50"] > 0
     assert rep["mirror"]["active_version"] == 2 and rep["mirror"]["mirrored"] == boards
+    # both answers are stored whole (the detections), not only their verdicts
+    import sqlite3
+
+    db = sqlite3.connect(gw.env["DATABASE_URL"].removeprefix("sqlite:///"))
+    stored = db.execute("SELECT live_detections, shadow_detections, live_verdict, shadow_verdict "
+                        "FROM shadow_results").fetchall()
+    db.close()
+    assert len(stored) == boards and all(row[0] is not None and row[1] is not None for row in stored)
 
     # the dashboard shows the report to an admin (hidden from everyone else)
     from playwright.sync_api import sync_playwright

@@ -57,6 +57,11 @@ def _classes(side: SideResult) -> dict[str, int]:
     return dict(Counter(d.class_name for d in side.detections))
 
 
+def _detections(side: SideResult) -> list[dict]:
+    return [{"box": [round(d.x1, 1), round(d.y1, 1), round(d.x2, 1), round(d.y2, 1)], "class": d.class_name,
+             "confidence": round(d.confidence, 4)} for d in side.detections]
+
+
 class ShadowMirror:
     def __init__(self, triton, sessions, model: str = "pcb_detector", share: float = 1.0, queue_size: int = 32):
         self.triton, self.sessions, self.model = triton, sessions, model
@@ -113,6 +118,7 @@ class ShadowMirror:
                            shadow_verdict=tax.verdict(shadow.verdict_code).name,
                            agree=frame.live.verdict_code == shadow.verdict_code,
                            live_classes=_classes(frame.live), shadow_classes=_classes(shadow),
+                           live_detections=_detections(frame.live), shadow_detections=_detections(shadow),
                            live_ms=frame.live_ms, shadow_ms=round(shadow_ms, 2), created_at=utcnow())
         await asyncio.to_thread(self._store, row)
         self.stats.mirrored += 1

@@ -37,6 +37,8 @@ def upgrade() -> None:
                     sa.Column('agree', sa.Boolean(), nullable=False),
                     sa.Column('live_classes', sa.JSON(), nullable=False),
                     sa.Column('shadow_classes', sa.JSON(), nullable=False),
+                    sa.Column('live_detections', sa.JSON(), nullable=False),
+                    sa.Column('shadow_detections', sa.JSON(), nullable=False),
                     sa.Column('live_ms', sa.Float(), nullable=True),
                     sa.Column('shadow_ms', sa.Float(), nullable=False),
                     sa.Column('created_at', sa.DateTime(), nullable=False),
