@@ -10,14 +10,22 @@ Rule, once per *epoch* (``2 x limit`` samples, at least ``min_samples``, all of 
 started under the current limit):
 
 - **decrease** (multiplicative, x ``beta``) when the epoch's latency per image exceeds
-  ``latency_factor`` x the baseline, or its queue time exceeds ``queue_factor`` x the
-  baseline queue (with a floor, ``queue_floor_s``, so a near-zero baseline is not a hair
-  trigger). The baselines are the lowest values of the last ``baseline_epochs`` epochs, so
-  they follow a change of load (the line getting busier) instead of holding a record low.
-- **increase** (additive, +1) while throughput still rises: the first epoch, or an epoch
-  whose images/s beat the best rate at the limit below by more than ``min_gain``.
-- otherwise **hold**: more in flight would only queue. After ``probe_epochs`` holds it tries
-  +1 again (the load may have changed).
+  ``latency_factor`` x the baseline *at the same limit*, or its queue time exceeds
+  ``queue_factor`` x the same limit's baseline queue (with a floor, ``queue_floor_s``, so a
+  near-zero baseline is not a hair trigger): the same work got slower, so somebody else (the
+  line) needs Triton. Baselines are the lowest values of that limit's last
+  ``baseline_epochs`` epochs within the last ``baseline_window`` decisions, so they follow a
+  lasting change of load instead of holding a record low. They are kept per limit because latency per image *should* grow with the
+  limit once Triton is full (Little's law): one chunk of 8 requests already fills both CPU
+  detector instances, so a second chunk in flight doubles each image's wait for ~10 % more
+  throughput. Compared across limits, that read as congestion and kept one worker at 1-2
+  chunks, below its ceiling.
+- **increase** (additive, +1) is an experiment: the first epoch, then each epoch whose
+  images/s beat the epoch before it (one limit lower) by more than ``min_gain``.
+- **retreat** (-1) when the experiment bought nothing: the limit goes back, and the one
+  that bought nothing is not tried again until a probe.
+- otherwise **hold**. After ``probe_epochs`` holds it tries +1 again (the load may have
+  changed), which is again an experiment.
 
 Bounds ``lo..hi``; the auto-tuner's pick seeds ``limit``. Pure and deterministic: time comes
 in with the samples, so the unit tests replay sequences without a clock.
@@ -47,7 +55,7 @@ class Sample:
 @dataclass(frozen=True)
 class Step:
     """One decision, for the trace: at ``t`` the limit became ``limit`` because of ``reason``
-    (start, increase, hold, probe, latency, queue)."""
+    (start, increase, hold, probe, retreat, latency, queue)."""
     t: float
     limit: int
     reason: str
@@ -68,6 +76,7 @@ class AIMD:
     min_gain: float = 0.04
     min_samples: int = 4
     baseline_epochs: int = 8
+    baseline_window: int = 32
     probe_epochs: int = 4
     limit: int = field(init=False)
     epoch: int = field(init=False, default=0)
@@ -79,9 +88,12 @@ class AIMD:
             raise ValueError(f"bounds must satisfy 1 <= lo <= hi, got {self.lo}..{self.hi}")
         self.limit = min(self.hi, max(self.lo, int(self.seed)))
         self._samples: list[Sample] = []
-        self._lat: deque[float] = deque(maxlen=self.baseline_epochs)
-        self._queue: deque[float] = deque(maxlen=self.baseline_epochs)
-        self._best_rate: dict[int, float] = {}
+        # per limit: (decision number, value) of its recent epochs' latency per image / queue time
+        self._lat: dict[int, deque[tuple[int, float]]] = {}
+        self._queue: dict[int, deque[tuple[int, float]]] = {}
+        self._last_rate: float | None = None  # the previous epoch's images/s
+        self._trial = False  # this epoch runs at a limit just raised by one: did it pay?
+        self._cap: int | None = None  # a limit that bought nothing: not retried before a probe
         self._holds = 0
         self._lock = threading.Lock()
 
@@ -112,35 +124,47 @@ class AIMD:
         lat = statistics.median((x.end - x.start) / x.items for x in s)
         queues = [x.queue_s for x in s if x.queue_s is not None]
         queue = statistics.median(queues) if queues else None
-        self._lat.append(lat)
-        if queue is not None:
-            self._queue.append(queue)
-        base_lat = min(self._lat)
-        base_queue = min(self._queue) if self._queue else None
-        self._best_rate[self.limit] = max(rate, self._best_rate.get(self.limit, 0.0))
-        below = self._best_rate.get(self.limit - 1)
+        base_lat = self._baseline(self._lat, lat)
+        base_queue = None if queue is None else self._baseline(self._queue, queue)
+        prev, trial = self._last_rate, self._trial
+        up = self.limit + 1 if self.limit < self.hi and (self._cap is None or self.limit + 1 < self._cap) \
+            else self.limit
 
         if lat > self.latency_factor * base_lat:
             reason, new = "latency", self._decreased()
         elif queue is not None and base_queue is not None and \
                 queue > self.queue_factor * max(base_queue, self.queue_floor_s):
             reason, new = "queue", self._decreased()
-        elif below is None or rate > below * (1 + self.min_gain):
-            reason, new = "increase", min(self.hi, self.limit + 1)
-        elif self._holds + 1 >= self.probe_epochs:
-            reason, new = "probe", min(self.hi, self.limit + 1)
+        elif prev is None or (trial and rate > prev * (1 + self.min_gain)):
+            reason, new = ("increase", up) if up > self.limit else ("hold", self.limit)
+        elif trial and self.limit > self.lo:
+            reason, new = "retreat", self.limit - 1
+            self._cap = self.limit
+        elif self._holds + 1 >= self.probe_epochs and self.limit < self.hi:
+            reason, new = "probe", self.limit + 1
+            self._cap = None
         else:
             reason, new = "hold", self.limit
         self._holds = self._holds + 1 if reason == "hold" else 0
+        self._trial = new == self.limit + 1
         if new != self.limit:
             self.epoch += 1  # batches in flight now were sent under the old limit
         self.limit = new
+        self._last_rate = rate
         self.trace.append(Step(max(x.end for x in s), new, reason, round(rate, 2), round(lat * 1000, 2),
                                None if queue is None else round(queue * 1000, 2)))
         if len(self.trace) > TRACE_KEEP:  # a worker runs for months: keep the recent past
             del self.trace[: TRACE_KEEP // 2]
         self.decisions += 1
         self._samples = []
+
+    def _baseline(self, history: dict[int, deque[tuple[int, float]]], value: float) -> float:
+        """This limit's baseline, ``value`` counted in: the lowest of its last
+        ``baseline_epochs`` epochs within ``baseline_window`` decisions (a limit visited
+        rarely, by probes, must not keep a low from hours ago, when the line was idle)."""
+        h = history.setdefault(self.limit, deque(maxlen=self.baseline_epochs))
+        h.append((self.decisions, value))
+        return min(v for n, v in h if n >= self.decisions - self.baseline_window)
 
     def _decreased(self) -> int:
         return max(self.lo, min(self.limit - 1, int(self.limit * self.beta)))
