@@ -126,7 +126,8 @@ def add_version(repository: Path, weights: Path, imgsz: int, max_batch: int,
     served = _served_before(model_dir)
     policy = [version] if (serve_only_new or not served) else served
     # everything that can fail happens before the version becomes visible
-    cfg = detector_config(onnx_shape(tmp_dir / "model.onnx"), "onnx", max_batch, policy, split=split)
+    cfg = detector_config(onnx_shape(tmp_dir / "model.onnx"), "onnx", max_batch, policy, split=split,
+                          model_dir=model_dir)
     tmp_dir.rename(vdir)
     write_config(model_dir, cfg, HEADER)
     return version, vdir / "model.onnx"

@@ -156,6 +156,8 @@ class ModelAdmin:
         staging = self.repository / f".{name}.partial"  # Triton ignores dot dirs; rename is atomic
         shutil.rmtree(staging, ignore_errors=True)
         shutil.copytree(model_dir / str(version), staging / str(version), copy_function=_link_or_copy)
+        if (model_dir / "warmup").is_dir():  # the config's model_warmup reads its board from there
+            shutil.copytree(model_dir / "warmup", staging / "warmup", copy_function=_link_or_copy)
         # today's adapter (it lowers its own CPU priority), not the one the version was exported with
         (staging / str(version) / "model.py").unlink()
         shutil.copyfile(TEMPLATES / "inspect_model.py", staging / str(version) / "model.py")

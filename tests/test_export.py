@@ -42,6 +42,11 @@ def test_new_versions_keep_the_served_one_until_promoted(tmp_path):
     rect = OrtDetector(p2).run(np.zeros((1, 3, 256, 320), np.float32))  # dynamic height/width
     assert rect["output0"].shape == (1, 16, 1680)
     assert not list((repo / "pcb_detector").glob(".*partial"))
+    # every instance is warmed through Triton's request path with a real board before READY
+    [warm] = cfg.model_warmup
+    board = repo / "pcb_detector" / "warmup" / warm.inputs["IMAGE"].input_data_file
+    assert warm.count >= 2 and list(warm.inputs["IMAGE"].dims) == [board.stat().st_size]
+    assert board.read_bytes()[:2] == b"\xff\xd8"  # a JPEG, as the cameras send
 
 
 def test_a_split_repository_gets_the_split_detector(tmp_path):
@@ -77,6 +82,9 @@ def test_tensorrt_config_is_a_valid_plan_config():
     assert again.dynamic_batching.max_queue_delay_microseconds == 500
     assert again.dynamic_batching.default_queue_policy.max_queue_size > 0
     assert [o.name for o in again.output] == ["output0", "version"]
+    # warmed with zeros at the camera's rect shape, the plan profile's optimum
+    assert list(again.model_warmup[0].inputs["images"].dims) == [3, 256, 320]
+    assert again.model_warmup[0].inputs["images"].zero_data
 
 
 def test_tensorrt_export_dry_run(tmp_path):
