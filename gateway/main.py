@@ -25,8 +25,7 @@ from gateway.api.schemas.health import Health, Liveness, NotReady, Readiness
 from gateway.core.errors import ApiError
 from gateway.core.logging import setup as setup_logging
 from gateway.core.metrics import OUTBOX_DEPTH, REGISTRY, TRITON_READY, observe_batch, observe_edges
-from gateway.core.middleware import RequestMiddleware
-from gateway.core.rate_limit import RateLimiter
+from gateway.core.middleware import SMALL_BODY_BYTES, RequestMiddleware
 from gateway.core.security import authorize, bearer_of, check_settings, require
 from gateway.services.db_writer import DbWriter
 from gateway.services.devices import DeviceRegistry
@@ -51,7 +50,12 @@ from store.session import make_engine, make_sessionmaker
 log = logging.getLogger("gateway")
 
 
-async def _db_start(settings, app: FastAPI, timeout_s: float = 15) -> bool:
+# the one migration try at start: long enough for a whole schema on a healthy database, and
+# only spent on a slow one (an unreachable database fails its 3 s connect and the line starts)
+START_MIGRATION_TIMEOUT_S = 15.0
+
+
+async def _db_start(settings, app: FastAPI, timeout_s: float = START_MIGRATION_TIMEOUT_S) -> bool:
     """Pre-start: bring the database to the newest schema (under a lock: several workers
     start at once). The line does not wait for the database: if it is not there, the
     gateway starts anyway (inspections go to the outbox) and ``_migrate_later`` finishes the
@@ -146,7 +150,6 @@ async def lifespan(app: FastAPI):
                                     queue_size=settings.shadow_queue)
     app.state.inspections.shadow = app.state.shadow
     app.state.shadow.start()
-    app.state.rate_limiter = RateLimiter(settings.rate_limit_per_s, settings.rate_limit_burst)
     app.state.drainer = Drainer(app.state.outbox, DbWriter(app.state.sessions), events=app.state.events)
     app.state.drainer.start()
     app.state.housekeeping = Housekeeping(app.state.devices, app.state.images, app.state.outbox,
@@ -193,14 +196,20 @@ def create_app() -> FastAPI:
     app = FastAPI(title="PCB inspection gateway", version="0.1.0", lifespan=lifespan,
                   docs_url=None, redoc_url=None, openapi_url=None, default_response_class=JSONResponse)
 
-    # two images for /dual plus the form fields
-    app.add_middleware(RequestMiddleware, max_body_bytes=2 * get_settings().max_upload_bytes + 65536,
-                       max_streams=get_settings().max_event_streams,
-                       path_limits={"/api/v1/enhance/batch": get_settings().enhance_max_batch_bytes + 65536,
-                                    "/api/v1/jobs": get_settings().batch_max_upload_bytes + 65536,
+    # FastAPI reads a body before the route's dependencies run, authentication included: so
+    # every route takes at most a small JSON or form body (a new route too, until it is
+    # listed here), and only the uploads below take images, each up to its own limit
+    s = get_settings()
+    one_image, form = s.max_upload_bytes, 65536  # the form fields and multipart framing around the files
+    app.add_middleware(RequestMiddleware, max_body_bytes=SMALL_BODY_BYTES, max_streams=s.max_event_streams,
+                       path_limits={"/v1/inspect": one_image + form,
+                                    "/v1/inspect/dual": 2 * one_image + form,
+                                    "/api/v1/enhance": one_image + form,
+                                    "/api/v1/enhance/batch": s.enhance_max_batch_bytes + form,
+                                    "/api/v1/jobs": s.batch_max_upload_bytes + form,
                                     # the seed's JSON: base64 frames, a third larger than the image
-                                    "/predict": get_settings().max_upload_bytes * 4 // 3 + 65536,
-                                    "/predict_dual": 2 * get_settings().max_upload_bytes * 4 // 3 + 65536})
+                                    "/predict": one_image * 4 // 3 + form,
+                                    "/predict_dual": 2 * one_image * 4 // 3 + form})
 
     @app.get("/openapi.json", include_in_schema=False, dependencies=[Depends(require("viewer"))])
     async def openapi_json() -> JSONResponse:

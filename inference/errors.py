@@ -35,7 +35,7 @@ BAD_INPUT_CODES = frozenset({"invalid_image", "unsupported_image", "image_too_la
 # face_enhance's BLS calls, a post-processor or fuser handed a code its taxonomy lacks):
 # never the request's fault, whatever status they travel with
 SERVICE_CODES = frozenset({"detector_failed", "model_failed", "restorer_failed", "upsampler_failed",
-                           "postprocess_failed", "invalid_verdict"})
+                           "preprocess_failed", "postprocess_failed", "invalid_verdict"})
 QUEUE_FULL = "Exceeds maximum queue size"
 _CODE = re.compile(r"(?<![A-Za-z0-9_])([a-z][a-z0-9_]*): ")
 

@@ -56,3 +56,23 @@ class OrtDetector:
             except Exception as e:  # noqa: BLE001 - this request's own failure, handed back
                 results.append(e)
         return results
+
+    def run_requests(self, inputs: list[np.ndarray | Exception]) -> list[dict[str, np.ndarray] | Exception]:
+        """One answer per request of a Triton batch: outputs, or the exception of a request
+        that failed alone. Requests of one shape run as one call (``run_isolated``); an
+        exception handed in (an input that could not be read) is that request's answer."""
+        out: dict[int, dict[str, np.ndarray] | Exception] = {}
+        groups: dict[tuple[int, ...], list[tuple[int, np.ndarray]]] = {}
+        for i, x in enumerate(inputs):
+            if isinstance(x, Exception):
+                out[i] = x
+            else:
+                groups.setdefault(x.shape[1:], []).append((i, x))
+        for group in groups.values():
+            try:
+                answers = self.run_isolated([x for _, x in group])
+            except Exception as e:  # noqa: BLE001 - a lone request the ONNX file refuses
+                answers = [e]
+            for (i, _), a in zip(group, answers):
+                out[i] = a
+        return [out[i] for i in range(len(inputs))]

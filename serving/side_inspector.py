@@ -98,9 +98,11 @@ class SideInspector:
             return SideError("bad_batch", "send one encoded image per request", bad_input=True)
         try:
             img = decode_image(data[0], self.cfg.max_pixels)
+            chw, transform = letterbox(img, self.cfg.imgsz, DETECTOR_STRIDE if self.cfg.rect else 0)
         except ImageError as e:
             return SideError(e.code, e.message, bad_input=True)
-        chw, transform = letterbox(img, self.cfg.imgsz, DETECTOR_STRIDE if self.cfg.rect else 0)
+        except Exception as e:  # noqa: BLE001 - a decoder or letterbox fault on this image: this request only
+            return SideError("preprocess_failed", f"{type(e).__name__}: {e}", bad_input=False)
         return _Prepared(chw, transform)
 
     def _detect(self, prepared: list[_Prepared]) -> dict[int, tuple[np.ndarray, int, np.ndarray | None] | SideError]:

@@ -46,7 +46,8 @@ class Settings(BaseSettings):
     # e.g. "https://gateway.line1.plant"); the request's own Host is always one
     public_origins: str = ""
     metrics_token: str | None = None  # Prometheus' scrape token for /metrics (else an admin)
-    auth_fail_rate: str = "30/minute"  # failed authentications per client address
+    auth_fail_rate: str = "30/minute"  # failed authentications per (client address, claimed key id)
+    auth_fail_addr_rate: str = "120/minute"  # failed authentications per client address, any key
     principal_rate: str = "1200/minute"  # requests per principal (a dashboard polls)
     max_event_streams: int = 8
     # HTTPS (python -m gateway.serve): a certificate and its key; a CA to require client certs
@@ -63,7 +64,7 @@ class Settings(BaseSettings):
     shadow_share: float = Field(default=1.0, ge=0.0, le=1.0)
     shadow_queue: int = Field(default=32, ge=1, le=10_000)
     rate_limit_per_s: float = 30.0  # per device, per worker; 0 switches it off
-    rate_limit_burst: int = 60
+    rate_limit_burst: int = 60  # at once; at most this many in any burst/rate seconds (security.limit_device)
     log_level: str = "INFO"
     plant_timezone: str = "UTC"  # IANA name, e.g. Asia/Seoul: statistics count the plant's days
     # the seed's /predict and /predict_dual: off unless asked for; then a device key, or no key

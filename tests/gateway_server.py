@@ -14,11 +14,16 @@ ROOT = Path(__file__).resolve().parent.parent
 
 
 class GatewayServer:
-    def __init__(self, env: dict[str, str], log: Path, workers: int = 1, tls: tuple[Path, Path] | None = None):
+    def __init__(self, env: dict[str, str], log: Path, workers: int = 1, tls: tuple[Path, Path] | None = None,
+                 factory: str | None = None):
         self.port = free_port()
+        # factory: "module:function" building the app (uvicorn --factory), for a test's own
+        # variant of the real gateway; by default the gateway itself
+        self.factory = factory
         self.env = {**os.environ, **env}
         self.log, self.workers = log, workers
-        self.tls = tls  # (certificate, key): serve HTTPS
+        self.tls = tls  # (certificate, key): serve HTTPS, through gateway.serve as the image does
+        assert not (tls and (workers != 1 or factory)), "gateway.serve runs the gateway itself, one worker"
         self.proc: subprocess.Popen | None = None
 
     @property
@@ -27,11 +32,16 @@ class GatewayServer:
 
     def start(self, timeout: float = 120) -> GatewayServer:
         out = open(self.log, "ab")
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", "uvicorn", "gateway.main:app", "--host", "127.0.0.1", "--port", str(self.port),
-             "--workers", str(self.workers), "--no-access-log",
-             *(["--ssl-certfile", str(self.tls[0]), "--ssl-keyfile", str(self.tls[1])] if self.tls else [])],
-            cwd=ROOT, env=self.env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
+        if self.tls:  # the deployed entry point: its settings (TLS_CERT_FILE, TLS_KEY_FILE) turn HTTPS on
+            cmd = [sys.executable, "-m", "gateway.serve"]
+            env = {**self.env, "TLS_CERT_FILE": str(self.tls[0]), "TLS_KEY_FILE": str(self.tls[1]),
+                   "HOST": "127.0.0.1", "PORT": str(self.port)}
+        else:
+            cmd = [sys.executable, "-m", "uvicorn", *([self.factory, "--factory"] if self.factory else ["gateway.main:app"]),
+                   "--host", "127.0.0.1", "--port", str(self.port), "--workers", str(self.workers), "--no-access-log"]
+            env = self.env
+        self.proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT,
+                                     start_new_session=True)
         try:
             # HTTPS: the test's own CA is checked by the tests themselves; here only "is it up"
             ctx = ssl._create_unverified_context() if self.tls else None  # noqa: S323

@@ -3,6 +3,7 @@
 import yaml
 
 from tests.conftest import ROOT
+from tests.triton_flags import assert_restricted_api_flags
 
 
 def test_compose_triton_service():
@@ -16,11 +17,44 @@ def test_compose_triton_service():
     assert "/v2/health/ready" in " ".join(t["healthcheck"]["test"])
     # not on the LAN: nothing published, and the APIs that change what it runs need a key
     assert "ports" not in t and set(t["expose"]) == {"8000", "8001", "8002"}
-    for prefix in ("--http-restricted-api=", "--grpc-restricted-protocol="):
-        flag = next(a for a in cmd.split() if a.startswith(prefix))
-        apis, _, key = flag.split("=", 1)[1].partition(":")
-        assert {"model-repository", "shared-memory"} <= set(apis.split(",")) and key.startswith("triton-admin-key=")
+    assert assert_restricted_api_flags(cmd.split()) == "$$TRITON_ADMIN_KEY"  # compose's escape: the shell expands it
     assert (ROOT / t["build"]["dockerfile"]).exists()
+
+
+def _networks(svc: dict) -> set[str]:
+    nets = svc.get("networks", ["default"])  # none named: compose's default network only
+    return set(nets)
+
+
+def test_compose_triton_is_fenced_off_on_an_internal_network():
+    doc = _compose()
+    services = doc["services"]
+    t = services["triton"]
+    assert "ports" not in t  # nothing published on the host
+    assert _networks(t) == {"inference"}  # not on the default network the databases and Grafana share
+    assert doc["networks"]["inference"]["internal"] is True  # no route out, nothing published on it
+    on_inference = {n for n, svc in services.items() if "inference" in _networks(svc)}
+    assert on_inference == {"triton", "gateway", "batch-worker", "prometheus"}
+    for name in ("gateway", "batch-worker", "prometheus"):  # they still reach the databases, the broker, Grafana
+        assert "default" in _networks(services[name]), name
+    # the service names the clients use resolve on that network
+    assert services["gateway"]["environment"]["TRITON_URL"].split(":")[0] == "triton"
+    prom = yaml.safe_load((ROOT / "monitoring" / "prometheus.yml").read_text())
+    assert ["triton:8002"] in [c["targets"] for j in prom["scrape_configs"] for c in j.get("static_configs", [])]
+
+
+def test_compose_publishes_only_the_gateway_and_grafana_on_every_interface():
+    services = _compose()["services"]
+    everywhere = set()
+    for name, svc in services.items():
+        for port in svc.get("ports", []):
+            if not str(port).startswith("127.0.0.1:"):
+                everywhere.add((name, str(port)))
+    assert everywhere == {("gateway", "8080:8080"), ("grafana", "3000:3000")}
+    prometheus = services["prometheus"]
+    assert prometheus["ports"] == ["127.0.0.1:9090:9090"]
+    # the lifecycle API (/-/quit, /-/reload) takes no credential: off
+    assert not any("enable-lifecycle" in a for a in prometheus["command"])
 
 
 # ---- the whole platform on one GPU box ---------------------------------------------------

@@ -1,7 +1,8 @@
-"""TLS from edge to gateway, with a CA this test makes (openssl): the gateway serves HTTPS
-from its certificate; the edge verifies it against the CA file from its config and talks;
-without that CA it refuses the server; it never sends its key over plain HTTP to another
-machine unless told to."""
+"""TLS from edge to gateway, with a CA this test makes (openssl): the gateway, started as
+the image starts it (``python -m gateway.serve`` with ``TLS_CERT_FILE`` and ``TLS_KEY_FILE``),
+serves HTTPS from its certificate and nothing in plain HTTP; the edge verifies it against
+the CA file from its config and talks; without that CA it refuses the server; it never
+sends its key over plain HTTP to another machine unless told to."""
 
 from __future__ import annotations
 
@@ -36,6 +37,9 @@ def test_edge_verifies_the_gateway_against_its_ca(tmp_path):
                          "OUTBOX_PATH": str(tmp_path / "o.db"), "ADMIN_TOKEN": "tls-admin-token"},
                         tmp_path / "gw.log", tls=(pki["cert"], pki["key"])).start()
     try:
+        assert srv.proc.args[-2:] == ["-m", "gateway.serve"]
+        with pytest.raises(httpx.HTTPError):  # the port speaks TLS only
+            httpx.get(srv.url.replace("https://", "http://") + "/health/live", timeout=10)
         key = httpx.post(f"{srv.url}/admin/devices", headers={"Authorization": "Bearer tls-admin-token"},
                          json={"device_id": "pi-tls", "side": "left"}, verify=str(pki["ca"])).json()["api_key"]
 

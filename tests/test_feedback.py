@@ -54,7 +54,7 @@ def gw(tmp_path_factory):
     for k, v in {"ADMIN_TOKEN": TOKEN, "TRITON_URL": "127.0.0.1:9", "DATABASE_URL": f"sqlite:///{d / 'g.db'}",
                  "OUTBOX_PATH": str(d / "o.db"), "IMAGE_DIR": str(d / "img"), "IMAGE_POLICY": "all",
                  "ENHANCE_DIR": str(d / "enh"), "BATCH_DATA_DIR": str(d / "batch"), "RATE_LIMIT_PER_S": "0",
-                 "AUTH_FAIL_RATE": "100000/minute", "PAIRING_WINDOW_MS": "50"}.items():
+                 "AUTH_FAIL_RATE": "100000/minute", "AUTH_FAIL_ADDR_RATE": "100000/minute", "PAIRING_WINDOW_MS": "50"}.items():
         mp.setenv(k, v)
     mp.delenv("REDIS_URL", raising=False)
     mp.delenv("AUTH_MODE", raising=False)

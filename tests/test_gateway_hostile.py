@@ -1,7 +1,9 @@
 """Hostile inputs against a real gateway process, each sent over one raw keep-alive
-connection followed by a ``/health`` on the *same* connection: every answer is a 4xx (or a
-defined 2xx/503) with a JSON ``code``, never a 5xx, and the connection stays open (after a
-500 the server used to drop it, so the client's next request failed too)."""
+connection followed by a ``/health`` on the *same* connection: every answer is the one the
+code defines for it (its status and JSON ``code``; a far-off but valid date is an ordinary
+200), never a 5xx, and the connection stays open (after a 500 the server used to drop it,
+so the client's next request failed too). The catch-all 500 itself is checked against a
+real uvicorn process too, with a route that raises."""
 
 from __future__ import annotations
 
@@ -9,6 +11,7 @@ import http.client
 import io
 import socket
 import zipfile
+from typing import Any
 
 import httpx
 import pytest
@@ -112,18 +115,42 @@ def _cases(url: str, key: str) -> list[tuple[str, httpx.Request]]:
 
 CASE_NAMES = [n for n, _ in _cases("http://x", "k")]
 
+# each case's answer, as the code defines it: (status, JSON code), or (200, a check of the body)
+CAPTURED_AT = (422, "invalid_captured_at")  # api/inspect.py checked_captured_at: before any work
+ARCHIVE = (400, "invalid_archive")  # batch/sources.py: a member that cannot be extracted
+EXPECTED: dict[str, tuple[int, Any]] = {
+    **{f"captured_at={v}": CAPTURED_AT for v in ("nan", "inf", "-inf", "1e20", "3e11", "-1e11")},
+    # valid dates, however far: the range is clamped to what the database compares ("until the end")
+    "inspections date_to=9999-12-31": (200, lambda b: isinstance(b["items"], list)),
+    "inspections date_from=0001-01-01": (200, lambda b: isinstance(b["items"], list)),
+    "statistics end_date=9999-12-31": (200, lambda b: b["end_date"] == "9999-12-31"),  # echoed as asked
+    "statistics start_date=0001-01-01": (200, lambda b: b["start_date"] == "0001-01-01"),
+    "source_dir with NUL": (422, "invalid_source_dir"),
+    "unknown model load": (404, "unknown_model"),
+    # %2F is decoded before routing: /admin/models/../../etc/load matches no route
+    "model name traversal": (404, "not_found"),
+    **{f"zip {n}": ARCHIVE for n in ("understated", "corrupt_deflate", "encrypted", "method_99")},
+}
+
+
+def test_every_hostile_case_has_its_expected_answer():
+    assert sorted(EXPECTED) == sorted(CASE_NAMES)
+
 
 @pytest.mark.parametrize("name", CASE_NAMES)
 def test_hostile_input_is_a_defined_answer_and_keeps_the_connection(gateway, name):
     srv, key = gateway
     request = dict(_cases(srv.url, key))[name]
+    want_status, want = EXPECTED[name]
     with socket.create_connection(("127.0.0.1", srv.port), timeout=60) as sock:
         status, headers, body = _raw(sock, request)
-        assert status < 500 or status == 503, (status, body[:300])
-        assert status not in (401, 403), body[:300]  # the input was judged, not the caller
+        assert status == want_status, (status, body[:300])
+        assert headers.get("content-type", "").startswith("application/json")
+        answer = httpx.Response(status, content=body).json()
         if status >= 400:
-            assert headers.get("content-type", "").startswith("application/json")
-            assert httpx.Response(status, content=body).json()["code"], body
+            assert answer["code"] == want, answer
+        else:
+            assert want(answer), answer
         assert headers.get("connection", "").lower() != "close"
         again, _, _ = _raw(sock, httpx.Request("GET", f"{srv.url}/health"))  # the same connection
         assert again == 200
@@ -147,3 +174,35 @@ def test_an_unexpected_error_is_a_json_500_on_a_live_connection(gateway, monkeyp
     with TestClient(app) as c:  # the middleware answers and does not re-raise: the client sees JSON
         r = c.get("/anything")
         assert r.status_code == 500 and r.json()["code"] == "internal_error"
+
+
+def test_an_unexpected_error_is_a_json_500_and_a_real_server_keeps_the_connection(tmp_path):
+    """The same, against a real uvicorn process serving the real gateway app plus a route
+    that raises: the 500 is JSON with its code, and the client's next request goes over the
+    *same* socket (uvicorn closes a connection when an exception reaches it)."""
+    from tests.broken_gateway import BROKEN_PATH, BUG
+
+    log = tmp_path / "gw.log"
+    srv = GatewayServer({"TRITON_URL": "127.0.0.1:9", "DATABASE_URL": f"sqlite:///{tmp_path / 'g.db'}",
+                         "OUTBOX_PATH": str(tmp_path / "o.db"), "IMAGE_DIR": str(tmp_path / "img"),
+                         "ADMIN_TOKEN": TOKEN, "BATCH_DATA_DIR": str(tmp_path / "batch")},
+                        log, factory="tests.broken_gateway:create").start()
+    connections: list[tuple[str, int]] = []
+
+    def local_address(response: httpx.Response) -> None:
+        # the client side of the socket the answer came over: one address = one connection
+        connections.append(response.extensions["network_stream"].get_extra_info("client_addr"))
+
+    try:
+        with httpx.Client(base_url=srv.url, timeout=30, event_hooks={"response": [local_address]}) as c:
+            r = c.get(BROKEN_PATH)
+            assert r.status_code == 500 and r.headers["content-type"].startswith("application/json")
+            assert r.json()["code"] == "internal_error" and BUG not in r.text  # no trace to the client
+            assert r.headers.get("connection", "").lower() != "close"
+            again = c.get("/health/live")
+            assert again.status_code == 200 and again.json() == {"status": "alive"}
+        assert len(connections) == 2 and isinstance(connections[0], tuple), connections
+        assert connections[0] == connections[1], connections
+    finally:
+        srv.stop()
+    assert f"RuntimeError: {BUG}" in log.read_text()  # logged with its traceback, not lost

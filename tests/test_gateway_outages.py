@@ -191,20 +191,39 @@ def test_gateway_restart_during_db_outage_loses_nothing(monkeypatch, tmp_path, t
 
 
 def test_blackholed_database_bounded_waits(monkeypatch, tmp_path, triton, mariadb):
-    """MariaDB accepts connections and never answers: operator reads are a 503 within 2 s
-    (+ scheduling margin), system status answers within 2 s, and the line keeps inspecting."""
+    """MariaDB accepts connections and never answers: every database read on a request path
+    (operator history, jobs, tuning, the shadow report) is a 503 within the 2 s read bound
+    (+ scheduling margin), an admin write a 503 within its 5 s bound, system status answers
+    within 2 s, and the line keeps inspecting."""
+    from gateway.api.db_bounds import READ_TIMEOUT_S, WRITE_TIMEOUT_S
+
     proxy, url = mariadb
     with _app(monkeypatch, tmp_path, TRITON_URL=triton.grpc_url, DATABASE_URL=url) as c:
         _, key = c.app.state.devices.create("pi-right", "right", False)
-        assert c.get("/api/inspections").status_code == 200
+        # a job that is never scheduled (state "held"): its status is a read, nothing else
+        job = c.app.state.batch.store.create_job([("/nonexistent/a.jpg", "a.jpg")], priority=0, chunk_size=1,
+                                                 state="held")
+        reads = ("/api/inspections", "/api/statistics", "/api/system-logs", "/api/config", "/api/v1/jobs",
+                 f"/api/v1/jobs/{job}", f"/api/v1/jobs/{job}/items", "/api/v1/tuning",
+                 "/admin/models/pcb_detector/shadow")
+        for route in (*reads, f"/api/v1/jobs/{job}/results?format=summary"):  # each answers while the database does
+            assert c.get(route).status_code == 200, (route, c.get(route).text)
         proxy.blackhole()
         try:
-            for route in ("/api/inspections", "/api/statistics", "/api/system-logs", "/api/config"):
+            for route in reads:
                 t0 = time.monotonic()
                 r = c.get(route)
                 dt = time.monotonic() - t0
                 assert r.status_code == 503 and r.json()["code"] == "database_unavailable", (route, r.text)
-                assert dt < 2.6, (route, dt)
+                assert dt <= READ_TIMEOUT_S + 0.2, (route, dt)
+            for method, route, body in (("POST", "/admin/devices", {"device_id": "pi-bh", "side": "left"}),
+                                        ("PUT", "/admin/config", {"values": {"bh": "1"}}),
+                                        ("POST", f"/api/v1/jobs/{job}/cancel", None)):
+                t0 = time.monotonic()
+                r = c.request(method, route, json=body)
+                dt = time.monotonic() - t0
+                assert r.status_code == 503 and r.json()["code"] == "database_unavailable", (route, r.text)
+                assert dt <= WRITE_TIMEOUT_S + 0.5, (route, dt)
             t0 = time.monotonic()
             status = c.get("/api/system-status")
             assert status.status_code == 200 and status.json()["database"] is False

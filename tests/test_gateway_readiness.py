@@ -1,7 +1,8 @@
 """Readiness a balancer can use, against a Triton server this test owns and SIGKILLs:
 ``/health/ready`` is 503 while inference is unavailable (``/health/live`` stays 200), and
 200 again soon after Triton is back; the time from Triton ready to the first inspection
-answered is measured (``build/fault-suite/triton_recovery.json``)."""
+answered is measured (``build/fault-suite/triton_recovery.json``) and must stay under
+1.2 s."""
 
 from __future__ import annotations
 
@@ -66,7 +67,9 @@ def test_readiness_follows_triton_and_recovery_is_quick(repository, tmp_path):
         out.mkdir(parents=True, exist_ok=True)
         (out / "triton_recovery.json").write_text(json.dumps(report, indent=2))
         print("Triton recovery:", report)
-        assert serve_after < 5
+        # gRPC reconnects at most 0.5 s (+20 % jitter) apart, then one inspection: well
+        # under 1.2 s on two busy cores; the default backoff (~1.5 s and more) fails here
+        assert serve_after < 1.2, report
     finally:
         gw.stop()
         triton.stop()

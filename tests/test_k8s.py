@@ -20,6 +20,7 @@ from serving.cpu_server import free_port, wait_http
 from settings.environment import Settings
 from tests.conftest import ROOT
 from tests.kustomize_lite import load_docs, render
+from tests.triton_flags import assert_restricted_api_flags
 
 K8S = ROOT / "deploy" / "k8s"
 TARGETS = {"base": K8S / "base", "dev": K8S / "overlays" / "dev", "production": K8S / "overlays" / "production"}
@@ -236,19 +237,66 @@ def test_model_rollout_job_goes_replica_by_replica(rendered):
     assert pv["spec"]["nfs"]["path"] == ro["spec"]["nfs"]["path"], "admin and replicas see one repository"
 
 
-def test_triton_is_fenced_off_and_its_admin_apis_need_a_key():
-    """Only the gateway, the batch workers, the rollout job and Prometheus may reach Triton;
-    its repository and shared-memory APIs need the key from the Secret."""
-    import yaml
+def _selects(selector: dict, labels: dict) -> bool:
+    """A Kubernetes label selector applied to ``labels`` (an empty selector selects all)."""
+    if any(labels.get(k) != v for k, v in selector.get("matchLabels", {}).items()):
+        return False
+    for e in selector.get("matchExpressions", []):
+        have, key = labels.get(e["key"]), e["key"]
+        if ((e["operator"] == "In" and have not in e["values"]) or (e["operator"] == "NotIn" and have in e["values"])
+                or (e["operator"] == "Exists" and key not in labels)
+                or (e["operator"] == "DoesNotExist" and key in labels)):
+            return False
+    return True
 
-    docs = [d for d in yaml.safe_load_all((ROOT / "deploy" / "k8s" / "base" / "triton.yaml").read_text()) if d]
-    policy = next(d for d in docs if d["kind"] == "NetworkPolicy")
-    assert policy["spec"]["podSelector"]["matchLabels"] == {"app.kubernetes.io/name": "triton"}
-    allowed = policy["spec"]["ingress"][0]["from"][0]["podSelector"]["matchExpressions"][0]["values"]
-    assert set(allowed) == {"gateway", "batch-worker", "model-rollout"}
-    assert {p["port"] for p in policy["spec"]["ingress"][0]["ports"]} == {8000, 8001}
-    assert {p["port"] for p in policy["spec"]["ingress"][1]["ports"]} == {8002}
-    triton = next(d for d in docs if d["kind"] == "Deployment")["spec"]["template"]["spec"]["containers"][0]
-    flags = [a for a in triton["args"] if a.startswith(("--http-restricted-api=", "--grpc-restricted-protocol="))]
-    assert len(flags) == 2 and all("model-repository" in f and "$(TRITON_ADMIN_KEY)" in f for f in flags)
-    assert triton["env"][0]["valueFrom"]["secretKeyRef"]["key"] == "TRITON_ADMIN_KEY"
+
+def _admits(policy: dict, labels: dict, namespace: str, port: int) -> bool:
+    """Whether the NetworkPolicy lets a pod with ``labels`` in ``namespace`` reach ``port``."""
+    for rule in policy["spec"].get("ingress", []):
+        if rule.get("ports") and port not in {p["port"] for p in rule["ports"]}:
+            continue
+        if "from" not in rule:
+            return True  # no peers named: everyone
+        for peer in rule["from"]:
+            assert "ipBlock" not in peer, "addresses are no identity on a pod network"
+            ns_ok = (_selects(peer["namespaceSelector"], {"kubernetes.io/metadata.name": namespace})
+                     if "namespaceSelector" in peer else namespace == policy["metadata"]["namespace"])
+            if ns_ok and _selects(peer.get("podSelector", {}), labels):
+                return True
+    return False
+
+
+@pytest.mark.parametrize("target", ["dev", "production"])
+def test_triton_is_fenced_off_and_its_admin_apis_need_a_key(target, rendered):
+    """In each rendered overlay: a NetworkPolicy selects Triton's pods and admits only the
+    gateway and the batch workers (and the model-rollout job) to 8000/8001 and Prometheus,
+    from its monitoring namespace, to the metrics on 8002; every other pod of the overlay
+    (the databases and broker in dev, Flower) is shut out. Its repository, shared-memory,
+    config, trace and logging APIs need the key from the Secret."""
+    objs = rendered[target]
+    triton = _one(objs, "Deployment", "triton")
+    ns = triton["metadata"]["namespace"]
+    pod_labels = triton["spec"]["template"]["metadata"]["labels"]
+    fences = [o for (k, n, _), o in objs.items() if k == "NetworkPolicy" and n == ns
+              and _selects(o["spec"]["podSelector"], pod_labels)]
+    assert len(fences) == 1, f"{target}: {len(fences)} NetworkPolicies select Triton"
+    policy = fences[0]
+    assert "Ingress" in policy["spec"]["policyTypes"]
+    workloads = {o["metadata"]["name"]: o["spec"]["template"]["metadata"]["labels"]
+                 for o in objs.values() if "template" in o.get("spec", {})}
+    assert {"gateway", "batch-worker", "flower", "triton"} <= set(workloads)
+    for port in (8000, 8001):
+        admitted = {name for name, labels in workloads.items() if _admits(policy, labels, ns, port)}
+        assert admitted == {"gateway", "batch-worker"}, (target, port, admitted)
+    rollout = load_docs(K8S / "jobs" / "model-rollout.yaml")[0]["spec"]["template"]["metadata"]["labels"]
+    assert _admits(policy, rollout, ns, 8000)  # the replica-by-replica model rollout
+    prometheus = {"app.kubernetes.io/name": "prometheus"}
+    assert _admits(policy, prometheus, "monitoring", 8002)
+    assert not _admits(policy, prometheus, "monitoring", 8001)  # metrics only, no inference
+    assert not _admits(policy, prometheus, ns, 8002)  # a pod merely calling itself prometheus: no
+    assert not _admits(policy, {"app.kubernetes.io/name": "mysql"}, "monitoring", 8002)
+    assert not any(_admits(policy, labels, ns, 8002) for labels in workloads.values())
+    c = _pod(triton)["containers"][0]
+    assert assert_restricted_api_flags(c["args"]) == "$(TRITON_ADMIN_KEY)"
+    key = next(e for e in c["env"] if e["name"] == "TRITON_ADMIN_KEY")
+    assert key["valueFrom"]["secretKeyRef"] == {"name": "pcb-secrets", "key": "TRITON_ADMIN_KEY"}

@@ -13,7 +13,7 @@ import uuid
 import pytest
 from sqlalchemy import func, select
 
-from gateway.core.metrics import CHORE_ERRORS, CHORE_LAST_SUCCESS, DB_WRITE_FAILURES
+from gateway.core.metrics import CHORE_ERRORS, CHORE_LAST_SUCCESS, DB_WRITE_FAILURES, OUTBOX_QUARANTINED
 from gateway.services.background import BackgroundTask
 from gateway.services.db_writer import DbWriter
 from gateway.services.drainer import Drainer
@@ -72,8 +72,11 @@ def test_a_poison_row_is_quarantined_and_never_blocks_the_others(db, tmp_path):
     q = box.quarantined()[0]
     assert q["id"] == poison_id and q["attempts"] == 3 and "Data too long" in q["last_error"]
     assert DB_WRITE_FAILURES._value.get() == failures_before  # a refused row is not an outage
+    assert OUTBOX_QUARANTINED._value.get() == 1  # each drain step tells the operator, not only the loop
     # after a fix (here: a shorter board id is impossible, so just send it back) it is retried
     assert box.requeue([poison_id]) == 1 and box.depth() == 1 and box.quarantine_depth() == 0
+    asyncio.run(drain(1))
+    assert OUTBOX_QUARANTINED._value.get() == 0 and box.depth() == 1  # refused once more, not yet set aside
 
 
 def test_two_drainers_on_one_file_write_every_row_once_without_false_alarms(db, tmp_path):
@@ -153,6 +156,61 @@ def test_each_chore_is_isolated_counted_and_the_loop_goes_on(tmp_path):
         t.join()
     results = asyncio.run(hk.once())
     assert results["heartbeats"] and Devices.flushed == 2
+
+
+CHORES = ("device_registry", "heartbeats", "principals", "image_prune", "idempotency_prune")
+
+
+@pytest.mark.parametrize("failing", CHORES)
+def test_a_failing_chore_is_logged_counted_and_the_loop_goes_on(failing):
+    """Each of housekeeping's chores, failing every time in the running loop: its error is
+    logged and counted (``gateway_chore_errors_total{chore}``) each round, its last-success
+    stamp stays old (``GatewayChoreStalled``), and the loop goes on: every chore, the failing
+    one included, runs again round after round and the others succeed."""
+    import logging
+    from collections import Counter
+    from types import SimpleNamespace
+
+    calls: Counter[str] = Counter()
+
+    def chore(name: str):
+        def run(*_):
+            calls[name] += 1
+            if name == failing:
+                raise RuntimeError(f"{name} failed")
+        return run
+
+    hk = Housekeeping(SimpleNamespace(refresh=chore("device_registry"), flush_last_seen=chore("heartbeats")),
+                      SimpleNamespace(prune=chore("image_prune")),
+                      SimpleNamespace(prune_idempotency=chore("idempotency_prune")),
+                      every_s=0.01, prune_every=1, principals=SimpleNamespace(refresh=chore("principals")))
+    logged: list[str] = []
+    handler = logging.Handler(logging.WARNING)
+    handler.emit = lambda record: logged.append(record.getMessage())
+    logger = logging.getLogger("gateway.background")
+    logger.addHandler(handler)
+    errors_before, started = CHORE_ERRORS.labels(failing)._value.get(), time.time()
+
+    async def go() -> bool:
+        hk.start()
+        deadline = time.monotonic() + 10
+        while (len(calls) < len(CHORES) or min(calls.values()) < 3) and time.monotonic() < deadline:
+            await asyncio.sleep(0.01)
+        alive = hk._task is not None and not hk._task.done()
+        await hk.stop()
+        return alive
+
+    try:
+        assert asyncio.run(go())  # the loop itself never ended
+    finally:
+        logger.removeHandler(handler)
+    assert set(calls) == set(CHORES) and min(calls.values()) >= 3, calls  # round after round
+    failures = CHORE_ERRORS.labels(failing)._value.get() - errors_before
+    # every failure counted (a run cut short by the stop is neither a failure nor a success)
+    assert failures >= 3 and calls[failing] - 1 <= failures <= calls[failing], (failures, calls[failing])
+    assert sum(f"background chore {failing} failed" in m for m in logged) == failures  # and logged
+    assert CHORE_LAST_SUCCESS.labels(failing)._value.get() < started
+    assert all(CHORE_LAST_SUCCESS.labels(c)._value.get() >= started for c in CHORES if c != failing)
 
 
 def test_a_background_loop_that_dies_is_restarted():

@@ -39,7 +39,7 @@ def gw(triton, tmp_path_factory):
     srv = GatewayServer({"TRITON_URL": triton.grpc_url, "DATABASE_URL": f"sqlite:///{d / 'g.db'}",
                          "OUTBOX_PATH": str(d / "o.db"), "IMAGE_DIR": str(d / "img"), "ADMIN_TOKEN": TOKEN,
                          "BATCH_DATA_DIR": str(d / "batch"), "ENHANCE_DIR": str(d / "enh"),
-                         "AUTH_FAIL_RATE": "100000/minute", "METRICS_TOKEN": "scrape-token-for-tests",
+                         "AUTH_FAIL_RATE": "100000/minute", "AUTH_FAIL_ADDR_RATE": "100000/minute", "METRICS_TOKEN": "scrape-token-for-tests",
                          "MAX_EVENT_STREAMS": "3"},
                         d / "gw.log").start()
     admin = {"Authorization": f"Bearer {TOKEN}"}
@@ -61,7 +61,7 @@ def gw(triton, tmp_path_factory):
 
 def _routes(spec: dict) -> dict[tuple[str, str], str | None]:
     """(method, path) -> the role its security declares (None: device or open)."""
-    out = {}
+    out: dict[tuple[str, str], str | None] = {}
     for path, ops in spec["paths"].items():
         for method in ops:
             out[(method.upper(), re.sub(r"\{[^}]+\}", "x", path))] = None
@@ -101,7 +101,7 @@ def test_every_route_needs_a_credential_except_the_open_list(gw):
 def _required(method: str, path: str) -> str:
     if (method, path) in OUTSIDE_SCHEMA:
         return OUTSIDE_SCHEMA[(method, path)]
-    if path.startswith("/admin"):
+    if path.startswith("/admin") or path == "/api/config":  # configuration, read or written: admin
         return "admin"
     if path.startswith("/api/v1/enhance") or path.startswith("/api/v1/tasks") or path.startswith("/api/v1/batch") \
             or path.startswith("/api/v1/download") or path == "/api/v1/performance":
@@ -204,11 +204,36 @@ def test_principals_through_the_cli(tmp_path):
 
 
 @pytest.mark.parametrize("value", ["change-me", "CHANGE-ME-admin-token", "changeme", "secret", "admin"])
-def test_placeholder_secrets_refuse_to_start(value):
-    with pytest.raises(ValueError, match="placeholder"):
-        check_settings(Settings(admin_token=value))
-    with pytest.raises(ValueError, match="placeholder"):
-        check_settings(Settings(metrics_token=value))
+def test_placeholder_secrets_refuse_to_start(value, monkeypatch, tmp_path):
+    """Through ``create_app()``, as the server starts it, for every secret setting; the
+    same settings with random values start."""
+    from gateway.core.security import SECRET_SETTINGS
+    from gateway.main import create_app
+    from settings.environment import get_settings
+
+    # every field that holds a secret is one the check knows (a new token must join the list)
+    secrets_named = {f for f in Settings.model_fields
+                     if any(w in f for w in ("token", "secret", "key", "password")) and not f.endswith("_file")}
+    assert secrets_named == set(SECRET_SETTINGS)
+    for k, v in {"DATABASE_URL": f"sqlite:///{tmp_path / 'g.db'}", "OUTBOX_PATH": str(tmp_path / "o.db"),
+                 "TRITON_URL": "127.0.0.1:1", "AUTH_MODE": "on"}.items():
+        monkeypatch.setenv(k, v)
+    good = {name.upper(): f"random-{i}-Xq8vT2pLm4" for i, name in enumerate(SECRET_SETTINGS)}
+    try:
+        for name in SECRET_SETTINGS:
+            for k, v in {**good, name.upper(): value}.items():
+                monkeypatch.setenv(k, v)
+            get_settings.cache_clear()
+            with pytest.raises(ValueError, match=f"{name.upper()}=.* is a placeholder"):
+                create_app()
+        for k, v in good.items():
+            monkeypatch.setenv(k, v)
+        get_settings.cache_clear()
+        assert create_app() is not None
+        with pytest.raises(ValueError, match="placeholder"):  # the check itself, without the app
+            check_settings(Settings(admin_token=value))
+    finally:
+        get_settings.cache_clear()
 
 
 def test_auth_off_is_logged_loudly_and_failed_keys_are_rate_limited(monkeypatch, tmp_path):
@@ -247,6 +272,22 @@ def test_auth_off_is_logged_loudly_and_failed_keys_are_rate_limited(monkeypatch,
             # the budget is per (address, claimed key id): guessing "wrong.*" is slowed down,
             # others behind the same address (a NAT) still get in
             assert c.get("/api/inspections", headers={"Authorization": "Bearer rate-limit-admin"}).status_code == 200
+            # the sign-in form is a key check like any other: after the budget, even the right key is 429
+            login = {"origin": str(c.base_url)}
+            codes = [c.post("/login", data={"key": "guess.x"}, headers=login, follow_redirects=False).status_code
+                     for _ in range(6)]
+            assert codes[:5] == [401] * 5 and codes[5] == 429
+            assert c.post("/login", data={"key": "guess.right-one"}, headers=login,
+                          follow_redirects=False).status_code == 429
+        monkeypatch.setenv("AUTH_FAIL_RATE", "100/minute")
+        monkeypatch.setenv("AUTH_FAIL_ADDR_RATE", "6/minute")
+        get_settings.cache_clear()
+        with TestClient(create_app()) as c:
+            # a new claimed id for every guess still spends the address's own budget
+            codes = [c.get("/api/inspections", headers={"Authorization": f"Bearer id{i}.key"}).status_code
+                     for i in range(8)]
+            assert codes[:6] == [401] * 6 and codes[6:] == [429] * 2
+            assert c.get("/api/inspections", headers={"Authorization": "Bearer rate-limit-admin"}).status_code == 429
         del app
     finally:
         get_settings.cache_clear()
@@ -254,6 +295,7 @@ def test_auth_off_is_logged_loudly_and_failed_keys_are_rate_limited(monkeypatch,
 
 def test_seed_routes_need_a_device_key_or_an_allowed_network(triton, tmp_path):
     import base64
+    import time
 
     from pcb.synthetic import render_board
     from tests.conftest import encode
@@ -272,12 +314,27 @@ def test_seed_routes_need_a_device_key_or_an_allowed_network(triton, tmp_path):
         codes = [httpx.post(f"{srv.url}/predict", json={"frame": frame}, headers=dev, timeout=30).status_code
                  for _ in range(6)]
         assert codes[0] == 200 and 429 in codes  # a device key works; the rate limit holds
+        # /predict_dual: the same rules, the same per-address budget
+        dual = {"frame_left": frame, "frame_right": frame}
+        time.sleep(1.2)  # a fresh second of SEED_COMPAT_RATE
+        r = httpx.post(f"{srv.url}/predict_dual", json=dual, timeout=30)
+        assert r.status_code == 401 and r.json()["code"] == "unauthorized"  # no key, not an allowed network
+        wrong = {**dev, "X-API-Key": key + "x"}
+        assert httpx.post(f"{srv.url}/predict_dual", json=dual, headers=wrong, timeout=30).status_code == 401
+        r = httpx.post(f"{srv.url}/predict_dual", json=dual, headers=dev, timeout=30)
+        assert r.status_code == 200 and r.json()["status"] == "ok", r.text  # a device key works
+        codes = [httpx.post(f"{srv.url}/predict_dual", json=dual, timeout=30).status_code for _ in range(4)]
+        assert 429 in codes, codes  # counted before the key is looked at: anonymous floods are limited too
+        r = httpx.post(f"{srv.url}/predict_dual", json=dual, headers=dev, timeout=30)
+        assert r.status_code == 429 and int(r.headers["Retry-After"]) >= 1  # one budget per address, key or not
     finally:
         srv.stop()
     srv = GatewayServer({**env, "SEED_COMPAT_ALLOW_NETS": "127.0.0.0/8"}, tmp_path / "seed2.log").start()
     try:
         r = httpx.post(f"{srv.url}/predict", json={"frame": frame}, timeout=30)
         assert r.status_code == 200 and r.json()["status"] == "ok"  # the seed's own script, from its network
+        r = httpx.post(f"{srv.url}/predict_dual", json={"frame_left": frame, "frame_right": frame}, timeout=30)
+        assert r.status_code == 200 and r.json()["gpio_signal"] is not None  # as the configured seed devices
     finally:
         srv.stop()
 
@@ -391,4 +448,31 @@ def test_origin_rule_knows_the_public_origin_behind_a_proxy(monkeypatch):
             assert e.value.code == "cross_origin"
     finally:
         monkeypatch.delenv("PUBLIC_ORIGINS")
+        get_settings.cache_clear()
+
+
+def test_devices_share_the_limits_limiter_with_burst_and_rate(monkeypatch):
+    """RATE_LIMIT_BURST at once, then 429 with Retry-After; per device; rate 0 switches it off."""
+    import uuid
+
+    from gateway.core.errors import RateLimited
+    from gateway.core.security import limit_device
+    from settings.environment import get_settings
+
+    monkeypatch.setenv("RATE_LIMIT_PER_S", "2")
+    monkeypatch.setenv("RATE_LIMIT_BURST", "5")
+    get_settings.cache_clear()
+    try:
+        dev, other = f"unit-{uuid.uuid4().hex}", f"unit-{uuid.uuid4().hex}"
+        for _ in range(5):
+            limit_device(dev)
+        with pytest.raises(RateLimited) as e:
+            limit_device(dev)
+        assert 1 <= int(e.value.headers["Retry-After"]) <= 3  # the window: 5 / 2 per s, rounded up to 3 s
+        limit_device(other)  # another device has its own budget
+        monkeypatch.setenv("RATE_LIMIT_PER_S", "0")
+        get_settings.cache_clear()
+        for _ in range(20):
+            limit_device(dev)
+    finally:
         get_settings.cache_clear()

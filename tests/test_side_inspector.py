@@ -103,3 +103,73 @@ def test_warm_up_runs_the_detector(repository):
     s.detector.run = lambda images: shapes.append(images.shape) or run(images)  # type: ignore[method-assign]
     s.warm_up()
     assert len(shapes) == 1 and shapes[0][0] == 1
+
+
+def test_a_preprocess_fault_fails_only_its_request(side, monkeypatch):
+    """A fault past the image checks (a decoder bug, a letterbox that raises) used to escape
+    ``inspect`` and fail the whole batch: it is now that request's ``preprocess_failed``
+    (the service's fault, retryable), and its neighbours are answered."""
+    import serving.side_inspector as mod
+    from inference.errors import SERVICE_CODES, model_code
+
+    real_letterbox, real_decode = mod.letterbox, mod.decode_image
+
+    def letterbox_fails_on_800x600(img, *args):
+        if img.shape[:2] == (600, 800):
+            raise ValueError("letterbox fault")
+        return real_letterbox(img, *args)
+
+    def decoder_fails_on_short_data(data, *args):
+        if len(data) < 64:
+            raise RuntimeError("decoder fault")
+        return real_decode(data, *args)
+
+    monkeypatch.setattr(mod, "letterbox", letterbox_fails_on_800x600)
+    monkeypatch.setattr(mod, "decode_image", decoder_fails_on_short_data)
+    boards = [encode(render_board(50 + i, size=size).image) for i, size in enumerate([(640, 480), (800, 600),
+                                                                                      (640, 480)])]
+    out = side.inspect([_req(boards[0]), _req(boards[1]), _req(boards[2]), _req(b"\xff\xd8" * 10)])
+    for i in (1, 3):
+        assert isinstance(out[i], SideError) and out[i].code == "preprocess_failed" and not out[i].bad_input
+        assert model_code(str(out[i]))[0] in SERVICE_CODES  # the gateway answers 503, not 4xx
+    for i in (0, 2):
+        assert not isinstance(out[i], SideError), out[i]
+        alone = side.inspect([_req(boards[i])])[0]
+        np.testing.assert_allclose(alone["DETECTIONS"], out[i]["DETECTIONS"], atol=1e-4)
+
+
+def test_detector_template_fails_only_the_request_that_fails_alone(repository, monkeypatch):
+    """serving/templates/detector_model.py (the split layout's ONNX detector) used to answer
+    every request of a batch with the error when one input broke the call: now a request
+    onnxruntime refuses (float64), or one without its input, fails alone; the others, of
+    either shape, get exactly their lone answers."""
+    import importlib.util
+    import json
+    import sys
+
+    from serving.ort_detector import OrtDetector
+    from tests.conftest import ROOT
+    from tests.test_enhance_robustness import _stub_pb_utils, _Tensor
+
+    monkeypatch.setitem(sys.modules, "triton_python_backend_utils", _stub_pb_utils(False))
+    spec = importlib.util.spec_from_file_location("detector_model_template",
+                                                  ROOT / "serving" / "templates" / "detector_model.py")
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    model = module.TritonPythonModel()
+    model.initialize({"model_config": json.dumps({"parameters": {"intra_op_threads": {"string_value": "1"}}}),
+                      "model_repository": str(repository / "pcb_detector"), "model_version": "1"})
+    rng = np.random.default_rng(1)
+    wide = [rng.random((1, 3, 256, 320), dtype=np.float32) for _ in range(2)]
+    tall = rng.random((1, 3, 320, 256), dtype=np.float32)
+    bad = rng.random((1, 3, 256, 320))  # float64: poisons the concatenated call of its shape
+    requests = [{"images": _Tensor("images", wide[0])}, {"images": _Tensor("images", bad)},
+                {"images": _Tensor("images", tall)}, {}, {"images": _Tensor("images", wide[1])}]
+    responses = model.execute(requests)
+    assert len(responses) == len(requests)
+    assert [r.has_error() for r in responses] == [False, True, False, True, False]
+    assert all(responses[i].error().message().startswith("detector_failed: ") for i in (1, 3))
+    det = OrtDetector(repository / "pcb_detector" / "1" / "model.onnx", 1)
+    for i, x in ((0, wide[0]), (2, tall), (4, wide[1])):
+        np.testing.assert_allclose(responses[i].outputs["output0"].as_numpy(), det.run(x)["output0"], atol=1e-5)

@@ -12,9 +12,10 @@ from inference.sync import SyncTriton
 from serving.admin import AdminError, ModelAdmin
 from serving.cpu_server import TritonServer, free_port
 from tests.conftest import encode
+from tests.triton_flags import RESTRICTED_APIS
 
 KEY = "restricted-test-key"
-APIS = "model-repository,shared-memory,model-config,trace,logging"
+APIS = ",".join(RESTRICTED_APIS)  # the deployments' list
 
 
 def test_repository_api_needs_the_key_and_inference_does_not(repository, tmp_path):

@@ -10,8 +10,8 @@ from typing import Annotated, Literal
 
 from fastapi import APIRouter, Depends, Query, Request
 from pydantic import BaseModel, Field
-from sqlalchemy.exc import DBAPIError, OperationalError, SQLAlchemyError
 
+from gateway.api import db_bounds
 from gateway.api.schemas.admin import (
     ConfigUpdated,
     DeviceCreated,
@@ -89,10 +89,7 @@ async def shadow_report(model: str, request: Request,
 async def _report(request: Request, model: str, version: int | None) -> dict:
     from gateway.services.shadow import report
 
-    try:
-        return await asyncio.to_thread(report, request.app.state.sessions, model, version)
-    except (OperationalError, DBAPIError) as e:
-        raise ServiceUnavailable("the database is unavailable", "database_unavailable", 5) from e
+    return await db_bounds.read(request, lambda sessions: report(sessions, model, version))
 
 
 @router.post("/models/{model}/shadow", response_model=ShadowState)
@@ -155,12 +152,9 @@ class DeviceIn(BaseModel):
 @router.post("/devices", status_code=201, response_model=DeviceCreated)
 async def create_device(body: DeviceIn, request: Request) -> dict:
     """Registers (or re-keys) a device; the API key is shown this once."""
-    try:
-        info, key = await asyncio.to_thread(request.app.state.devices.create, body.device_id, body.side,
-                                            body.drives_gpio, body.name)
-    except SQLAlchemyError as e:  # a key must be stored before it is shown: refuse, retry later
-        raise ServiceUnavailable("the database is unavailable: device not registered", "database_unavailable",
-                                 5) from e
+    # a key must be stored before it is shown: refuse, retry later
+    info, key = await db_bounds.write(request.app.state.devices.create, body.device_id, body.side,
+                                      body.drives_gpio, body.name, refused="device not registered")
     await _event(request, f"device {info.id} registered ({info.side}, drives GPIO: {info.drives_gpio})")
     return {"device_id": info.id, "side": info.side, "drives_gpio": info.drives_gpio, "api_key": key}
 
@@ -176,11 +170,7 @@ async def list_devices(request: Request) -> list[dict]:
 async def disable_device(device_id: str, request: Request) -> dict:
     if request.app.state.devices.get(device_id) is None:
         raise NotFound(f"no device {device_id}", "unknown_device")
-    try:
-        await asyncio.to_thread(request.app.state.devices.disable, device_id)
-    except SQLAlchemyError as e:
-        raise ServiceUnavailable("the database is unavailable: device not disabled", "database_unavailable",
-                                 5) from e
+    await db_bounds.write(request.app.state.devices.disable, device_id, refused="device not disabled")
     await _event(request, f"device {device_id} disabled")
     return {"device_id": device_id, "enabled": False}
 
@@ -218,10 +208,8 @@ def _principal(p) -> dict:
 @router.post("/principals", status_code=201, response_model=PrincipalCreated)
 async def create_principal(body: PrincipalIn, request: Request) -> dict:
     """A key for a person or an application; shown this once (only its hash is stored)."""
-    try:
-        info, key = await asyncio.to_thread(request.app.state.principals.create, body.name, body.role)
-    except SQLAlchemyError as e:
-        raise ServiceUnavailable("the database is unavailable: key not created", "database_unavailable", 5) from e
+    info, key = await db_bounds.write(request.app.state.principals.create, body.name, body.role,
+                                      refused="key not created")
     await _event(request, f"principal {info.id} ({info.name}) created with role {info.role}")
     return {**_principal(info), "api_key": key}
 
@@ -233,10 +221,7 @@ async def list_principals(request: Request) -> list[dict]:
 
 @router.delete("/principals/{principal_id}", response_model=PrincipalRevoked)
 async def revoke_principal(principal_id: str, request: Request) -> dict:
-    try:
-        found = await asyncio.to_thread(request.app.state.principals.revoke, principal_id)
-    except SQLAlchemyError as e:
-        raise ServiceUnavailable("the database is unavailable: key not revoked", "database_unavailable", 5) from e
+    found = await db_bounds.write(request.app.state.principals.revoke, principal_id, refused="key not revoked")
     if not found:
         raise NotFound(f"no principal {principal_id}", "unknown_principal")
     await _event(request, f"principal {principal_id} revoked")
@@ -257,8 +242,5 @@ async def put_config(body: ConfigIn, request: Request) -> dict:
             for k, v in body.values.items():
                 s.merge(SystemConfig(key=k[:128], value=v))
 
-    try:
-        await asyncio.to_thread(write, request.app.state.sessions)
-    except Exception as e:  # noqa: BLE001 - database away
-        raise ServiceUnavailable("the database is unavailable", "database_unavailable", 5) from e
+    await db_bounds.write(write, request.app.state.sessions, refused="configuration not changed")
     return {"updated": sorted(body.values)}

@@ -19,7 +19,9 @@ from gateway.core.security import (
     Caller,
     bearer_of,
     check_origin,
+    claimed_id,
     failed_auth,
+    guard_guessing,
     identify,
     session_token,
 )
@@ -52,9 +54,10 @@ async def login_page() -> HTMLResponse:
 async def login(request: Request, key: Annotated[str, Form(min_length=1, max_length=200)],
                 next: Annotated[str | None, Form(max_length=500)] = None) -> RedirectResponse:  # noqa: A002
     check_origin(request)  # no signing a visitor in with someone else's key from another site
+    guard_guessing(request, claimed_id(key))  # the form is a key check like any other: same budget
     caller = identify(request, key, None)
     if caller is None:
-        failed_auth(request)
+        failed_auth(request, claimed_id(key))
         raise Unauthorized("unknown or revoked key", "unauthorized")
     response = RedirectResponse(_safe_next(next), status_code=303)
     response.set_cookie(SESSION_COOKIE, session_token(caller.id), max_age=SESSION_TTL_S, httponly=True,

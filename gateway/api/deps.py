@@ -2,34 +2,40 @@
 
 from __future__ import annotations
 
+import asyncio
 from typing import Annotated
 
 from fastapi import Depends, Header, Request
 
 from gateway.core.errors import Unauthorized
 from gateway.core.metrics import RATE_LIMITED
-from gateway.core.security import failed_auth, guard_guessing
+from gateway.core.security import failed_auth, guard_guessing, limit_device
 from gateway.services.devices import DeviceInfo
 from gateway.services.inspection import InspectionService
 
 
-def inspection_service(request: Request) -> InspectionService:
+# async on purpose: FastAPI runs a plain ``def`` dependency in its thread pool, a hand-off
+# each way on every board for what is a dictionary lookup
+async def inspection_service(request: Request) -> InspectionService:
     return request.app.state.inspections
 
 
-def current_device(
+async def current_device(
     request: Request,
     x_device_id: Annotated[str | None, Header()] = None,
     x_api_key: Annotated[str | None, Header()] = None,
 ) -> DeviceInfo:
     guard_guessing(request)
+    registry = request.app.state.devices
+    device = registry.cached(x_device_id, x_api_key)  # a known device: in memory, on the loop
+    if device is None:
+        try:  # unknown here: registered through another worker? the reload reads the database
+            device = await asyncio.to_thread(registry.authenticate, x_device_id, x_api_key)
+        except Unauthorized:
+            failed_auth(request)  # key guessing is limited per client address
+            raise
     try:
-        device = request.app.state.devices.authenticate(x_device_id, x_api_key)
-    except Unauthorized:
-        failed_auth(request)  # key guessing is limited per client address
-        raise
-    try:
-        request.app.state.rate_limiter.check(device.id)
+        limit_device(device.id)
     except Exception:
         RATE_LIMITED.labels(device.id).inc()
         raise

@@ -19,7 +19,8 @@ from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 from batch import results, sources, tuning
 from batch.engine import BatchEngine
 from batch.priority import Priority
-from batch.store import JobNotFound
+from batch.store import JobNotFound, JobStore
+from gateway.api import db_bounds
 from gateway.api.schemas.jobs import JobItem, JobProgress, JobResults, JobRetried, JobSummary, Tuning
 from gateway.core.errors import ApiError, NotFound, PayloadTooLarge, ServiceUnavailable
 from gateway.core.security import require
@@ -37,13 +38,32 @@ def _engine(request: Request) -> BatchEngine:
 
 
 async def _db(fn, *args):
-    """A store call off the event loop; database trouble is a 503, an unknown id a 404."""
+    """A submission's store call off the event loop (it writes the job's items: bounded per
+    statement by the writers' engine, not overall); database trouble is a 503, an unknown id a 404."""
     try:
         return await asyncio.to_thread(fn, *args)
     except JobNotFound as e:
         raise NotFound(f"no job {e.args[0]}", "job_not_found") from None
     except SQLAlchemyError as e:
         raise ServiceUnavailable(f"job database unavailable: {type(e).__name__}", "database_unavailable", 5) from e
+
+
+async def _read(request: Request, fn, *args, bound=db_bounds.read):
+    """``fn(store, *args)`` on the read engine, under the operator reads' bound (a 503 within
+    ``READ_TIMEOUT_S``; ``bound=db_bounds.export``: a results download's); an unknown id is a
+    404. One call per route, so the bound is the route's."""
+    try:
+        return await bound(request, lambda sessions: fn(JobStore(sessions), *args))
+    except JobNotFound as e:
+        raise NotFound(f"no job {e.args[0]}", "job_not_found") from None
+
+
+async def _write(fn, *args):
+    """An operator's change to a job (cancel, retry) on the writers' engine, under the write bound."""
+    try:
+        return await db_bounds.write(fn, *args)
+    except JobNotFound as e:
+        raise NotFound(f"no job {e.args[0]}", "job_not_found") from None
 
 
 @router.post("/jobs", status_code=201, dependencies=OPERATE, response_model=JobProgress,
@@ -142,13 +162,12 @@ def _create(eng: BatchEngine, items: list, kw: dict) -> bool:
 
 @router.get("/jobs", dependencies=VIEW, response_model=list[JobProgress])
 async def list_jobs(request: Request, limit: Annotated[int, Query(ge=1, le=500)] = 50) -> list[dict]:
-    eng = _engine(request)
-    return await _db(lambda: [eng.store.progress(j.id) for j in eng.store.jobs(limit)])
+    return await _read(request, lambda store: [store.progress(j.id) for j in store.jobs(limit)])
 
 
 @router.get("/jobs/{job_id}", dependencies=VIEW, response_model=JobProgress)
 async def get_job(job_id: str, request: Request) -> dict:
-    return await _db(_engine(request).store.progress, job_id)
+    return await _read(request, JobStore.progress, job_id)
 
 
 @router.get("/jobs/{job_id}/items", dependencies=VIEW, response_model=list[JobItem])
@@ -156,9 +175,11 @@ async def get_items(job_id: str, request: Request,
                     state: Literal["pending", "processing", "completed", "failed", "cancelled"] | None = None,
                     offset: Annotated[int, Query(ge=0)] = 0,
                     limit: Annotated[int, Query(ge=1, le=1000)] = 100) -> list[dict]:
-    store = _engine(request).store
-    await _db(store.job, job_id)
-    return [results.item_dict(it) for it in await _db(store.items, job_id, state, offset, limit)]
+    def rows(store: JobStore) -> list:
+        store.job(job_id)  # an unknown job is a 404, not an empty list
+        return store.items(job_id, state, offset, limit)
+
+    return [results.item_dict(it) for it in await _read(request, rows)]
 
 
 @router.get("/jobs/{job_id}/events", dependencies=VIEW, response_class=StreamingResponse,
@@ -167,15 +188,14 @@ async def get_items(job_id: str, request: Request,
 async def job_events(job_id: str, request: Request) -> StreamingResponse:
     """Progress as Server-Sent Events (``event: progress``), one when it changes, until the
     job ends (``event: done``)."""
-    store = _engine(request).store
-    await _db(store.job, job_id)
+    await _read(request, JobStore.job, job_id)
 
     async def stream():
         last = None
         while not await request.is_disconnected():
             try:
-                p = await asyncio.to_thread(store.progress, job_id)
-            except SQLAlchemyError:
+                p = await _read(request, JobStore.progress, job_id)
+            except ServiceUnavailable:
                 yield "event: error\ndata: {\"code\": \"database_unavailable\"}\n\n"
                 await asyncio.sleep(2)
                 continue
@@ -195,23 +215,22 @@ async def job_events(job_id: str, request: Request) -> StreamingResponse:
 @router.post("/jobs/{job_id}/cancel", dependencies=OPERATE, response_model=JobProgress)
 async def cancel_job(job_id: str, request: Request) -> dict:
     eng = _engine(request)
-    await _db(eng.cancel, job_id)
-    return await _db(eng.store.progress, job_id)
+    await _write(eng.cancel, job_id)
+    return await _read(request, JobStore.progress, job_id)
 
 
 @router.post("/jobs/{job_id}/items/{item_id}/cancel", dependencies=OPERATE, response_model=JobProgress)
 async def cancel_item(job_id: str, item_id: int, request: Request) -> dict:
-    store = _engine(request).store
-    if not await _db(store.cancel_item, job_id, item_id):
+    if not await _write(_engine(request).store.cancel_item, job_id, item_id):
         raise ApiError("only a pending item of this job can be cancelled", "item_not_pending")
-    return await _db(store.progress, job_id)
+    return await _read(request, JobStore.progress, job_id)
 
 
 @router.post("/jobs/{job_id}/retry", dependencies=OPERATE, response_model=JobRetried)
 async def retry_failed(job_id: str, request: Request) -> dict:
     eng = _engine(request)
-    n = await _db(eng.retry, job_id)
-    return {"retried": n, **await _db(eng.store.progress, job_id)}
+    n = await _write(eng.retry, job_id)
+    return {"retried": n, **await _read(request, JobStore.progress, job_id)}
 
 
 @router.get("/jobs/{job_id}/results", dependencies=VIEW, response_model=JobResults | JobSummary,
@@ -220,9 +239,8 @@ async def retry_failed(job_id: str, request: Request) -> dict:
                              "content": {"text/csv": {}, "text/html": {}}}})
 async def job_results(job_id: str, request: Request,
                       format: Literal["json", "csv", "summary", "report"] = "json"):  # noqa: A002
-    store = _engine(request).store
-    progress = await _db(store.progress, job_id)
-    items = await _db(store.items, job_id)
+    progress, items = await _read(request, lambda store: (store.progress(job_id), store.items(job_id)),
+                                  bound=db_bounds.export)
     stem = f"job-{job_id[:8]}"
     if format == "csv":
         return PlainTextResponse(results.to_csv(items), media_type="text/csv",
@@ -238,6 +256,6 @@ async def job_results(job_id: str, request: Request,
 @router.get("/tuning", dependencies=VIEW, response_model=Tuning)
 async def get_tuning(request: Request) -> dict:
     """The auto-tuner's recorded pick (``python -m batch tune`` measures it)."""
-    eng = _engine(request)
-    b, c = await _db(tuning.current, eng.store.sessions, eng.settings)
+    settings = _engine(request).settings
+    b, c = await _read(request, lambda store: tuning.current(store.sessions, settings))
     return {"batch_size": b, "concurrency": c}

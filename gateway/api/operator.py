@@ -14,8 +14,8 @@ import psutil
 from fastapi import APIRouter, Depends, Path, Query, Request
 from fastapi.responses import Response
 from sqlalchemy import and_, func, or_, select
-from sqlalchemy.exc import DBAPIError, OperationalError
 
+from gateway.api import db_bounds
 from gateway.api.schemas.operator import (
     InspectionOut,
     InspectionPage,
@@ -23,7 +23,7 @@ from gateway.api.schemas.operator import (
     SystemLogPage,
     SystemStatus,
 )
-from gateway.core.errors import ApiError, NotFound, ServiceUnavailable
+from gateway.core.errors import ApiError, NotFound
 from gateway.core.security import require
 from pcb import taxonomy
 from settings.environment import get_settings
@@ -35,22 +35,10 @@ router = APIRouter(prefix="/api", tags=["operator"], dependencies=[Depends(requi
 ONLINE_AFTER_S = 30  # a device is online if it was heard from this recently
 
 
-READ_TIMEOUT_S = 2.0  # an operator read answers within this, or 503
-
-
 async def _db(request: Request, fn, write: bool = False):
-    """A read on the read engine (short socket timeouts), bounded: a dead or blackholed
-    database is a 503 within ``READ_TIMEOUT_S``, never a hung request. ``write``: on the
-    writers' engine instead (an operator's feedback), under the same bound."""
-    st = request.app.state
-    sessions = st.sessions if write else getattr(st, "read_sessions", st.sessions)
-    try:
-        return await asyncio.wait_for(asyncio.to_thread(fn, sessions), READ_TIMEOUT_S)
-    except TimeoutError as e:
-        raise ServiceUnavailable(f"the database did not answer within {READ_TIMEOUT_S:.0f} s",
-                                 "database_unavailable", 5) from e
-    except (OperationalError, DBAPIError) as e:
-        raise ServiceUnavailable("the database is unavailable", "database_unavailable", 5) from e
+    """A bounded read (``db_bounds.read``): a dead or blackholed database is a 503 within
+    ``READ_TIMEOUT_S``, never a hung request."""
+    return await db_bounds.read(request, fn, write)
 
 
 def _row(i: Inspection | InspectionRecord) -> dict:
@@ -74,12 +62,17 @@ def plant_zone() -> ZoneInfo:
     return ZoneInfo(get_settings().plant_timezone)
 
 
+def _plant_days(start: date | None, end: date | None) -> tuple[date, date]:
+    """The plant days asked for; a missing end is the plant's today."""
+    today = plant_today()
+    return start or today, end or today
+
+
 def _day_range(start: date | None, end: date | None) -> tuple[datetime, datetime]:
     """[start 00:00, end+1 00:00) in the plant's zone, as the naive UTC the database stores.
     Any date is accepted: the ends are clamped to what a datetime can hold (9999-12-31 is
     "until the end", not an overflow)."""
-    today = plant_today()
-    start, end = start or today, end or today
+    start, end = _plant_days(start, end)
     zone = plant_zone()
 
     def utc(d: date) -> datetime:
@@ -162,6 +155,7 @@ async def statistics(request: Request, start_date: date | None = None, end_date:
     seed's field names: ``<verdict>_count`` for every verdict of the taxonomy, and the same
     counts as ``verdicts`` (name, label, code, count) in code order. The defect rate counts
     every verdict but the ok one (code 0)."""
+    start_date, end_date = _plant_days(start_date, end_date)  # echoed as asked: plant days, not UTC ones
     lo, hi = _day_range(start_date, end_date)
 
     def q(sessions):
@@ -183,7 +177,7 @@ async def statistics(request: Request, start_date: date | None = None, end_date:
     counts: list[dict[str, Any]] = [{"name": v.name, "label": v.label, "code": v.code,
                                      "count": by_name.get(v.name, 0)} for v in tax.verdicts]
     defects = sum(c["count"] for c in counts if c["name"] != tax.ok.name)
-    return {"start_date": lo.date().isoformat(), "end_date": (hi - timedelta(days=1)).date().isoformat(),
+    return {"start_date": start_date.isoformat(), "end_date": end_date.isoformat(),
             "total_inspections": total, **{f"{c['name']}_count": c["count"] for c in counts},
             "defect_rate": round(100.0 * defects / total, 2) if total else 0.0,
             "avg_latency_ms": round(latency, 2) if latency is not None else None,
@@ -298,7 +292,8 @@ async def system_status(request: Request) -> dict:
             "triton": bool(triton_ok), "outbox_depth": depth, "devices": devices}
 
 
-@router.get("/config", response_model=dict[str, str])
+# admin, like PUT /admin/config (README "Security"): plant settings are not for every viewer
+@router.get("/config", response_model=dict[str, str], dependencies=[Depends(require("admin"))])
 async def get_config(request: Request) -> dict:
     def q(sessions):
         with sessions() as s:

@@ -58,14 +58,14 @@ def _allowed_nets() -> list:
     return [ipaddress.ip_network(n, strict=False) for n in nets]
 
 
-def seed_caller(request: Request, x_device_id: Annotated[str | None, Header()] = None,
-                x_api_key: Annotated[str | None, Header()] = None) -> DeviceInfo | None:
+async def seed_caller(request: Request, x_device_id: Annotated[str | None, Header()] = None,
+                      x_api_key: Annotated[str | None, Header()] = None) -> DeviceInfo | None:
     """The device a seed call acts as: its own (with a key), or None for an allow-listed
     network (the configured seed devices). Anyone else: 401."""
     _enabled()
     limit(get_settings().seed_compat_rate, "seed", client_address(request))
     if x_device_id is not None:
-        return current_device(request, x_device_id, x_api_key)
+        return await current_device(request, x_device_id, x_api_key)
     try:
         addr = ipaddress.ip_address(client_address(request))
     except ValueError:

@@ -77,11 +77,16 @@ async def _authorize_early(scope, role: str):
         return None, e
 
 
+# any route's body unless it is an upload (``path_limits``): a login form, an admin or edge
+# JSON document. Bodies are read before authentication, so anyone may send this much
+SMALL_BODY_BYTES = 64 * 1024
+
+
 class RequestMiddleware:
-    def __init__(self, app, max_body_bytes: int, path_limits: dict[str, int] | None = None,
+    def __init__(self, app, max_body_bytes: int = SMALL_BODY_BYTES, path_limits: dict[str, int] | None = None,
                  max_streams: int = 8):
         self.app, self.max_body_bytes = app, max_body_bytes
-        self.path_limits = path_limits or {}  # routes that take more (a batch of photos)
+        self.path_limits = path_limits or {}  # the uploads, each with its own (larger) limit
         # event streams open at once per credential: a dashboard needs 2-3, a leak or a
         # flood gets 429 instead of holding workers' connections forever
         self.max_streams = max_streams

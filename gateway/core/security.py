@@ -12,8 +12,8 @@ Credentials: ``Authorization: Bearer <key>`` (a principal's key ``<id>.<secret>`
 bootstrap ``ADMIN_TOKEN``; a bare token without ``Bearer`` is refused), or the session
 cookie the login page sets (HttpOnly, SameSite=Strict; for the dashboard and the
 enhancement page). No credential or a wrong one is 401; a credential whose role is too low
-is 403. Failed authentications are rate limited per client address (key guessing), and
-every principal per principal (``limits``, moving window).
+is 403. Failed authentications are rate limited per client address (key guessing), every
+principal per principal and every device per device (one ``limits`` moving-window limiter).
 
 ``AUTH_MODE=off`` opens every principal route (a lab bench; logged loudly at start).
 Device routes always need a device: its side and GPIO duty come from its registration.
@@ -24,6 +24,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 import logging
+import math
 import secrets
 import time
 from dataclasses import dataclass
@@ -32,7 +33,7 @@ from urllib.parse import urlsplit
 
 from fastapi import Depends, Request
 from fastapi.security import APIKeyCookie, HTTPAuthorizationCredentials, HTTPBearer
-from limits import parse
+from limits import RateLimitItem, RateLimitItemPerSecond, parse
 from limits.storage import MemoryStorage
 from limits.strategies import MovingWindowRateLimiter
 
@@ -68,9 +69,13 @@ class Caller:
     via: str  # "key", "admin_token", "session", "auth_off"
 
 
+# every setting that holds a secret: a placeholder in any of them refuses to start
+SECRET_SETTINGS = ("admin_token", "session_secret", "metrics_token", "triton_admin_key")
+
+
 def check_settings(s: Settings) -> None:
     """At start: refuse placeholder secrets; say loudly when access control is off."""
-    for name in ("admin_token", "session_secret", "metrics_token", "triton_admin_key"):
+    for name in SECRET_SETTINGS:
         value = getattr(s, name)
         v = (value or "").strip().lower()
         if value is not None and (v in PLACEHOLDERS or any(m in v for m in ("change-me", "changeme", "change_me"))):
@@ -126,29 +131,60 @@ def limit(rule: str, *key: str) -> None:
         raise _refused(item, key, f"too many requests ({rule}) from {key[-1]}")
 
 
+def limit_device(device_id: str) -> None:
+    """Per device (``RATE_LIMIT_PER_S`` sustained, ``RATE_LIMIT_BURST`` at once; rate 0: off):
+    at most BURST requests in any window of BURST/RATE seconds, rounded up to whole seconds
+    (60 in 2 s by default). Unlike a token bucket, a device that spent its whole burst waits
+    for the window to slide rather than trickling on at RATE; a line (~10 frames/s a camera)
+    never comes near it. The same limiter as every other budget here."""
+    s = get_settings()
+    if s.rate_limit_per_s <= 0:
+        return
+    item = RateLimitItemPerSecond(max(1, s.rate_limit_burst), max(1, math.ceil(s.rate_limit_burst / s.rate_limit_per_s)))
+    key = ("device", device_id)
+    if not _limiter.hit(item, *key):
+        raise _refused(item, key, f"more than {s.rate_limit_per_s:g} requests/s from {device_id}")
+
+
 def client_address(request: Request) -> str:
     return request.client.host if request.client else "unknown"
 
 
+def claimed_id(token: str) -> str:
+    """Whose key a credential claims to be (the public id before the dot), for the limiter.
+    A credential without one (the bootstrap admin token, or a guess at it) claims ""."""
+    return token.split(".", 1)[0][:64] if "." in token else ""
+
+
 def _claimed(request: Request) -> str:
-    """Whose key a request claims to hold (the public id before the dot), for the limiter."""
-    token = bearer_of(request) or request.headers.get("x-device-id") or ""
-    return token.split(".", 1)[0][:64]
+    return claimed_id(bearer_of(request) or request.headers.get("x-device-id") or "")
 
 
-def failed_auth(request: Request) -> None:
-    """Count a failed authentication against (address, claimed id): guessing one key is
-    slowed down, a shared NAT address is not locked out for everyone else."""
-    limit(get_settings().auth_fail_rate, "auth-fail", client_address(request), _claimed(request))
+def _fail_keys(request: Request, claimed: str | None) -> list[tuple[RateLimitItem, tuple[str, ...]]]:
+    """Two budgets: per (address, claimed id), so guessing one key is slowed down while a
+    shared NAT address is not locked out for everyone else, and a wider one per address, so
+    guessing across many claimed ids is slowed down too."""
+    s, addr = get_settings(), client_address(request)
+    return [(parse(s.auth_fail_rate), ("auth-fail", addr, _claimed(request) if claimed is None else claimed)),
+            (parse(s.auth_fail_addr_rate), ("auth-fail-addr", addr))]
 
 
-def guard_guessing(request: Request) -> None:
-    """Before any key is checked: an (address, claimed id) over its failure budget gets 429
-    even for a right guess, so guessing cannot run at full speed."""
-    item = parse(get_settings().auth_fail_rate)
-    key = ("auth-fail", client_address(request), _claimed(request))
-    if not _limiter.test(item, *key):
-        raise _refused(item, key, f"too many failed authentications from {key[1]}")
+def failed_auth(request: Request, claimed: str | None = None) -> None:
+    """Count a failed authentication against both budgets (``_fail_keys``)."""
+    refused = None
+    for item, key in _fail_keys(request, claimed):
+        if not _limiter.hit(item, *key) and refused is None:
+            refused = _refused(item, key, f"too many failed authentications from {key[1]}")
+    if refused is not None:
+        raise refused
+
+
+def guard_guessing(request: Request, claimed: str | None = None) -> None:
+    """Before any key is checked: over either failure budget gets 429 even for a right
+    guess, so guessing cannot run at full speed."""
+    for item, key in _fail_keys(request, claimed):
+        if not _limiter.test(item, *key):
+            raise _refused(item, key, f"too many failed authentications from {key[1]}")
 
 
 SAFE_METHODS = {"GET", "HEAD", "OPTIONS"}

@@ -113,6 +113,14 @@ class DeviceRegistry:
         self.last_seen[dev.id] = time.time()
         return dev
 
+    def cached(self, device_id: str | None, api_key: str | None) -> DeviceInfo | None:
+        """The in-memory check alone, never the database: the line's path, run on the event
+        loop. None: unknown here (``authenticate`` may reload) or a wrong key."""
+        dev = self._check(device_id, api_key)
+        if dev is not None:
+            self.last_seen[dev.id] = time.time()
+        return dev
+
     def _check(self, device_id: str | None, api_key: str | None) -> DeviceInfo | None:
         dev = self._devices.get(device_id or "")
         presented = hash_key(api_key or "")

@@ -58,7 +58,14 @@ class Drainer(BackgroundTask):
             log.warning("event not recorded: %r", e)
 
     async def once(self) -> tuple[int, bool]:
-        """One drain step: (rows moved, the database was available)."""
+        """One drain step: (rows moved, the database was available). Sets
+        ``gateway_outbox_quarantined`` from the file afterwards, so the gauge is true after
+        every step (an operator's retry empties the quarantine too)."""
+        moved, ok = await self._step()
+        OUTBOX_QUARANTINED.set(await asyncio.to_thread(self.outbox.quarantine_depth))
+        return moved, ok
+
+    async def _step(self) -> tuple[int, bool]:
         try:
             moved = await asyncio.to_thread(self._drain)
         except Exception as e:  # noqa: BLE001 - the database is unavailable: keep rows, retry later
@@ -86,7 +93,6 @@ class Drainer(BackgroundTask):
         while True:
             try:
                 moved, ok = await self.once()
-                OUTBOX_QUARANTINED.set(await asyncio.to_thread(self.outbox.quarantine_depth))
             except Exception as e:  # noqa: BLE001 - the outbox file itself failed: count, go on
                 chore_failed(CHORE, e)
                 moved, ok = 0, False

@@ -28,17 +28,8 @@ class TritonPythonModel:
 
     def execute(self, requests):
         inputs = [pb_utils.get_input_tensor_by_name(r, self.input).as_numpy() for r in requests]
-        groups = {}
-        for i, x in enumerate(inputs):
-            groups.setdefault(x.shape[1:], []).append(i)
-        outputs = [None] * len(requests)
-        for idx in groups.values():
-            try:  # a failing call is retried request by request: only a request that fails alone fails
-                outs = self.session.run_isolated([inputs[i] for i in idx])
-            except Exception as e:  # a lone request the ONNX file refuses
-                outs = [e]
-            for i, out in zip(idx, outs):
-                outputs[i] = out
+        # grouped by shape, a failing call retried request by request: only a request that fails alone fails
         return [pb_utils.InferenceResponse(error=pb_utils.TritonError(f"model_failed: {out}"))
                 if isinstance(out, Exception) else
-                pb_utils.InferenceResponse([pb_utils.Tensor(k, v) for k, v in out.items()]) for out in outputs]
+                pb_utils.InferenceResponse([pb_utils.Tensor(k, v) for k, v in out.items()])
+                for out in self.session.run_requests(inputs)]
