@@ -100,6 +100,10 @@ def cmd_worker(a) -> int:
     if s.batch_broker_url.startswith("memory://"):
         raise SystemExit("BATCH_BROKER_URL is memory://: a separate worker needs a real broker "
                          "(amqp://... or redis://...); the gateway runs the embedded one itself")
+    from serving import cpu_priority
+
+    # before any thread starts, so the pool's threads inherit it
+    logging.info("batch worker CPU priority: %s", cpu_priority.lower(s.batch_cpu_priority))
     port = a.metrics_port if a.metrics_port is not None else s.batch_metrics_port
     if port:
         try:

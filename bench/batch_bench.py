@@ -272,7 +272,7 @@ def main(argv: list[str] | None = None) -> int:
               f"![controller trace]({plot.name})", ""]
     for label, (workers_trace, _, _) in traces.items():
         steps = [s for st in workers_trace.values() for s in st]
-        counts = {r: sum(1 for s in steps if s["reason"] == r) for r in ("increase", "probe", "hold", "retreat", "latency", "queue")}
+        counts = {r: sum(1 for s in steps if s["reason"] == r) for r in ("increase", "probe", "hold", "retreat", "probe_down", "trim", "restore", "latency", "queue")}
         limits = [s["limit"] for s in steps]
         if limits:
             lines.append(f"- {label}: limits {min(limits)}-{max(limits)}, mean {statistics.mean(limits):.1f}; "

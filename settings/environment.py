@@ -47,7 +47,7 @@ class Settings(BaseSettings):
     public_origins: str = ""
     metrics_token: str | None = None  # Prometheus' scrape token for /metrics (else an admin)
     auth_fail_rate: str = "30/minute"  # failed authentications per (client address, claimed key id)
-    auth_fail_addr_rate: str = "120/minute"  # failed authentications per client address, any key
+    auth_fail_addr_rate: str = "300/minute"  # failed authentications per client address, any key
     principal_rate: str = "1200/minute"  # requests per principal (a dashboard polls)
     max_event_streams: int = 8
     # HTTPS (python -m gateway.serve): a certificate and its key; a CA to require client certs
@@ -91,6 +91,10 @@ class Settings(BaseSettings):
     batch_max_items: int = 100_000
     batch_max_upload_bytes: int = 512 * 1024 * 1024
     batch_metrics_port: int = 9810  # each worker's own /metrics
+    # a worker process's own CPU priority (serving/cpu_priority.py: normal, nice:N, idle): on a
+    # host it shares with the gateway, its own work (Celery, reading files, writing results)
+    # must not delay the line's HTTP and outbox work; Triton's share is the priority levels'
+    batch_cpu_priority: str = "nice:10"
     batch_mem_limit_mb: float = 1024.0  # the worker's own resident memory: above it, smaller Triton batches
     # photo enhancement (gateway/services/enhance.py, the face_enhance model in Triton)
     enhance_dir: str = "build/enhance"  # uploads and results, deleted after the TTL

@@ -47,7 +47,7 @@ def test_a_job_runs_under_the_controller_and_its_trace_is_recorded(triton, tmp_p
     assert decisions[0]["reason"] == "increase" and decisions[0]["limit"] == 2
     assert all(1 <= s["limit"] <= CEILING for s in steps)
     assert all(s["items_per_s"] > 0 and s["latency_ms"] > 0 for s in decisions)
-    assert all(s["reason"] in ("increase", "hold", "probe", "retreat", "latency", "queue") for s in decisions)
+    assert all(s["reason"] in ("increase", "hold", "probe", "retreat", "probe_down", "trim", "restore", "latency", "queue") for s in decisions)
     # Triton's statistics were read: queue time per request known for the later epochs
     assert any(s["queue_ms"] is not None for s in decisions), decisions
     assert [s["t"] for s in steps] == sorted(s["t"] for s in steps)

@@ -4,6 +4,8 @@ Triton (``slots`` instances, ``service_s`` per batch), so every run decides the 
 
 from __future__ import annotations
 
+import heapq
+import random
 import threading
 import time
 
@@ -16,12 +18,17 @@ from inference.results import ModelTiming, timings
 
 
 class Server:
-    """A simulated Triton: L batches of ``items`` in flight answer at ``rate(L)`` images/s in
-    all, each after L x items / rate(L) s; the time beyond one batch alone is queue. ``busy_s``
-    adds a wait to every batch (the line's boards going first)."""
+    """A simulated Triton, pipelined as the worker drives it (``batch.inflight``): a new batch
+    goes in as soon as one comes out while fewer than the limit are in flight. With L in
+    flight it answers ``rate(L)`` images/s in all, so each batch of ``items`` takes
+    L x items / rate(L) s (+-10 % jitter, seeded); the time beyond one batch alone is queue.
+    ``busy_s`` adds a wait to every batch (the line's boards going first)."""
 
-    def __init__(self, rate, items: int = 8):
+    def __init__(self, rate, items: int = 8, seed: int = 0):
         self.rate, self.items, self.t, self.busy_s = rate, items, 0.0, 0.0
+        self.flying: list[tuple[float, float, int, float]] = []
+        self.done = 0
+        self._rng = random.Random(seed)
 
     @classmethod
     def slots(cls, slots: int = 2, service_s: float = 0.1) -> Server:
@@ -31,22 +38,26 @@ class Server:
     def latency(self, limit: int) -> float:
         return limit * self.items / self.rate(limit) + self.busy_s
 
-    def round(self, ctrl: AIMD, queue: bool = True) -> None:
-        """One round of ``ctrl.limit`` batches sent together."""
-        limit, epoch, lat = ctrl.limit, ctrl.epoch, self.latency(ctrl.limit)
-        q = lat - self.items / self.rate(1) if queue else None
-        for _ in range(limit):
-            ctrl.observe(Sample(self.t, self.t + lat, self.items, q), epoch)
-        self.t += lat
+    def step(self, ctrl: AIMD, queue: bool = True) -> None:
+        """Fill up to the limit, then the next answer."""
+        while len(self.flying) < ctrl.limit:
+            lat = self.latency(ctrl.limit) * self._rng.uniform(0.9, 1.1)
+            heapq.heappush(self.flying, (self.t + lat, self.t, ctrl.epoch, lat))
+        end, start, epoch, lat = heapq.heappop(self.flying)
+        self.t = end
+        self.done += self.items
+        q = max(0.0, lat - self.items / self.rate(1)) if queue else None
+        ctrl.observe(Sample(start, end, self.items, q), epoch)
 
     def best_rate(self) -> float:
         return max(self.rate(n) for n in range(1, 9))
 
 
-def limits_over(ctrl: AIMD, server: Server, rounds: int, **kw) -> list[int]:
+def limits_over(ctrl: AIMD, server: Server, answers: int, **kw) -> list[int]:
+    """The limit after each of ``answers`` answers."""
     seen = []
-    for _ in range(rounds):
-        server.round(ctrl, **kw)
+    for _ in range(answers):
+        server.step(ctrl, **kw)
         seen.append(ctrl.limit)
     return seen
 
@@ -60,17 +71,22 @@ def test_bounds_and_seed():
         AIMD(seed=1, lo=0, hi=2)
 
 
+def steady(ctrl: AIMD, server: Server, answers: int, **kw) -> tuple[list[int], float]:
+    """(the limit after each answer, images/s over them)."""
+    t0, done0 = server.t, server.done
+    seen = limits_over(ctrl, server, answers, **kw)
+    return seen, (server.done - done0) / (server.t - t0)
+
+
 def test_climbs_while_throughput_rises_and_settles_at_the_servers_parallelism():
     ctrl, server = AIMD(seed=1, hi=8), Server.slots(2)
-    seen = limits_over(ctrl, server, 200)
-    assert max(seen[:12]) >= 2  # climbed from the seed
-    steady = seen[40:]
-    assert min(steady) >= 2 and max(steady) <= 3, sorted(set(steady))  # never idles Triton, never floods it
-    assert max(seen) < 8  # the ceiling is never needed here
-    rates = [s.items_per_s for s in ctrl.trace[10:] if s.reason != "start"]
-    assert min(rates) >= 0.95 * server.best_rate()
+    assert max(limits_over(ctrl, server, 20)) >= 2  # climbed from the seed
+    seen, rate = steady(ctrl, server, 400)
+    # at the server's parallelism, but for short probes one either side
+    assert sum(n == 2 for n in seen) / len(seen) >= 0.8 and max(seen) <= 3, sorted(set(seen))
+    assert rate >= 0.95 * server.best_rate()
     reasons = {s.reason for s in ctrl.trace}
-    assert {"increase", "retreat", "probe"} <= reasons
+    assert {"increase", "retreat", "probe", "probe_down", "restore"} <= reasons
     # more in flight than instances only queues: that is "bought nothing", not congestion
     assert not reasons & {"latency", "queue"}
 
@@ -79,14 +95,22 @@ def test_climbs_while_throughput_rises_and_settles_at_the_servers_parallelism():
 def test_one_chunk_filling_triton_is_not_congestion(queue):
     """The measured case (issue 19): one chunk of 8 already fills both CPU detector instances;
     a second in flight doubles each image's latency for ~10 % more images/s, a third buys
-    nothing. The controller must sit at 2 (probing 3), not fall back to 1."""
+    nothing. The controller must sit at 2, not fall back to 1."""
     ctrl, server = AIMD(seed=1, hi=6), Server(lambda limit: 80.0 if limit == 1 else 88.0)
-    seen = limits_over(ctrl, server, 300, queue=queue)[30:]
-    assert min(seen) >= 2 and sum(seen) / len(seen) <= 2.5
-    done = sum(server.items * n for n in seen)
-    elapsed = sum(server.latency(n) for n in seen)
-    assert done / elapsed >= 0.97 * server.best_rate()
+    limits_over(ctrl, server, 40, queue=queue)
+    seen, rate = steady(ctrl, server, 400, queue=queue)
+    assert sum(n >= 2 for n in seen) / len(seen) >= 0.9 and sum(seen) / len(seen) <= 2.5, sorted(set(seen))
+    assert rate >= 0.97 * server.best_rate()
     assert not {s.reason for s in ctrl.trace} & {"latency", "queue"}
+
+
+def test_a_noisy_win_does_not_ratchet_the_limit_up_for_good():
+    """Throughput flat from 2 chunks on: a probe that wins by noise may climb, but the
+    downward probes bring the limit back; the line gets the room."""
+    ctrl, server = AIMD(seed=1, hi=6), Server.slots(2)
+    server._rng.seed(7)
+    seen, _ = steady(ctrl, server, 2000)
+    assert sum(seen[-500:]) / 500 <= 2.6, sorted(set(seen[-500:]))
 
 
 @pytest.mark.parametrize("queue", [True, False])
@@ -96,11 +120,11 @@ def test_the_line_getting_busy_decreases_then_it_climbs_back(queue):
     server.busy_s = 0.3  # the line's boards go first: every batch waits behind them
     busy = limits_over(ctrl, server, 40, queue=queue)
     server.busy_s = 0.0
-    after = limits_over(ctrl, server, 200, queue=queue)
-    assert min(before[30:]) >= 2
+    after = limits_over(ctrl, server, 300, queue=queue)
+    assert sum(before[30:]) / len(before[30:]) >= 1.8
     assert {s.reason for s in ctrl.trace} & ({"latency", "queue"} if queue else {"latency"})
     assert min(busy) == 1  # backed off while the line needed Triton
-    assert min(after[-60:]) >= 2  # and came back once it no longer did
+    assert sum(after[-100:]) / 100 >= 1.8  # and came back once it no longer did
 
 
 def test_multiplicative_decrease_when_latency_grows_beyond_the_baseline():
@@ -123,39 +147,44 @@ def test_queue_growth_decreases_even_while_latency_holds():
     assert ctrl.trace[-1].reason == "queue"
 
 
+class Paced:
+    """Epochs fed by hand: ``run(images_per_s)`` answers one epoch's batches of 8, evenly
+    spaced, so the controller measures exactly that rate."""
+
+    def __init__(self, ctrl: AIMD):
+        self.ctrl, self.t = ctrl, 0.0
+
+    def run(self, rate: float) -> str:
+        e, n, dt = self.ctrl.epoch, self.ctrl.epoch_size, 8 / rate
+        for _ in range(n):
+            self.t += dt
+            self.ctrl.observe(Sample(self.t - dt, self.t, 8, None), e)
+        return self.ctrl.trace[-1].reason
+
+
 def test_retreats_from_a_limit_that_bought_nothing_then_probes_again():
     ctrl = AIMD(seed=1, hi=6, probe_epochs=3)
-    t = 0.0
-
-    def epoch(rate_items: int) -> None:  # same latency; throughput set by items per batch
-        nonlocal t
-        e = ctrl.epoch
-        for _ in range(ctrl.epoch_size):
-            ctrl.observe(Sample(t, t + 0.1, rate_items, None), e)
-        t += 0.1
-
-    epoch(8)
-    assert ctrl.limit == 2  # first epoch: increase
-    epoch(8)  # same throughput at 2 as at 1: back to 1, and 2 is not retried at once
-    assert ctrl.limit == 1 and ctrl.trace[-1].reason == "retreat"
-    epoch(8)
-    assert ctrl.limit == 1 and ctrl.trace[-1].reason == "hold"
-    epoch(8)
-    epoch(8)  # the third epoch in a row without a change probes one more
-    assert ctrl.limit == 2 and ctrl.trace[-1].reason == "probe"
-    epoch(12)  # now it pays (the line went quiet): keep climbing
-    assert ctrl.limit == 3 and ctrl.trace[-1].reason == "increase"
+    p = Paced(ctrl)
+    assert p.run(100) == "increase" and ctrl.limit == 2  # the first epoch has nothing to beat
+    assert p.run(102) == "retreat" and ctrl.limit == 1  # +2 %: one more bought nothing
+    # that probe came back: the next waits twice as long (6 epochs)
+    assert [p.run(100) for _ in range(5)] == ["hold"] * 5 and ctrl.limit == 1
+    assert p.run(100) == "probe" and ctrl.limit == 2
+    assert p.run(130) == "increase" and ctrl.limit == 3  # now it pays (the line went quiet)
 
 
-def test_a_probe_is_judged_against_the_epoch_before_it():
+def test_probes_alternate_up_and_down_against_the_mean_of_the_epochs_left():
     ctrl = AIMD(seed=2, hi=6, probe_epochs=1)
-    t = 0.0
-    for _ in range(3):  # increase to 3, nothing gained: retreat to 2, then probe 3
-        e, n = ctrl.epoch, ctrl.epoch_size
-        for _ in range(n):
-            ctrl.observe(Sample(t, t + 0.1, 48 // n, None), e)  # 480 images/s at any limit
-        t += 0.1
-    assert [s.reason for s in ctrl.trace[1:]] == ["increase", "retreat", "probe"]
+    p = Paced(ctrl)
+    assert [p.run(480) for _ in range(4)] == ["increase", "retreat", "hold", "probe"]
+    assert ctrl.limit == 3
+    assert p.run(470) == "retreat" and ctrl.limit == 2
+    assert [p.run(480) for _ in range(4)] == ["hold", "hold", "hold", "probe_down"] and ctrl.limit == 1
+    assert p.run(300) == "restore" and ctrl.limit == 2  # one fewer lost throughput: back up
+    # ... and a probe down that loses nothing keeps the lower limit (the line gets the room)
+    while p.run(480) != "probe_down":
+        pass
+    assert p.run(478) == "trim" and ctrl.limit in (1, 2)
 
 
 def test_batches_sent_under_an_older_limit_are_ignored():

@@ -53,7 +53,7 @@ def test_gateway_starts_and_inspects_during_a_database_outage(triton, mariadb, t
         print(f"gateway up {started_s:.1f} s after its start during the outage, first answer at {answered_s:.1f} s")
         # the seconds of a process start, not a wait for the database (the start-up
         # migration try is capped at 15 s: a refused connection must not spend it)
-        assert started_s < 5 and answered_s < 5, (started_s, answered_s)
+        assert started_s < 8 and answered_s < 8, (started_s, answered_s)  # slack for a loaded CI box
     finally:
         srv.stop()
     conn = pymysql.connect(host="127.0.0.1", user="root", password="", database=url.rsplit("/", 1)[1],
@@ -94,7 +94,7 @@ def test_a_fresh_database_away_at_start_is_migrated_when_it_comes_back(triton, m
                        data={"board_id": "FRESH-1"}, timeout=30)
         answered_s = time.monotonic() - t0
         assert r.status_code == 200, r.text
-        assert started_s < 5 and answered_s < 5, (started_s, answered_s)
+        assert started_s < 8 and answered_s < 8, (started_s, answered_s)  # slack for a loaded CI box
         assert httpx.get(f"{srv.url}/api/inspections", headers=admin).status_code == 503
         assert httpx.get(f"{srv.url}/api/v1/jobs", headers=admin).status_code == 503  # no batch engine yet
         assert _tables(name) == set()  # still nothing: the database was never reached

@@ -215,7 +215,7 @@ def test_blackholed_database_bounded_waits(monkeypatch, tmp_path, triton, mariad
                 r = c.get(route)
                 dt = time.monotonic() - t0
                 assert r.status_code == 503 and r.json()["code"] == "database_unavailable", (route, r.text)
-                assert dt <= READ_TIMEOUT_S + 0.2, (route, dt)
+                assert dt <= READ_TIMEOUT_S + 0.5, (route, dt)  # the bound plus scheduling on 2 busy cores
             for method, route, body in (("POST", "/admin/devices", {"device_id": "pi-bh", "side": "left"}),
                                         ("PUT", "/admin/config", {"values": {"bh": "1"}}),
                                         ("POST", f"/api/v1/jobs/{job}/cancel", None)):

@@ -25,7 +25,8 @@ MAY_IMPORT = {
     "settings": {"pcb"},
     # pcb: a data migration rewrites stored verdict codes from the names with the taxonomy
     "store": {"settings", "pcb"},
-    "batch": {"pcb", "inference", "settings", "store"},
+    # serving: only cpu_priority, so a worker steps aside from the line as background models do
+    "batch": {"pcb", "inference", "settings", "store", "serving"},
     "gateway": {"pcb", "enhance", "inference", "settings", "store", "batch", "serving"},
     "pi_edge": {"pcb"},
     "model_repository": {"pcb", "enhance", "serving"},

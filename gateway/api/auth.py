@@ -4,6 +4,7 @@ Pages that need a role redirect here when the visitor has none (``page_caller``)
 
 from __future__ import annotations
 
+import asyncio
 from pathlib import Path
 from typing import Annotated
 from urllib.parse import quote
@@ -17,6 +18,7 @@ from gateway.core.security import (
     SESSION_COOKIE,
     SESSION_TTL_S,
     Caller,
+    auth_lock,
     bearer_of,
     check_origin,
     claimed_id,
@@ -54,11 +56,13 @@ async def login_page() -> HTMLResponse:
 async def login(request: Request, key: Annotated[str, Form(min_length=1, max_length=200)],
                 next: Annotated[str | None, Form(max_length=500)] = None) -> RedirectResponse:  # noqa: A002
     check_origin(request)  # no signing a visitor in with someone else's key from another site
-    guard_guessing(request, claimed_id(key))  # the form is a key check like any other: same budget
-    caller = identify(request, key, None)
-    if caller is None:
-        failed_auth(request, claimed_id(key))
-        raise Unauthorized("unknown or revoked key", "unauthorized")
+    async with auth_lock(request):  # the form is a key check like any other: same budgets, in turn
+        guard_guessing(request, claimed_id(key))
+        # off the loop: a key naming a principal unknown here reloads them from the database
+        caller = await asyncio.to_thread(identify, request, key, None)
+        if caller is None:
+            failed_auth(request, claimed_id(key))
+            raise Unauthorized("unknown or revoked key", "unauthorized")
     response = RedirectResponse(_safe_next(next), status_code=303)
     response.set_cookie(SESSION_COOKIE, session_token(caller.id), max_age=SESSION_TTL_S, httponly=True,
                         samesite="strict", secure=request.url.scheme == "https", path="/")

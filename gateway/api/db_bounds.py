@@ -45,8 +45,16 @@ async def export(request: Request, fn: Callable[[sessionmaker], T]) -> T:
 
 async def write(fn: Callable[..., T], *args: Any, refused: str = "") -> T:
     """``fn(*args)`` (on the writers' engine) answered within ``WRITE_TIMEOUT_S`` or a 503
-    ``database_unavailable``; ``refused`` says what did not happen (``key not created``)."""
-    return await _bounded(WRITE_TIMEOUT_S, refused, fn, *args)
+    ``database_unavailable``; ``refused`` says what did not happen (``key not created``) when
+    the database refused. A write given up on at the bound runs on in its thread and may
+    still land, so that answer says the outcome is unknown instead."""
+    try:
+        return await _bounded(WRITE_TIMEOUT_S, refused, fn, *args)
+    except ServiceUnavailable as e:
+        if isinstance(e.__cause__, TimeoutError):
+            raise ServiceUnavailable(f"the database did not answer within {WRITE_TIMEOUT_S:.0f} s; the change may "
+                                     "still be applied: check before retrying", "database_unavailable", 5) from e
+        raise
 
 
 async def _bounded(timeout_s: float, refused: str, fn: Callable[..., T], *args: Any) -> T:

@@ -9,7 +9,7 @@ from fastapi import Depends, Header, Request
 
 from gateway.core.errors import Unauthorized
 from gateway.core.metrics import RATE_LIMITED
-from gateway.core.security import failed_auth, guard_guessing, limit_device
+from gateway.core.security import auth_lock, failed_auth, guard_guessing, limit_device
 from gateway.services.devices import DeviceInfo
 from gateway.services.inspection import InspectionService
 
@@ -29,11 +29,13 @@ async def current_device(
     registry = request.app.state.devices
     device = registry.cached(x_device_id, x_api_key)  # a known device: in memory, on the loop
     if device is None:
-        try:  # unknown here: registered through another worker? the reload reads the database
-            device = await asyncio.to_thread(registry.authenticate, x_device_id, x_api_key)
-        except Unauthorized:
-            failed_auth(request)  # key guessing is limited per client address
-            raise
+        async with auth_lock(request):
+            guard_guessing(request)  # again, in turn: the failures counted meanwhile
+            try:  # unknown here: registered through another worker? the reload reads the database
+                device = await asyncio.to_thread(registry.authenticate, x_device_id, x_api_key)
+            except Unauthorized:
+                failed_auth(request)  # key guessing is limited per client address
+                raise
     try:
         limit_device(device.id)
     except Exception:

@@ -21,6 +21,7 @@ Device routes always need a device: its side and GPIO duty come from its registr
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import hmac
 import logging
@@ -140,7 +141,9 @@ def limit_device(device_id: str) -> None:
     s = get_settings()
     if s.rate_limit_per_s <= 0:
         return
-    item = RateLimitItemPerSecond(max(1, s.rate_limit_burst), max(1, math.ceil(s.rate_limit_burst / s.rate_limit_per_s)))
+    window = max(1, math.ceil(s.rate_limit_burst / s.rate_limit_per_s))
+    # never below the sustained rate: BURST 10 at RATE 30 is 30 per second, not 10
+    item = RateLimitItemPerSecond(max(1, s.rate_limit_burst, math.ceil(s.rate_limit_per_s * window)), window)
     key = ("device", device_id)
     if not _limiter.hit(item, *key):
         raise _refused(item, key, f"more than {s.rate_limit_per_s:g} requests/s from {device_id}")
@@ -157,13 +160,18 @@ def claimed_id(token: str) -> str:
 
 
 def _claimed(request: Request) -> str:
-    return claimed_id(bearer_of(request) or request.headers.get("x-device-id") or "")
+    """A principal's key names its id before the dot; a device names itself in its header."""
+    bearer = bearer_of(request)
+    if bearer:
+        return claimed_id(bearer)
+    return (request.headers.get("x-device-id") or "")[:64]
 
 
 def _fail_keys(request: Request, claimed: str | None) -> list[tuple[RateLimitItem, tuple[str, ...]]]:
     """Two budgets: per (address, claimed id), so guessing one key is slowed down while a
     shared NAT address is not locked out for everyone else, and a wider one per address, so
-    guessing across many claimed ids is slowed down too."""
+    a flood of guesses across many claimed ids is slowed down too (only such a flood spends
+    it: the line's devices and a dashboard never come near it)."""
     s, addr = get_settings(), client_address(request)
     return [(parse(s.auth_fail_rate), ("auth-fail", addr, _claimed(request) if claimed is None else claimed)),
             (parse(s.auth_fail_addr_rate), ("auth-fail-addr", addr))]
@@ -177,6 +185,17 @@ def failed_auth(request: Request, claimed: str | None = None) -> None:
             refused = _refused(item, key, f"too many failed authentications from {key[1]}")
     if refused is not None:
         raise refused
+
+
+def auth_lock(request: Request) -> asyncio.Lock:
+    """One slow credential check at a time per worker (a key not in memory: the check may read
+    the database, in a thread). Held across the budget check, the key check and the failure's
+    count, so concurrent guesses cannot all pass the budget before any of them is counted;
+    a known key never takes it."""
+    lock = getattr(request.app.state, "auth_lock", None)
+    if lock is None:
+        lock = request.app.state.auth_lock = asyncio.Lock()
+    return lock
 
 
 def guard_guessing(request: Request, claimed: str | None = None) -> None:
