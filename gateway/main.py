@@ -102,17 +102,29 @@ async def _load_devices(app: FastAPI, db_ready: bool) -> None:
     log.warning("devices from the local snapshot (%d), until the database is back", n)
 
 
+def _warm_board() -> bytes:
+    import cv2
+
+    from pcb.synthetic import render_board
+
+    return cv2.imencode(".jpg", render_board(0).image, [cv2.IMWRITE_JPEG_QUALITY, 85])[1].tobytes()
+
+
 async def _warm_up(app: FastAPI) -> None:
-    """What the first board would otherwise pay for after a start: FastAPI runs the sync
-    dependencies (the device check) in anyio's thread pool, and anyio imports its asyncio
-    backend on first use (~70 ms of the first request on two busy cores, by py-spy); the
-    gRPC channel to Triton connects on its first call. Bounded: a Triton that is down at
-    start is the readiness route's business, not a reason to start late."""
+    """What the first board would otherwise pay for after a start: anyio imports its asyncio
+    backend on first use (~70 ms of the first request on two busy cores, by py-spy; the
+    outbox write and other blocking calls go through it); the gRPC channel to Triton connects
+    on its first call; and the first inference through the ensemble (its scheduler, this
+    process's request serialisation) is slower than the rest, so one synthetic board goes
+    through ``pcb_inspect`` and its answer is dropped (no record, no pulse). Bounded: a
+    Triton that is down at start is the readiness route's business, not a reason to start late."""
     await anyio.to_thread.run_sync(lambda: None)
     try:
         await asyncio.wait_for(app.state.triton.ready(), 2)
+        board = await asyncio.to_thread(_warm_board)
+        await asyncio.wait_for(app.state.triton.inspect(board), 5)
     except Exception as e:  # noqa: BLE001 - connects on the first board instead
-        log.info("Triton not reached during warm-up: %r", e)
+        log.info("Triton not warmed at start: %r", e)
 
 
 @asynccontextmanager
@@ -226,7 +238,7 @@ def create_app() -> FastAPI:
         """For Prometheus: ``Bearer METRICS_TOKEN`` (the scrape token), or an admin."""
         token, bearer = get_settings().metrics_token, bearer_of(request)
         if not (token and bearer and hmac.compare_digest(bearer.encode(), token.encode())):
-            authorize(request, "admin", bearer)
+            await authorize(request, "admin", bearer)
         st = request.app.state
         OUTBOX_DEPTH.set(await asyncio.to_thread(st.outbox.depth))
         TRITON_READY.set(1 if await st.triton.ready() else 0)

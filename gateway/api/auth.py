@@ -41,7 +41,8 @@ def _safe_next(target: str | None) -> str:
 
 def page_caller(request: Request, role: str) -> Caller | RedirectResponse:
     """The caller of a web page, or a redirect to the login page if they lack ``role``."""
-    caller = identify(request, bearer_of(request), request.cookies.get(SESSION_COOKIE))
+    # memory only: a page is for a signed-in browser, and this runs on the event loop
+    caller = identify(request, bearer_of(request), request.cookies.get(SESSION_COOKIE), reload=False)
     if caller is None or caller.role not in ALLOWED[role]:
         return RedirectResponse(f"/login?next={quote(request.url.path)}", status_code=303)
     return caller

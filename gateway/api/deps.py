@@ -7,7 +7,6 @@ from typing import Annotated
 
 from fastapi import Depends, Header, Request
 
-from gateway.core.errors import Unauthorized
 from gateway.core.metrics import RATE_LIMITED
 from gateway.core.security import auth_lock, failed_auth, guard_guessing, limit_device
 from gateway.services.devices import DeviceInfo
@@ -29,13 +28,13 @@ async def current_device(
     registry = request.app.state.devices
     device = registry.cached(x_device_id, x_api_key)  # a known device: in memory, on the loop
     if device is None:
-        async with auth_lock(request):
-            guard_guessing(request)  # again, in turn: the failures counted meanwhile
-            try:  # unknown here: registered through another worker? the reload reads the database
-                device = await asyncio.to_thread(registry.authenticate, x_device_id, x_api_key)
-            except Unauthorized:
-                failed_auth(request)  # key guessing is limited per client address
-                raise
+        # counted now, on the loop with no await since the budget was checked, so a burst of
+        # concurrent guesses is counted one by one (and a right key behind them meets the
+        # 429); a device registered through another worker a moment ago costs one count
+        failed_auth(request)
+        async with auth_lock(request):  # one reload at a time
+            # unknown here: registered through another worker? the reload reads the database
+            device = await asyncio.to_thread(registry.authenticate, x_device_id, x_api_key)
     try:
         limit_device(device.id)
     except Exception:

@@ -4,7 +4,6 @@ offline default."""
 
 from __future__ import annotations
 
-import asyncio
 from typing import Annotated
 
 from fastapi import APIRouter, Depends, Header, Request
@@ -41,9 +40,8 @@ async def device_or_viewer(request: Request, x_device_id: Annotated[str | None, 
     """The GPIO table is for edges (their offline default) and for people reading verdicts."""
     if x_device_id is not None:
         await current_device(request, x_device_id, request.headers.get("x-api-key"))
-    else:  # a principal unknown here reloads from the database: off the loop
-        await asyncio.to_thread(authorize, request, "viewer", bearer_of(request),
-                                request.cookies.get(SESSION_COOKIE))
+    else:
+        await authorize(request, "viewer", bearer_of(request), request.cookies.get(SESSION_COOKIE))
 
 
 @router.get("/taxonomy", dependencies=[Depends(device_or_viewer)], response_model=TaxonomyOut)

@@ -11,7 +11,6 @@ task and a stream per layer, per request, on the hot path."""
 
 from __future__ import annotations
 
-import asyncio
 import json
 import logging
 import time
@@ -71,8 +70,7 @@ async def _authorize_early(scope, role: str):
 
     request = Request(scope)
     try:
-        return await asyncio.to_thread(authorize, request, role, bearer_of(request),
-                                       request.cookies.get(SESSION_COOKIE)), None
+        return await authorize(request, role, bearer_of(request), request.cookies.get(SESSION_COOKIE)), None
     except ApiError as e:
         return None, e
 

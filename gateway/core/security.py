@@ -189,9 +189,8 @@ def failed_auth(request: Request, claimed: str | None = None) -> None:
 
 def auth_lock(request: Request) -> asyncio.Lock:
     """One slow credential check at a time per worker (a key not in memory: the check may read
-    the database, in a thread). Held across the budget check, the key check and the failure's
-    count, so concurrent guesses cannot all pass the budget before any of them is counted;
-    a known key never takes it."""
+    the database, in a thread), so a burst of unknown keys reloads the registry once, not 32
+    times at once. Held by the sign-in form across its budget check, key check and count."""
     lock = getattr(request.app.state, "auth_lock", None)
     if lock is None:
         lock = request.app.state.auth_lock = asyncio.Lock()
@@ -227,14 +226,15 @@ def check_origin(request: Request) -> None:
         raise Forbidden(f"a signed-in change must come from this site's pages, not {origin[:100]}", "cross_origin")
 
 
-def identify(request: Request, bearer: str | None, cookie: str | None) -> Caller | None:
+def identify(request: Request, bearer: str | None, cookie: str | None, reload: bool = True) -> Caller | None:
+    """Who holds this credential, or None. ``reload=False``: memory only (on the event loop)."""
     s = get_settings()
     if s.auth_mode == "off":
         return Caller("lab", "admin", "auth_off")
     if bearer:
         if s.admin_token and hmac.compare_digest(bearer.encode(), s.admin_token.encode()):
             return Caller(BOOTSTRAP_ID, "admin", "admin_token")
-        p = request.app.state.principals.check(bearer)
+        p = request.app.state.principals.check(bearer, reload)
         if p is not None:
             return Caller(p.id, p.role, "key")
     if cookie:
@@ -259,12 +259,23 @@ def bearer_of(request: Request) -> str | None:
     return token.strip() or None
 
 
-def authorize(request: Request, role: str, bearer: str | None = None, cookie: str | None = None) -> Caller:
-    """The caller, if they hold ``role`` (or a role above it); else 401 or 403."""
+async def authorize(request: Request, role: str, bearer: str | None = None, cookie: str | None = None) -> Caller:
+    """The caller, if they hold ``role`` (or a role above it); else 401 or 403.
+
+    On the event loop, and the budget check, the in-memory check and a failure's count run
+    with no await between them, so a burst of concurrent guesses is counted one by one (a
+    right key behind them meets the 429). Only a key naming a principal unknown here goes to
+    a thread, in turn (``auth_lock``), to reload the principals from the database; it was
+    counted as a failure first, so a principal created through another worker a moment ago
+    costs one count."""
     guard_guessing(request)
-    caller = identify(request, bearer, cookie)
+    caller = identify(request, bearer, cookie, reload=False)
     if caller is None:
         failed_auth(request)
+        if bearer and claimed_id(bearer):
+            async with auth_lock(request):
+                caller = await asyncio.to_thread(identify, request, bearer, None)
+    if caller is None:
         why = "wrong credential" if (bearer or cookie) else "no credential"
         raise Unauthorized(f"{why}: send Authorization: Bearer <key>, or sign in at /login",
                            "unauthorized", headers={"WWW-Authenticate": "Bearer"})
@@ -282,10 +293,10 @@ def require(role: str):
     """A dependency: the caller must hold ``role`` (or a role above it). The security
     schemes are declared so ``openapi.json`` documents them for generated clients."""
 
-    def dependency(request: Request,
-                   credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)] = None,
-                   cookie: Annotated[str | None, Depends(_cookie)] = None) -> Caller:
-        return authorize(request, role, bearer_of(request), cookie)
+    async def dependency(request: Request,
+                         credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)] = None,
+                         cookie: Annotated[str | None, Depends(_cookie)] = None) -> Caller:
+        return await authorize(request, role, bearer_of(request), cookie)
 
     dependency.__name__ = f"require_{role}"
     return dependency

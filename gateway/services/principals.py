@@ -71,10 +71,13 @@ class PrincipalRegistry:
     def get(self, pid: str) -> PrincipalInfo | None:
         return self._by_id.get(pid)
 
-    def check(self, key: str) -> PrincipalInfo | None:
+    def check(self, key: str, reload: bool = True) -> PrincipalInfo | None:
+        """The principal whose key this is. ``reload``: an id unknown here may have been
+        created through another worker, so read the table again (the database: not on the
+        event loop); without it, memory only."""
         pid = key.split(".", 1)[0] if "." in key else ""
         p = self._by_id.get(pid)
-        if p is None and pid and time.time() - self.loaded_at > 0.25:
+        if p is None and reload and pid and time.time() - self.loaded_at > 0.25:
             try:  # created through another worker a moment ago?
                 self.refresh()
             except Exception:  # noqa: BLE001 - database away: judge on what we have
