@@ -222,7 +222,8 @@ def _best(by: dict[int, float], name: str) -> str:
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m bench.line_capacity", description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--rates", default="2,4,6,8,10,12,14,16,18,20", help="boards/s, in order")
+    ap.add_argument("--rates", default="2,4,6,8,10,12,14,16,18,20,22,24,26,28,30,32,34,36,40",
+                    help="boards/s, in order (it stops at the first rate not served)")
     ap.add_argument("--step-s", type=float, default=12)
     ap.add_argument("--ref-s", type=float, default=5, help="seconds per reference point")
     ap.add_argument("--no-write", action="store_true", help="print, do not touch docs/")
