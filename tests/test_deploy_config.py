@@ -50,7 +50,9 @@ def test_compose_publishes_only_the_gateway_and_grafana_on_every_interface():
         for port in svc.get("ports", []):
             if not str(port).startswith("127.0.0.1:"):
                 everywhere.add((name, str(port)))
-    assert everywhere == {("gateway", "8080:8080"), ("grafana", "3000:3000")}
+    # the TLS proxy is an opt-in profile in front of the gateway
+    assert everywhere == {("gateway", "8080:8080"), ("grafana", "3000:3000"), ("tls-proxy", "8443:8443")}
+    assert services["tls-proxy"]["profiles"] == ["tls-proxy"]
     prometheus = services["prometheus"]
     assert prometheus["ports"] == ["127.0.0.1:9090:9090"]
     # the lifecycle API (/-/quit, /-/reload) takes no credential: off
@@ -71,7 +73,7 @@ def _env_example(name: str) -> dict[str, str]:
 def test_compose_services_healthchecks_and_start_order():
     services = _compose()["services"]
     assert set(services) == {"triton", "gateway", "batch-worker", "flower", "mysql", "redis", "rabbitmq",
-                             "prometheus", "grafana"}
+                             "prometheus", "grafana", "tls-proxy"}
     for name, svc in services.items():
         assert svc.get("healthcheck", {}).get("test"), f"{name} has no healthcheck"
         for dep, cond in svc.get("depends_on", {}).items():
@@ -187,3 +189,19 @@ def test_probes_use_liveness_and_readiness_routes():
     c = dep["spec"]["template"]["spec"]["containers"][0]
     assert c["readinessProbe"]["httpGet"]["path"] == "/health/ready"
     assert c["livenessProbe"]["httpGet"]["path"] == "/health/live"
+
+
+def test_compose_can_terminate_tls_in_front_of_the_gateway():
+    """The opt-in ``tls-proxy`` profile: nginx with the plant's certificate, passing the
+    browser's Host (the Origin check) and the client's address (the per-address limits)
+    to the gateway, never buffering or capping the uploads the gateway bounds itself, and
+    never on Triton's network."""
+    proxy = _compose()["services"]["tls-proxy"]
+    assert proxy.get("networks", ["default"]) == ["default"]
+    assert "./docker/tls:/tls:ro" in proxy["volumes"]
+    conf = (ROOT / "docker" / "tls-proxy" / "nginx.conf").read_text()
+    for line in ("listen 8443 ssl;", "ssl_certificate     /tls/gateway.crt;", "proxy_pass http://gateway:8080;",
+                 "proxy_set_header Host $http_host;", "proxy_set_header X-Forwarded-For $remote_addr;",
+                 "proxy_request_buffering off;", "proxy_buffering off;"):
+        assert line in conf, line
+    assert "ssl_protocols TLSv1.2 TLSv1.3;" in conf

@@ -42,11 +42,20 @@ def _models():
     return ModelAdmin(s.triton_http_url, Path(s.model_repository), s.triton_admin_key)
 
 
-async def _admin_call(fn, *args):
+# Triton's repository API: the list answers within this or 503; a load, promote or shadow
+# waits for Triton to load the version (RepositoryAPI's own 300 s network timeout), since a
+# model load legitimately takes a while and giving up early would not stop it
+MODELS_READ_TIMEOUT_S = 5.0
+
+
+async def _admin_call(fn, *args, timeout_s: float | None = None):
     from serving.admin import AdminError, UnknownModel
 
     try:
-        return await asyncio.to_thread(lambda: fn(_models(), *args))
+        return await asyncio.wait_for(asyncio.to_thread(lambda: fn(_models(), *args)), timeout_s)
+    except TimeoutError as e:
+        raise ServiceUnavailable(f"Triton's repository API did not answer within {timeout_s:.0f} s",
+                                 "inference_unavailable", 5) from e
     except UnknownModel as e:
         raise NotFound(str(e), "unknown_model") from e
     except AdminError as e:
@@ -59,7 +68,7 @@ async def _admin_call(fn, *args):
 
 @router.get("/models", response_model=list[ModelVersions])
 async def list_models() -> list[dict]:
-    return await _admin_call(lambda m: m.describe())
+    return await _admin_call(lambda m: m.describe(), timeout_s=MODELS_READ_TIMEOUT_S)
 
 
 class VersionIn(BaseModel):
