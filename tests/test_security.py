@@ -8,6 +8,8 @@ by default and, when on, need a device key or an allow-listed network."""
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import os
 import re
 import subprocess
@@ -486,12 +488,13 @@ def test_devices_share_the_limits_limiter_with_burst_and_rate(monkeypatch):
         get_settings.cache_clear()
 
 
-async def test_concurrent_guesses_spend_the_guessing_budget_one_by_one(monkeypatch, tmp_path):
-    """A wrong device key is checked off the event loop (it may reload the registry from the
-    database); the budget check, the check and the failure's count run in turn, so a burst
-    of concurrent guesses cannot all pass the budget before any of them is counted."""
-    import asyncio
+GUESS_ADMIN = {"Authorization": "Bearer concurrent-guess-admin"}
 
+
+@contextlib.asynccontextmanager
+async def _in_process_gateway(monkeypatch, tmp_path):
+    """The real app in this process (its lifespan run), a 5/minute guessing budget, and a
+    client whose requests run concurrently on this event loop."""
     from settings.environment import get_settings
 
     for k, v in {"DATABASE_URL": f"sqlite:///{tmp_path / 'g.db'}", "OUTBOX_PATH": str(tmp_path / "o.db"),
@@ -505,45 +508,38 @@ async def test_concurrent_guesses_spend_the_guessing_budget_one_by_one(monkeypat
         app = create_app()
         async with app.router.lifespan_context(app):
             async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://gw") as c:
-                key = (await c.post("/admin/devices", headers={"Authorization": "Bearer concurrent-guess-admin"},
-                                    json={"device_id": "pi-guessed", "side": "left"})).json()["api_key"]
-                guesses = [f"guess-{i}" for i in range(30)]
-                guesses[20] = key  # a right guess in the burst, behind 20 wrong ones
-                answers = await asyncio.gather(*(c.post("/v1/heartbeat", headers={
-                    "X-Device-Id": "pi-guessed", "X-API-Key": g}) for g in guesses))
-        codes = [r.status_code for r in answers]
-        assert codes.count(401) == 5 and codes[20] == 429, codes
+                yield c
     finally:
         get_settings.cache_clear()
+
+
+async def test_concurrent_guesses_spend_the_guessing_budget_one_by_one(monkeypatch, tmp_path):
+    """A device key unknown in memory is checked off the event loop (it may reload the
+    registry from the database); the budget check, the in-memory check and the failure's
+    count run with no await between them, so a burst of concurrent guesses cannot all pass
+    the budget before any of them is counted: a right key inside the burst meets the 429."""
+    async with _in_process_gateway(monkeypatch, tmp_path) as c:
+        key = (await c.post("/admin/devices", headers=GUESS_ADMIN,
+                            json={"device_id": "pi-guessed", "side": "left"})).json()["api_key"]
+        guesses = [f"guess-{i}" for i in range(30)]
+        guesses[20] = key  # a right guess in the burst, behind 20 wrong ones
+        answers = await asyncio.gather(*(c.post("/v1/heartbeat", headers={
+            "X-Device-Id": "pi-guessed", "X-API-Key": g}) for g in guesses))
+    codes = [r.status_code for r in answers]
+    assert codes.count(401) == 5 and codes[20] == 429, codes
 
 
 async def test_concurrent_guesses_at_a_principal_key_are_counted_one_by_one(monkeypatch, tmp_path):
     """The same for principals' keys on every role-guarded route (``authorize`` on the loop)."""
-    import asyncio
-
-    from settings.environment import get_settings
-
-    for k, v in {"DATABASE_URL": f"sqlite:///{tmp_path / 'g.db'}", "OUTBOX_PATH": str(tmp_path / "o.db"),
-                 "TRITON_URL": "127.0.0.1:1", "ADMIN_TOKEN": "concurrent-guess-admin",
-                 "AUTH_FAIL_RATE": "5/minute", "AUTH_FAIL_ADDR_RATE": "1000/minute"}.items():
-        monkeypatch.setenv(k, v)
-    get_settings.cache_clear()
-    try:
-        from gateway.main import create_app
-
-        app = create_app()
-        async with app.router.lifespan_context(app):
-            async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://gw") as c:
-                key = (await c.post("/admin/principals", headers={"Authorization": "Bearer concurrent-guess-admin"},
-                                    json={"name": "guessed", "role": "viewer"})).json()["api_key"]
-                pid = key.split(".", 1)[0]
-                guesses = [f"{pid}.guess-{i}" for i in range(30)]
-                guesses[20] = key
-                answers = await asyncio.gather(*(c.get("/v1/taxonomy",
-                                                       headers={"Authorization": f"Bearer {g}"}) for g in guesses))
-                alone = await c.get("/v1/taxonomy", headers={"Authorization": f"Bearer {key}"})
-        codes = [r.status_code for r in answers]
-        assert codes.count(401) == 5 and codes[20] == 429, codes
-        assert alone.status_code == 429  # the budget holds for the minute, right key or not
-    finally:
-        get_settings.cache_clear()
+    async with _in_process_gateway(monkeypatch, tmp_path) as c:
+        key = (await c.post("/admin/principals", headers=GUESS_ADMIN,
+                            json={"name": "guessed", "role": "viewer"})).json()["api_key"]
+        pid = key.split(".", 1)[0]
+        guesses = [f"{pid}.guess-{i}" for i in range(30)]
+        guesses[20] = key
+        answers = await asyncio.gather(*(c.get("/v1/taxonomy", headers={"Authorization": f"Bearer {g}"})
+                                         for g in guesses))
+        alone = await c.get("/v1/taxonomy", headers={"Authorization": f"Bearer {key}"})
+    codes = [r.status_code for r in answers]
+    assert codes.count(401) == 5 and codes[20] == 429, codes
+    assert alone.status_code == 429  # the budget holds for the minute, right key or not
