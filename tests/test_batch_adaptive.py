@@ -14,7 +14,8 @@ from inference.repository_api import RepositoryAPI
 from pcb.synthetic import render_board
 from tests.conftest import ROOT, encode
 
-IMAGES, CHUNK, CEILING = 96, 4, 4
+# 40 chunks: the first epoch (4), then trials twice as long (8 at 2, 12 at 3, 16 at 4)
+IMAGES, CHUNK, CEILING = 160, 4, 4
 
 
 def test_a_job_runs_under_the_controller_and_its_trace_is_recorded(triton, tmp_path):
