@@ -543,3 +543,16 @@ async def test_concurrent_guesses_at_a_principal_key_are_counted_one_by_one(monk
     codes = [r.status_code for r in answers]
     assert codes.count(401) == 5 and codes[20] == 429, codes
     assert alone.status_code == 429  # the budget holds for the minute, right key or not
+
+
+async def test_each_principal_is_rate_limited(monkeypatch, tmp_path):
+    """``PRINCIPAL_RATE`` per principal, whatever address it comes from; another principal
+    keeps its own budget."""
+    monkeypatch.setenv("PRINCIPAL_RATE", "3/minute")
+    async with _in_process_gateway(monkeypatch, tmp_path) as c:
+        keys = [(await c.post("/admin/principals", headers=GUESS_ADMIN,
+                              json={"name": f"busy-{i}", "role": "viewer"})).json()["api_key"] for i in range(2)]
+        first = [(await c.get("/v1/taxonomy", headers={"Authorization": f"Bearer {keys[0]}"})).status_code
+                 for _ in range(4)]
+        other = await c.get("/v1/taxonomy", headers={"Authorization": f"Bearer {keys[1]}"})
+    assert first == [200, 200, 200, 429] and other.status_code == 200
