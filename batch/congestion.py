@@ -178,7 +178,7 @@ class AIMD:
             self._trial = 1 if new > self.limit else -1
             self._ref = rate if reason == "increase" else statistics.mean(here + [rate])
         self._holds = self._holds + 1 if reason in ("hold", "trim") else 0
-        self._here = here + [rate] if new == self.limit else []
+        self._here = (here + [rate])[-8 * self.probe_epochs:] if new == self.limit else []  # bounded: lo == hi never probes
         if new != self.limit:
             self.epoch += 1  # batches in flight now were sent under the old limit
         self.limit = new

@@ -48,21 +48,17 @@ async def write(fn: Callable[..., T], *args: Any, refused: str = "") -> T:
     ``database_unavailable``; ``refused`` says what did not happen (``key not created``) when
     the database refused. A write given up on at the bound runs on in its thread and may
     still land, so that answer says the outcome is unknown instead."""
-    try:
-        return await _bounded(WRITE_TIMEOUT_S, refused, fn, *args)
-    except ServiceUnavailable as e:
-        if isinstance(e.__cause__, TimeoutError):
-            raise ServiceUnavailable(f"the database did not answer within {WRITE_TIMEOUT_S:.0f} s; the change may "
-                                     "still be applied: check before retrying", "database_unavailable", 5) from e
-        raise
+    return await _bounded(WRITE_TIMEOUT_S, refused, fn, *args,
+                          late="; the change may still be applied: check before retrying")
 
 
-async def _bounded(timeout_s: float, refused: str, fn: Callable[..., T], *args: Any) -> T:
-    suffix = f": {refused}" if refused else ""
+async def _bounded(timeout_s: float, refused: str, fn: Callable[..., T], *args: Any, late: str = "") -> T:
+    """``late``: what the answer adds when the bound passed (the call itself runs on)."""
     try:
         return await asyncio.wait_for(asyncio.to_thread(fn, *args), timeout_s)
     except TimeoutError as e:
-        raise ServiceUnavailable(f"the database did not answer within {timeout_s:.0f} s{suffix}",
+        raise ServiceUnavailable(f"the database did not answer within {timeout_s:.0f} s{late}",
                                  "database_unavailable", 5) from e
     except SQLAlchemyError as e:
+        suffix = f": {refused}" if refused else ""
         raise ServiceUnavailable(f"the database is unavailable{suffix}", "database_unavailable", 5) from e

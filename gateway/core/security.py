@@ -134,8 +134,8 @@ def limit(rule: str, *key: str) -> None:
 
 def limit_device(device_id: str) -> None:
     """Per device (``RATE_LIMIT_PER_S`` sustained, ``RATE_LIMIT_BURST`` at once; rate 0: off):
-    at most BURST requests in any window of BURST/RATE seconds, rounded up to whole seconds
-    (60 in 2 s by default). Unlike a token bucket, a device that spent its whole burst waits
+    a window of BURST/RATE seconds, rounded up to whole seconds, takes BURST requests or
+    RATE x window, whichever is more (60 in 2 s by default). Unlike a token bucket, a device that spent its whole burst waits
     for the window to slide rather than trickling on at RATE; a line (~10 frames/s a camera)
     never comes near it. The same limiter as every other budget here."""
     s = get_settings()
