@@ -9,10 +9,12 @@ raises :class:`Transient` (Triton is down or full: retry the chunk later).
 
 from __future__ import annotations
 
+import time
 from collections.abc import Sequence
 from pathlib import Path
 
 from inference import ENHANCE_MODEL, SINGLE_MODEL, InferenceError
+from inference.contract import BATCH_LANE_MODEL
 from inference.results import EnhanceResult, SideResult
 from inference.sync import SyncTriton
 from pcb import taxonomy
@@ -33,18 +35,46 @@ def outcome_of_error(e: InferenceError) -> ItemError:
     return ItemError(f"{e.code}: {e.message[:300]}")
 
 
+def _answers(call, *args) -> list:
+    """One answer per payload; no answer at all (Triton silent past the deadline, the channel
+    gone) is a transient failure of the whole sub-batch, retried like a full queue."""
+    try:
+        return call(*args)
+    except InferenceError as e:
+        raise Transient(f"triton: {e.message[:300]}") from None
+
+
+LANE_RECHECK_S = 30.0  # how long a worker trusts its last look at whether the batch lane is loaded
+_lane_seen: dict[str, tuple[float, bool]] = {}  # Triton URL -> (when looked, lane ready)
+
+
+def inspect_model(triton: SyncTriton) -> str:
+    """The batch lane (serving/batch_lane.py: the served detector on CPU the line leaves) when
+    Triton has it loaded, else ``pcb_inspect``, at the batch priority level, like any other
+    background request. Looked up at most every ``LANE_RECHECK_S`` per Triton."""
+    now = time.monotonic()
+    seen = _lane_seen.get(triton.url)
+    if seen is None or now - seen[0] > LANE_RECHECK_S:
+        seen = _lane_seen[triton.url] = (now, triton.model_ready(BATCH_LANE_MODEL))
+    return BATCH_LANE_MODEL if seen[1] else SINGLE_MODEL
+
+
 class InspectProcessor:
-    """Re-inspection of archived board images through the ``pcb_inspect`` ensemble."""
+    """Re-inspection of archived board images through the batch lane or ``pcb_inspect``."""
 
     kind = "inspect"
-    model = SINGLE_MODEL
 
     def __init__(self, triton: SyncTriton):
         self.triton = triton
         self.tax = taxonomy.load()
+        self.model = inspect_model(triton)
 
     def run(self, payloads: Sequence[bytes], names: Sequence[str], job_dir: Path) -> list:
-        return [self._outcome(a) for a in self.triton.inspect_many(payloads)]
+        try:
+            return [self._outcome(a) for a in _answers(self.triton.inspect_many, payloads, self.model)]
+        except Transient:
+            _lane_seen.pop(self.triton.url, None)  # the lane may have gone: the retry looks again
+            raise
 
     def _outcome(self, a: SideResult | InferenceError):
         if isinstance(a, InferenceError):
@@ -69,7 +99,7 @@ class EnhanceProcessor:
 
     def run(self, payloads: Sequence[bytes], names: Sequence[str], job_dir: Path) -> list:
         out: list[dict | ItemError] = []
-        for name, a in zip(names, self.triton.enhance_many(payloads, self.options)):
+        for name, a in zip(names, _answers(self.triton.enhance_many, payloads, self.options)):
             if isinstance(a, InferenceError):
                 out.append(outcome_of_error(a))
                 continue

@@ -21,6 +21,7 @@ from pathlib import Path
 import pymysql
 
 from batch.local_workers import RABBIT, Worker, delete_queue, wait_for
+from batch.processors import inspect_model
 from batch.sources import from_dir
 from batch.tuning import AutoTuner, Point, record
 from bench.common import OUT, ROOT, WEIGHTS, bench_images, bench_repository, git_rev, machine, write_section
@@ -57,6 +58,7 @@ def ceiling(images: list[bytes], url: str, batch: int, concurrency: int, n: int)
     images (already in memory) through ``inspect_many``, as fast as Triton answers: what the
     engine would reach with no files, no broker and no database."""
     client = SyncTriton(url)
+    model = inspect_model(client)  # the engine's own model: the batch lane where it is loaded
     batches = [[images[(i + k) % len(images)] for k in range(batch)] for i in range(0, n, batch)]
     lock = threading.Lock()
 
@@ -66,7 +68,7 @@ def ceiling(images: list[bytes], url: str, batch: int, concurrency: int, n: int)
                 if not batches:
                     return
                 b = batches.pop()
-            answers = client.inspect_many(b)
+            answers = client.inspect_many(b, model)
             assert not any(isinstance(x, Exception) for x in answers), answers
     threads = [threading.Thread(target=work) for _ in range(concurrency)]
     t0 = time.perf_counter()

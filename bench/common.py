@@ -14,6 +14,7 @@ import cv2
 import psutil
 
 from pcb.synthetic import render_board
+from serving.repository import EXPORTED
 
 ROOT = Path(__file__).resolve().parent.parent
 OUT = ROOT / "build" / "bench"
@@ -37,7 +38,7 @@ def bench_repository(dest: Path = OUT / "model_repository") -> Path:
 
     if dest.exists():
         shutil.rmtree(dest)
-    shutil.copytree(ROOT / "model_repository", dest, ignore=shutil.ignore_patterns("__pycache__", "pcb_detector"))
+    shutil.copytree(ROOT / "model_repository", dest, ignore=shutil.ignore_patterns("__pycache__", *EXPORTED))
     onnx_target.add_version(dest, WEIGHTS, imgsz=320, max_batch=16)
     return dest
 

@@ -25,7 +25,7 @@ from bench.common import OUT, ROOT, WEIGHTS, bench_images, git_rev, machine, wri
 from bench.inprocess import single_image_ms
 from bench.perf_triton import input_files, perf
 from serving.cpu_server import TritonServer, free_port
-from serving.repository import DETECTOR, PREPROCESS, read_config, write_config
+from serving.repository import DETECTOR, EXPORTED, PREPROCESS, read_config, write_config
 
 
 @dataclass(frozen=True)
@@ -54,7 +54,7 @@ def build(layout: Layout, dest: Path) -> Path:
         assemble(dest)
     else:
         shutil.copytree(ROOT / "model_repository", dest,
-                        ignore=shutil.ignore_patterns("__pycache__", DETECTOR))
+                        ignore=shutil.ignore_patterns("__pycache__", *EXPORTED))
     onnx_target.add_version(dest, WEIGHTS, imgsz=320, max_batch=16)
     for model in (DETECTOR, PREPROCESS):
         if (dest / model / "config.pbtxt").exists():

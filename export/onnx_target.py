@@ -12,6 +12,7 @@ import onnx
 from onnx import TensorProto, helper
 
 from export.detector_config import HEADER, DetectorShape, detector_config
+from serving import batch_lane
 from serving.repository import (
     DETECTOR,
     PREPROCESS,
@@ -130,6 +131,7 @@ def add_version(repository: Path, weights: Path, imgsz: int, max_batch: int,
                           model_dir=model_dir)
     tmp_dir.rename(vdir)
     write_config(model_dir, cfg, HEADER)
+    batch_lane.sync(repository)  # the batch lane follows what is served (nothing in the split layout)
     return version, vdir / "model.onnx"
 
 

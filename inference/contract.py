@@ -24,6 +24,13 @@ def shadow_model(model: str = DETECTOR_MODEL) -> str:
     ensembles, which follow the highest served version of ``model``, never see it."""
     return model + SHADOW_SUFFIX
 
+
+# The batch lane (serving/batch_lane.py): the served detector again, on CPU the line leaves,
+# behind a one-step ensemble with pcb_inspect's tensors. Batch re-inspection goes there when it
+# is loaded (the CPU layout), so an archive never queues in the instances the sorter's boards use.
+BATCH_LANE_MODEL = "pcb_inspect_batch"
+BATCH_LANE_DETECTOR = "pcb_detector_batch"
+
 # Priority levels of the line's models (their dynamic batchers have two; lower is served
 # first): the sorter's boards at the top, batch re-inspection below. A request without a
 # priority (perf_analyzer, a script) gets the models' default, the lower level.
@@ -36,6 +43,7 @@ PRIORITY_LEVELS = 2
 # loaded count.
 QUEUE_MODELS = {SINGLE_MODEL: ("pcb_preprocess", "pcb_detector", "pcb_postprocess"),
                 DUAL_MODEL: ("pcb_preprocess", "pcb_detector", "pcb_postprocess", "pcb_board_fuse"),
+                BATCH_LANE_MODEL: (BATCH_LANE_DETECTOR,),
                 ENHANCE_MODEL: ("face_enhance", "face_restorer", "bg_upsampler")}
 
 SIDE_OUTPUTS = ("DETECTIONS", "VERDICT", "CONFIDENCE", "DETECTOR_VERSION")

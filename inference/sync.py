@@ -115,8 +115,10 @@ class SyncTriton:
         return answers
 
     # typed calls --------------------------------------------------------------------------
-    def inspect_many(self, images: Sequence[bytes]) -> list[results.SideResult | InferenceError]:
-        answers = self.infer_all(contract.SINGLE_MODEL,
+    def inspect_many(self, images: Sequence[bytes], model: str = contract.SINGLE_MODEL
+                     ) -> list[results.SideResult | InferenceError]:
+        """``model``: ``pcb_inspect`` or the batch lane (same tensors)."""
+        answers = self.infer_all(model,
                                  [contract.inspect_request(grpcclient.InferInput, i) for i in images],
                                  contract.SIDE_OUTPUTS, contract.PRIORITY_BACKGROUND)
         return [a if isinstance(a, InferenceError) else _parsed(results.side, a) for a in answers]

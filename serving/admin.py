@@ -31,18 +31,21 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
 import os
 import shutil
 import sys
 from dataclasses import dataclass
 from pathlib import Path
 
-from inference.contract import DETECTOR_MODEL, shadow_model
+from inference.contract import BATCH_LANE_DETECTOR, DETECTOR_MODEL, shadow_model
 from inference.repository_api import RepositoryAPI, RepositoryError
-from serving.repository import is_split, read_config, served_versions, versions, write_config
+from serving import batch_lane
+from serving.repository import is_split, link_or_copy, read_config, served_versions, versions, write_config
 
 ROOT = Path(__file__).resolve().parent.parent
 TEMPLATES = Path(__file__).resolve().parent / "templates"
+log = logging.getLogger("serving.admin")
 
 
 class AdminError(RuntimeError):
@@ -95,6 +98,8 @@ class ModelAdmin:
 
     def _set_policy(self, model: str, served: list[int]) -> None:
         model_dir = self._dir(model)
+        if model in batch_lane.LANE_MODELS:
+            raise AdminError(f"{model} follows {DETECTOR_MODEL} (the batch lane): load or promote {DETECTOR_MODEL}")
         on_disk = versions(model_dir)
         missing = [v for v in served if v not in on_disk]
         if missing:
@@ -108,6 +113,28 @@ class ModelAdmin:
                          if line.startswith("#"))
         write_config(model_dir, cfg, header)
         self._load(model)
+        if model == DETECTOR_MODEL:
+            self._follow_lane()
+
+    def _follow_lane(self) -> None:
+        """The batch lane serves what the detector now serves (serving/batch_lane.py): on disk
+        always (a restart loads it so), in Triton when it is loaded there. A lane that cannot
+        follow is unloaded, so the batch engine falls back to ``pcb_inspect`` rather than
+        answer with a version the line no longer serves; the line's swap stands either way."""
+        try:
+            if not batch_lane.sync(self.repository):
+                return
+            loaded = any(m.get("name") == BATCH_LANE_DETECTOR and m.get("state") == "READY" for m in self.index())
+            if loaded:
+                self._load(BATCH_LANE_DETECTOR)
+            batch_lane.prune(self.repository)
+        except (AdminError, RepositoryError, OSError) as e:
+            log.warning("batch lane did not follow %s (%s); unloading it", DETECTOR_MODEL, e)
+            for name in batch_lane.LANE_MODELS:
+                try:
+                    self.triton.unload(name)
+                except RepositoryError as gone:
+                    log.warning("could not unload %s: %s", name, gone)
 
     def _load(self, model: str) -> None:
         try:
@@ -155,9 +182,9 @@ class ModelAdmin:
         target = self.repository / name
         staging = self.repository / f".{name}.partial"  # Triton ignores dot dirs; rename is atomic
         shutil.rmtree(staging, ignore_errors=True)
-        shutil.copytree(model_dir / str(version), staging / str(version), copy_function=_link_or_copy)
+        shutil.copytree(model_dir / str(version), staging / str(version), copy_function=link_or_copy)
         if (model_dir / "warmup").is_dir():  # the config's model_warmup reads its board from there
-            shutil.copytree(model_dir / "warmup", staging / "warmup", copy_function=_link_or_copy)
+            shutil.copytree(model_dir / "warmup", staging / "warmup", copy_function=link_or_copy)
         # today's adapter (it lowers its own CPU priority), not the one the version was exported with
         (staging / str(version) / "model.py").unlink()
         shutil.copyfile(TEMPLATES / "inspect_model.py", staging / str(version) / "model.py")
@@ -206,15 +233,6 @@ def lineage(version_dir: Path) -> dict:
         except (OSError, ValueError):
             continue
     return out
-
-
-def _link_or_copy(src: str, dst: str) -> str:
-    """A hard link where the file system allows (the ONNX file is megabytes), else a copy."""
-    try:
-        os.link(src, dst)
-        return dst
-    except OSError:
-        return shutil.copy2(src, dst)
 
 
 def check_agreement(gateway: str, token: str | None, model: str, version: int, floor: float) -> str:

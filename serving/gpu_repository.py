@@ -22,7 +22,7 @@ from pathlib import Path
 from tritonclient.grpc import model_config_pb2 as mc
 
 from pcb.side_config import DECODERS
-from serving.repository import DETECTOR, PREPROCESS, read_config, write_config
+from serving.repository import DETECTOR, EXPORTED, PREPROCESS, read_config, write_config
 
 ROOT = Path(__file__).resolve().parent.parent
 SPLIT_LAYOUT = Path(__file__).resolve().parent / "split_layout"
@@ -38,7 +38,7 @@ def assemble(out: Path, source: Path = ROOT / "model_repository", decode: str = 
     out.mkdir(parents=True, exist_ok=True)
     split = {p.name: p for p in SPLIT_LAYOUT.iterdir() if (p / "config.pbtxt").exists()}
     shared = {p.name: p for p in source.iterdir() if (p / "config.pbtxt").exists()
-              and p.name not in (DETECTOR, *CPU_ONLY) and p.name not in split}
+              and p.name not in (*EXPORTED, *CPU_ONLY) and p.name not in split}
     for name, model in sorted({**shared, **split}.items()):
         dest = out / name
         if dest.exists():

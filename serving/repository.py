@@ -2,13 +2,20 @@
 
 from __future__ import annotations
 
+import os
 import re
+import shutil
 from pathlib import Path
 
 from google.protobuf import text_format
 from tritonclient.grpc import model_config_pb2
 
+from inference.contract import BATCH_LANE_DETECTOR, BATCH_LANE_MODEL
+
 DETECTOR = "pcb_detector"  # the one name every component uses for the detector
+LANE_MODELS = (BATCH_LANE_DETECTOR, BATCH_LANE_MODEL)  # derived from it (serving/batch_lane.py)
+# written into each repository by an export, never copied from another one
+EXPORTED = (DETECTOR, *LANE_MODELS)
 PREPROCESS = "pcb_preprocess"  # present only in the split layout (serving/split_layout/)
 
 
@@ -49,3 +56,18 @@ def served_versions(cfg: model_config_pb2.ModelConfig, on_disk: list[int]) -> li
         return sorted(on_disk)
     n = cfg.version_policy.latest.num_versions or 1
     return sorted(on_disk)[-n:]
+
+
+def link_or_copy(src: str, dst: str) -> str:
+    """A hard link where the file system allows (the ONNX file is megabytes), else a copy:
+    the ``copy_function`` of a derived model's version directory (shadow, batch lane). A
+    ``dst`` that is already ``src`` stays; any other is replaced."""
+    if os.path.lexists(dst):
+        if os.path.samefile(src, dst):
+            return dst
+        os.unlink(dst)
+    try:
+        os.link(src, dst)
+        return dst
+    except OSError:
+        return shutil.copy2(src, dst)

@@ -15,6 +15,7 @@ import numpy as np
 import pytest
 
 from serving.cpu_server import TritonServer, free_port
+from serving.repository import EXPORTED
 
 ROOT = Path(__file__).resolve().parent.parent
 WEIGHTS = Path(os.environ.get("PCB_WEIGHTS", ROOT / "models" / "pcb_yolov8n.pt"))
@@ -36,7 +37,7 @@ def make_repository(dest: Path, weights: Path = WEIGHTS, split: bool = False, de
             shutil.rmtree(dest / name, ignore_errors=True)
     else:
         shutil.copytree(ROOT / "model_repository", dest,
-                        ignore=shutil.ignore_patterns("__pycache__", "pcb_detector", *ENHANCE_MODELS))
+                        ignore=shutil.ignore_patterns("__pycache__", *EXPORTED, *ENHANCE_MODELS))
     onnx_target.add_version(dest, weights, imgsz=320, max_batch=16)
     return dest
 

@@ -10,6 +10,7 @@ import os
 import subprocess
 import sys
 
+from inference.contract import BATCH_LANE_MODEL
 from inference.repository_api import RepositoryAPI
 from pcb.synthetic import render_board
 from tests.conftest import ROOT, encode
@@ -30,14 +31,17 @@ def test_a_job_runs_under_the_controller_and_its_trace_is_recorded(triton, tmp_p
            "BATCH_CHUNK_SIZE": str(CHUNK), "BATCH_CONCURRENCY": "1", "BATCH_MAX_INFLIGHT": str(CEILING),
            "BATCH_TRACE_DIR": str(trace_dir)}
     stats = RepositoryAPI(triton.http_url)
-    before = stats.counts("pcb_inspect")
+    before, line_before = stats.counts(BATCH_LANE_MODEL), stats.counts("pcb_inspect")
     p = subprocess.run([sys.executable, "-m", "batch", "run", str(folder), "--out", str(tmp_path / "res")],
                        cwd=ROOT, env={**os.environ, **env}, capture_output=True, text=True, timeout=300)
     assert p.returncode == 0, p.stderr[-3000:]
     items = json.loads((tmp_path / "res" / "results.json").read_text())["items"]
     assert len(items) == IMAGES and all(i["state"] == "completed" and i["result"]["verdict"] for i in items)
     # the read-ahead and the early slot release send every image once, no more
-    assert stats.counts_after("pcb_inspect", before, IMAGES + 1, timeout_s=1).inference_count - before.inference_count == IMAGES
+    # (through the batch lane: the line's own instances never saw the job)
+    assert stats.counts_after(BATCH_LANE_MODEL, before, IMAGES + 1, timeout_s=1).inference_count \
+        - before.inference_count == IMAGES
+    assert stats.counts("pcb_inspect").inference_count == line_before.inference_count
 
     [trace_file] = trace_dir.glob("*.jsonl")
     steps = [json.loads(line) for line in trace_file.read_text().splitlines()]

@@ -16,6 +16,7 @@ import pytest
 from sqlalchemy import select
 
 from batch.store import JobStore
+from inference.contract import BATCH_LANE_DETECTOR, BATCH_LANE_MODEL
 from inference.repository_api import RepositoryAPI
 from pcb.synthetic import render_board
 from store.models import BatchChunk
@@ -45,12 +46,13 @@ class TritonPythonModel(_fast.TritonPythonModel):
 
 @pytest.fixture(scope="module")
 def slow_triton(repository, tmp_path_factory):
-    """The pipeline repository with a pcb_detector that sleeps before each batch."""
+    """The pipeline repository with a pcb_detector (and its batch lane) that sleeps before each batch."""
     repo = tmp_path_factory.mktemp("slow") / "model_repository"
     shutil.copytree(repository, repo)
-    version = repo / "pcb_detector" / "1"
-    (version / "model.py").rename(version / "model_fast.py")
-    (version / "model.py").write_text(SLOW_MODEL)
+    for model in ("pcb_detector", BATCH_LANE_DETECTOR):
+        version = repo / model / "1"
+        (version / "model.py").rename(version / "model_fast.py")
+        (version / "model.py").write_text(SLOW_MODEL)
     srv = start_triton(repo, tmp_path_factory.mktemp("slow_log") / "triton.log")
     try:
         yield srv
@@ -68,8 +70,8 @@ def test_a_chunk_slower_than_its_lease_is_processed_exactly_once(slow_triton, tm
     (folder / "strip.png").write_bytes(encode(np.full((1, 100_000, 3), 90, np.uint8), ".png"))
     stats = RepositoryAPI(triton.http_url)
 
-    def inspected() -> int:
-        return stats.counts("pcb_inspect").inference_count
+    def inspected() -> int:  # the engine's model: the batch lane
+        return stats.counts(BATCH_LANE_MODEL).inference_count
 
     db = tmp_path / "jobs.db"
     env = {"DATABASE_URL": f"sqlite:///{db}", "TRITON_URL": triton.grpc_url,

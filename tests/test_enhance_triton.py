@@ -16,7 +16,9 @@ from inference import BadInput, InferenceError
 from inference.repository_api import RepositoryAPI
 from inference.sync import SyncTriton
 from serving.ort_detector import OrtDetector
+from serving.repository import LANE_MODELS
 from tests.conftest import encode
+from tests.triton_helpers import stub_pids
 
 TOL = 1e-4
 TIMEOUT_S = 300  # a photo's whole pipeline on a busy CPU: wait, as a caller without a deadline would
@@ -70,18 +72,6 @@ def test_concurrent_photos_share_restorer_batches(enhance_triton):
     assert crops == 16 and executions < 8, (crops, executions)  # > 2 crops per restorer run on average
 
 
-def _stubs(server) -> dict[str, list[int]]:
-    """Model name -> pids of its python-backend stub processes under this Triton."""
-    import psutil
-
-    out: dict[str, list[int]] = {}
-    for p in psutil.Process(server.proc.pid).children(recursive=True):
-        cmd = p.cmdline()
-        if cmd and cmd[0].endswith("triton_python_backend_stub"):
-            out.setdefault(cmd[1].split("/")[-3], []).append(p.pid)
-    return out
-
-
 def test_enhancement_takes_only_the_cpu_the_line_leaves(enhance_triton, triton):
     """Every thread of every enhancement stub (the photo work, the restorer's and the
     upsampler's onnxruntime pools) is SCHED_IDLE; the line's models stay normal."""
@@ -89,12 +79,12 @@ def test_enhancement_takes_only_the_cpu_the_line_leaves(enhance_triton, triton):
 
     from serving.cpu_priority import describe
 
-    stubs = _stubs(enhance_triton)
+    stubs = stub_pids(enhance_triton)
     assert {"face_enhance", "face_restorer", "bg_upsampler"} <= set(stubs)
     for model in ("face_enhance", "face_restorer", "bg_upsampler"):
         threads = [t for pid in stubs[model] for t in describe(pid)]
         assert threads and all(policy == os.SCHED_IDLE for _, policy, _ in threads), (model, threads)
-    line = _stubs(triton)
+    line = {m: pids for m, pids in stub_pids(triton).items() if m not in LANE_MODELS}  # the batch lane: idle
     assert "pcb_detector" in line and "pcb_board_fuse" in line
     for model, pids in line.items():
         assert all(policy == os.SCHED_OTHER and nice == 0 for pid in pids for _, policy, nice in describe(pid)), model

@@ -12,6 +12,7 @@ import time
 import pytest
 
 from export import onnx_target
+from inference.contract import BATCH_LANE_DETECTOR, BATCH_LANE_MODEL, SINGLE_MODEL
 from inference.sync import SyncTriton
 from pcb.synthetic import render_board
 from serving.admin import AdminError, ModelAdmin
@@ -30,10 +31,10 @@ def own_triton(tmp_path_factory):
 
 
 class Traffic(threading.Thread):
-    def __init__(self, url: str, images: list[bytes]):
+    def __init__(self, url: str, images: list[bytes], model: str = SINGLE_MODEL):
         super().__init__(daemon=True)
         self.triton = SyncTriton(url)
-        self.images, self.stop = images, threading.Event()
+        self.images, self.stop, self.model = images, threading.Event(), model
         self.versions: list[int] = []
         self.errors: list[str] = []
 
@@ -41,7 +42,10 @@ class Traffic(threading.Thread):
         i = 0
         while not self.stop.is_set():
             try:
-                self.versions.append(self.triton.inspect(self.images[i % len(self.images)]).detector_version)
+                [answer] = self.triton.inspect_many([self.images[i % len(self.images)]], self.model)
+                if isinstance(answer, Exception):
+                    raise answer
+                self.versions.append(answer.detector_version)
             except Exception as e:  # noqa: BLE001 - every failure counts
                 self.errors.append(repr(e))
             i += 1
@@ -51,7 +55,8 @@ def test_promote_new_version_under_traffic(own_triton):
     srv, repo = own_triton
     admin = ModelAdmin(srv.http_url, repo)
     images = [encode(render_board(500 + i).image) for i in range(8)]
-    loops = [Traffic(srv.grpc_url, images) for _ in range(3)]
+    # two line clients and one on the batch lane, which follows every step of the swap
+    loops = [Traffic(srv.grpc_url, images) for _ in range(2)] + [Traffic(srv.grpc_url, images, BATCH_LANE_MODEL)]
     for t in loops:
         t.start()
     try:
@@ -82,6 +87,8 @@ def test_promote_new_version_under_traffic(own_triton):
     assert rows["pcb_detector"]["on_disk"] == [1, 2]
     # and the policy on disk says so, for the next restart
     assert admin.served("pcb_detector") == [2]
+    # the lane serves what the line serves, and keeps only that on disk
+    assert rows[BATCH_LANE_DETECTOR]["ready"] == [2] and rows[BATCH_LANE_DETECTOR]["on_disk"] == [2]
 
 
 def test_admin_cli_lists_and_refuses(own_triton):
@@ -99,7 +106,12 @@ def test_rollback_and_refusals(own_triton):
     srv, repo = own_triton
     admin = ModelAdmin(srv.http_url, repo)
     assert admin.rollback("pcb_detector") == [1]
-    assert SyncTriton(srv.grpc_url).inspect(encode(render_board(1).image)).detector_version == 1
+    client = SyncTriton(srv.grpc_url)
+    assert client.inspect(encode(render_board(1).image)).detector_version == 1
+    [lane] = client.inspect_many([encode(render_board(1).image)], BATCH_LANE_MODEL)
+    assert lane.detector_version == 1
+    with pytest.raises(AdminError, match="follows pcb_detector"):  # derived: never promoted on its own
+        admin.promote(BATCH_LANE_DETECTOR, 2)
     with pytest.raises(AdminError, match="no version"):
         admin.promote("pcb_detector", 99)
     with pytest.raises(AdminError, match="no version"):

@@ -69,3 +69,15 @@ def match_detections(a: np.ndarray, b: np.ndarray, min_iou: float = 0.9, score_t
             elif d[4] > conf + score_tol:
                 problems.append(f"{label}: unmatched {np.round(d, 3).tolist()} (best IoU {best:.3f})")
     return problems
+
+
+def stub_pids(server) -> dict[str, list[int]]:
+    """Model name -> pids of its python-backend stub processes under this Triton."""
+    import psutil
+
+    out: dict[str, list[int]] = {}
+    for p in psutil.Process(server.proc.pid).children(recursive=True):
+        cmd = p.cmdline()
+        if cmd and cmd[0].endswith("triton_python_backend_stub"):
+            out.setdefault(cmd[1].split("/")[-3], []).append(p.pid)
+    return out
