@@ -35,6 +35,14 @@ class LineRun:
     boards_ms: list[float] = field(default_factory=list)
     errors: list[str] = field(default_factory=list)
     skipped: int = 0  # frames a camera dropped because newer ones came (EdgeLine only)
+    sent_at: list[float] = field(default_factory=list)  # each frame's send time (perf_counter), as frames_ms
+
+    @classmethod
+    def pooled(cls, runs: list[LineRun]) -> LineRun:
+        """Several runs of one scenario as one sample (a p99 over rounds, not one round's max)."""
+        return cls(frames_ms=[x for r in runs for x in r.frames_ms], parts=[x for r in runs for x in r.parts],
+                   boards_ms=[x for r in runs for x in r.boards_ms], errors=[x for r in runs for x in r.errors],
+                   skipped=sum(r.skipped for r in runs))
 
     def summary(self) -> dict:
         f = np.array(self.frames_ms or [np.nan])
@@ -77,6 +85,7 @@ class Line:
                             headers={"X-Device-Id": f"bench-{side}", "X-API-Key": self.keys[side],
                                      "Idempotency-Key": f"{board}:{side}"})
         ms = (time.perf_counter() - t0) * 1000
+        run.sent_at.append(t0)
         if r.status_code != 200:
             run.errors.append(f"{r.status_code} {r.text[:100]}")
         else:
