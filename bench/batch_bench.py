@@ -213,6 +213,7 @@ def main(argv: list[str] | None = None) -> int:
         # the ceiling's own best concurrency at the engine's batch size, once; then measured
         # at that point right before and right after every engine run
         images = [Path(p).read_bytes() for p, _ in files[:64]]
+        lane = inspect_model(SyncTriton(srv.grpc_url))
         n_ceiling = max(pick.batch_size * 8, min(400, len(files)))
         ceiling_points = {c: ceiling(images, srv.grpc_url, pick.batch_size, c, n_ceiling) for c in (1, 2, 3, 4, 6)}
         ceiling_c = max(ceiling_points, key=lambda c: ceiling_points[c])
@@ -260,6 +261,7 @@ def main(argv: list[str] | None = None) -> int:
              f"Machine: {machine()}. Celery workers (`python -m batch worker --concurrency {a.max_inflight}`, "
              "thread pool) over the machine's RabbitMQ, job state in its MariaDB, the CPU Triton server on the same "
              f"two cores; {a.images} camera-like 640x480 JPEGs from disk; every result written to the database. "
+             f"The engine and the ceiling both call `{lane}` (the batch lane, serving/batch_lane.py, where loaded). "
              "The bare batched ceiling sends the same images from memory straight to Triton in batches of the "
              f"chunk size, {ceiling_c} batches in flight (its best of "
              + ", ".join(f"{c}: {r:.1f}" for c, r in ceiling_points.items()) + " images/s), measured right "
