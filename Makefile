@@ -89,8 +89,10 @@ bench: bench-triton bench-levers bench-gateway bench-line bench-enhance bench-ba
 bench-triton: repository
 	$(PY) -m bench.perf_triton
 
+# the engine vs its ceiling, the controller's trace, then the line with and without a job
 bench-batch: repository
 	$(PY) -m bench.batch_bench
+	$(PY) -m bench.line_beside --photos 0 --section batch-line
 
 bench-gateway: repository
 	$(PY) -m bench.gateway_bench

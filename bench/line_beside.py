@@ -178,6 +178,11 @@ def run(args) -> dict:
     return res
 
 
+# docs/benchmarks.md sections: this bench's own, and the line beside the job that ends `make bench-batch`
+SECTIONS = {"line-beside": ("bench-line-beside", "The line beside other work"),
+            "batch-line": ("bench-batch", "Batch engine: the line with and without the job")}
+
+
 def report(r: dict) -> str:
     a = r["args"]
     net = "narrow test GFPGAN" if a["narrow"] else "full-size GFPGAN v1.4 (86 M params, random init)"
@@ -194,8 +199,10 @@ def report(r: dict) -> str:
         enh = r["enhance"]["batch"]
         rows.append((f"line + a {a['photos']}-photo enhancement batch (upload {enh['upload_s']:.1f} s, "
                      f"enhanced in {enh['total_s']:.0f} s)", r["enhance"]))
-    lines = ["## The line beside other work (`make bench-line-beside`)", "",
-             f"Command: `make bench-line-beside` (= `python -m bench.line_beside`), commit {git_rev()}, "
+    make, title = SECTIONS[a["section"]]
+    flags = "" if a["section"] == "line-beside" else " --photos 0 --section " + a["section"]
+    lines = [f"## {title} (`make {make}`)", "",
+             f"Command: `make {make}` (= `python -m bench.line_beside{flags}`), commit {git_rev()}, "
              f"{time.strftime('%Y-%m-%d %H:%M')}.",
              f"Machine: {machine()}. One uvicorn worker (SQLite, in-process pairing), the CPU Triton server on the "
              f"same cores. The line: two cameras, {a['boards_per_s']:g} boards/s (each board's left and right "
@@ -252,12 +259,13 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--enhance-dir", help="where the gateway keeps photos and results (default: under build/)")
     ap.add_argument("--narrow", action="store_true", help="the narrow test GFPGAN (quick)")
     ap.add_argument("--no-write", action="store_true", help="print, do not touch docs/benchmarks.md")
+    ap.add_argument("--section", choices=sorted(SECTIONS), default="line-beside", help="which section it writes")
     args = ap.parse_args(argv)
     r = run(args)
     text = report(r)
     print(text)
     if not args.no_write:
-        write_section("line-beside", text)
+        write_section(args.section, text)
     return 0
 
 
