@@ -61,7 +61,7 @@ $(SYSDEPS_STAMP):
 # The committed demo detector, exported as version 1 of pcb_detector (CPU layout).
 repository: $(DETECTOR_V1) $(ENHANCE_V1)
 $(DETECTOR_V1): $(WEIGHTS) export/detector_config.py export/onnx_target.py serving/templates/inspect_model.py | $(STAMP)
-	rm -rf $(REPO)/pcb_detector
+	rm -rf $(REPO)/pcb_detector $(REPO)/pcb_detector_batch $(REPO)/pcb_inspect_batch
 	$(PY) -m export yolo --weights $(WEIGHTS) --target onnx --repository $(REPO)
 
 # The enhancement networks: no weights can be downloaded here, so GFPGAN and RealESRGAN are
@@ -143,4 +143,4 @@ lint: venv
 	$(PY) -m mypy
 
 clean:
-	rm -rf build $(REPO)/pcb_detector $(REPO)/face_restorer $(REPO)/bg_upsampler
+	rm -rf build $(REPO)/pcb_detector $(REPO)/pcb_detector_batch $(REPO)/pcb_inspect_batch $(REPO)/face_restorer $(REPO)/bg_upsampler

@@ -44,7 +44,10 @@ def _answers(call, *args) -> list:
         raise Transient(f"triton: {e.message[:300]}") from None
 
 
-LANE_RECHECK_S = 30.0  # how long a worker trusts its last look at whether the batch lane is loaded
+# how long a worker trusts its last look at whether the batch lane is loaded: long when it is
+# (one gRPC call per 30 s), short when it is not (at Triton's start pcb_inspect is ready a few
+# seconds before the lane, and batch work meanwhile runs on the line's instances)
+LANE_RECHECK_S = {True: 30.0, False: 3.0}
 _lane_seen: dict[str, tuple[float, bool]] = {}  # Triton URL -> (when looked, lane ready)
 
 
@@ -54,7 +57,7 @@ def inspect_model(triton: SyncTriton) -> str:
     background request. Looked up at most every ``LANE_RECHECK_S`` per Triton."""
     now = time.monotonic()
     seen = _lane_seen.get(triton.url)
-    if seen is None or now - seen[0] > LANE_RECHECK_S:
+    if seen is None or now - seen[0] > LANE_RECHECK_S[seen[1]]:
         seen = _lane_seen[triton.url] = (now, triton.model_ready(BATCH_LANE_MODEL))
     return BATCH_LANE_MODEL if seen[1] else SINGLE_MODEL
 

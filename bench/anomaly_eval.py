@@ -37,6 +37,7 @@ from inference.aio import AsyncTriton
 from inference.sync import SyncTriton
 from pcb import taxonomy
 from pcb.synthetic import UNSEEN, render_board, render_unseen, write_boards
+from serving import batch_lane
 from serving.cpu_server import TritonServer, free_port
 from serving.repository import DETECTOR, read_config, write_config
 
@@ -62,6 +63,7 @@ def serve(repo, version: int) -> None:
     del cfg.version_policy.specific.versions[:]
     cfg.version_policy.specific.versions.append(version)
     write_config(repo / DETECTOR, cfg, HEADER)
+    batch_lane.sync(repo)  # the lane follows, as a promote makes it
 
 
 def _server(repo) -> TritonServer:

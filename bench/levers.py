@@ -24,6 +24,7 @@ from pathlib import Path
 from bench.common import OUT, ROOT, WEIGHTS, bench_images, git_rev, machine, write_section
 from bench.inprocess import single_image_ms
 from bench.perf_triton import input_files, perf
+from serving import batch_lane
 from serving.cpu_server import TritonServer, free_port
 from serving.repository import DETECTOR, EXPORTED, PREPROCESS, read_config, write_config
 
@@ -64,6 +65,7 @@ def build(layout: Layout, dest: Path) -> Path:
             if model == DETECTOR:
                 cfg.parameters["intra_op_threads"].string_value = str(layout.threads)
             write_config(dest / model, cfg)
+    batch_lane.remove(dest)  # the levers are the line's own; no batch work here
     return dest
 
 

@@ -38,10 +38,18 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
-from inference.contract import BATCH_LANE_DETECTOR, DETECTOR_MODEL, shadow_model
+from inference.contract import BATCH_LANE_DETECTOR, BATCH_LANE_MODEL, DETECTOR_MODEL, shadow_model
 from inference.repository_api import RepositoryAPI, RepositoryError
 from serving import batch_lane
-from serving.repository import is_split, link_or_copy, read_config, served_versions, versions, write_config
+from serving.repository import (
+    LANE_MODELS,
+    is_split,
+    link_or_copy,
+    read_config,
+    served_versions,
+    versions,
+    write_config,
+)
 
 ROOT = Path(__file__).resolve().parent.parent
 TEMPLATES = Path(__file__).resolve().parent / "templates"
@@ -98,7 +106,7 @@ class ModelAdmin:
 
     def _set_policy(self, model: str, served: list[int]) -> None:
         model_dir = self._dir(model)
-        if model in batch_lane.LANE_MODELS:
+        if model in LANE_MODELS:
             raise AdminError(f"{model} follows {DETECTOR_MODEL} (the batch lane): load or promote {DETECTOR_MODEL}")
         on_disk = versions(model_dir)
         missing = [v for v in served if v not in on_disk]
@@ -117,24 +125,32 @@ class ModelAdmin:
             self._follow_lane()
 
     def _follow_lane(self) -> None:
-        """The batch lane serves what the detector now serves (serving/batch_lane.py): on disk
-        always (a restart loads it so), in Triton when it is loaded there. A lane that cannot
-        follow is unloaded, so the batch engine falls back to ``pcb_inspect`` rather than
-        answer with a version the line no longer serves; the line's swap stands either way."""
+        """The batch lane serves what the detector now serves (serving/batch_lane.py), on disk
+        and in Triton: it is part of the CPU layout, so it is (re)loaded whenever the detector
+        is. A lane that cannot follow is unloaded and removed, so the batch engine falls back
+        to ``pcb_inspect`` rather than answer with a version the line no longer serves (and a
+        restart does not trip on it); the next promotion writes it again. The line's swap
+        stands either way."""
         try:
             if not batch_lane.sync(self.repository):
                 return
-            loaded = any(m.get("name") == BATCH_LANE_DETECTOR and m.get("state") == "READY" for m in self.index())
-            if loaded:
-                self._load(BATCH_LANE_DETECTOR)
+            self._load(BATCH_LANE_DETECTOR)  # the new versions, before the old ones are let go
+            self._load(BATCH_LANE_MODEL)  # loaded already: a no-op; after a failure: back
             batch_lane.prune(self.repository)
-        except (AdminError, RepositoryError, OSError) as e:
-            log.warning("batch lane did not follow %s (%s); unloading it", DETECTOR_MODEL, e)
-            for name in batch_lane.LANE_MODELS:
-                try:
-                    self.triton.unload(name)
-                except RepositoryError as gone:
-                    log.warning("could not unload %s: %s", name, gone)
+        except Exception as e:  # noqa: BLE001 - whatever broke the lane must not undo the line's swap
+            log.warning("batch lane did not follow %s (%r); unloading and removing it", DETECTOR_MODEL, e)
+            self._drop_lane()
+
+    def _unload_lane(self) -> None:
+        for name in LANE_MODELS[::-1]:  # the ensemble first, then its step
+            try:
+                self.triton.unload(name)
+            except RepositoryError as e:
+                log.warning("could not unload %s: %s", name, e)
+
+    def _drop_lane(self) -> None:
+        self._unload_lane()
+        batch_lane.remove(self.repository)
 
     def _load(self, model: str) -> None:
         try:
@@ -149,7 +165,11 @@ class ModelAdmin:
     def load(self, model: str, version: int | None = None) -> list[int]:
         self._dir(model)
         if version is None:
+            if model in LANE_MODELS:  # what it serves follows the detector's config
+                batch_lane.sync(self.repository)
             self._load(model)
+            if model == DETECTOR_MODEL:
+                self._follow_lane()
             return self.served(model)
         self._set_policy(model, self.served(model) + [version])
         return self.served(model)
@@ -165,6 +185,8 @@ class ModelAdmin:
                 self.triton.unload(model)
             except RepositoryError as e:
                 raise AdminError(str(e)) from e
+            if model == DETECTOR_MODEL:  # no detector, no lane (it stays on disk for a restart)
+                self._unload_lane()
             return []
         self._set_policy(model, [v for v in self.served(model) if v != version])
         return self.served(model)

@@ -23,7 +23,11 @@ priority levels alone order the work, and the engine uses ``pcb_inspect``.
 
 from __future__ import annotations
 
+import contextlib
+import filecmp
+import os
 import shutil
+import threading
 from pathlib import Path
 
 from inference.contract import BATCH_LANE_DETECTOR, BATCH_LANE_MODEL, SINGLE_MODEL
@@ -62,15 +66,28 @@ def sync(repository: Path) -> list[int]:
     served = served_versions(cfg, versions(source))
     lane = repository / BATCH_LANE_DETECTOR
     for v in served:
-        if (lane / str(v)).is_dir():
-            continue  # a version directory never changes once exported
-        staging = lane / f".{v}.partial"  # Triton ignores dot dirs; rename is atomic
+        if _mirrors(source / str(v), lane / str(v)):
+            continue
+        # a unique staging name: two syncs at once (two gateway workers, the CLI, an export)
+        # never share one; Triton ignores dot dirs
+        staging = lane / f".{v}.{os.getpid()}.{threading.get_ident()}.partial"
         shutil.rmtree(staging, ignore_errors=True)
         shutil.copytree(source / str(v), staging, copy_function=link_or_copy,
                         ignore=shutil.ignore_patterns("__pycache__", "model.py"))
         # today's adapter (it lowers its own CPU priority), not the one the version was exported with
         shutil.copyfile(TEMPLATES / "inspect_model.py", staging / "model.py")
-        staging.rename(lane / str(v))
+        # a stale directory (the same number exported again) goes aside first: rename is atomic
+        stale = lane / f".{v}.{os.getpid()}.{threading.get_ident()}.stale"
+        if (lane / str(v)).exists():
+            with contextlib.suppress(FileNotFoundError):  # another sync moved it first
+                (lane / str(v)).rename(stale)
+        try:
+            staging.rename(lane / str(v))
+        except OSError:
+            if not _mirrors(source / str(v), lane / str(v)):
+                raise
+            shutil.rmtree(staging, ignore_errors=True)  # another sync put the same files there first
+        shutil.rmtree(stale, ignore_errors=True)
     if (source / "warmup").is_dir():  # the config's model_warmup reads its board from there
         shutil.copytree(source / "warmup", lane / "warmup", copy_function=link_or_copy, dirs_exist_ok=True)
     cfg.name = BATCH_LANE_DETECTOR
@@ -86,6 +103,28 @@ def sync(repository: Path) -> list[int]:
     for v in versions(ensemble):  # an ensemble is served from an (empty) version directory too
         (repository / BATCH_LANE_MODEL / str(v)).mkdir(exist_ok=True)
     return served
+
+
+def _mirrors(source: Path, copy: Path) -> bool:
+    """Whether ``copy`` holds ``source``'s files themselves (hard links, or equal bytes where
+    the file system could not link): a version number exported again (``make repository``
+    re-exports version 1) must not keep the old network in the lane."""
+    if not copy.is_dir():
+        return False
+    for f in source.rglob("*"):
+        if not f.is_file() or f.name == "model.py" or "__pycache__" in f.parts:
+            continue
+        twin = copy / f.relative_to(source)
+        try:
+            if not (twin.is_file() and (os.path.samefile(f, twin) or _same_bytes(f, twin))):
+                return False
+        except OSError:
+            return False
+    return True
+
+
+def _same_bytes(a: Path, b: Path) -> bool:
+    return a.stat().st_size == b.stat().st_size and filecmp.cmp(a, b, shallow=False)
 
 
 def prune(repository: Path) -> list[int]:

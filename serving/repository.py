@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import re
 import shutil
+import threading
 from pathlib import Path
 
 from google.protobuf import text_format
@@ -43,8 +44,12 @@ def read_config(model_dir: Path) -> model_config_pb2.ModelConfig:
 
 
 def write_config(model_dir: Path, cfg: model_config_pb2.ModelConfig, header: str = "") -> None:
+    """Through a temporary file and a rename: Triton, loading the model meanwhile (a promote,
+    the batch lane following it), reads the old config or the new one, never half of one."""
     model_dir.mkdir(parents=True, exist_ok=True)
-    (model_dir / "config.pbtxt").write_text(header + text_format.MessageToString(cfg))
+    tmp = model_dir / f".config.{os.getpid()}.{threading.get_ident()}.partial"
+    tmp.write_text(header + text_format.MessageToString(cfg))
+    tmp.rename(model_dir / "config.pbtxt")
 
 
 def served_versions(cfg: model_config_pb2.ModelConfig, on_disk: list[int]) -> list[int]:

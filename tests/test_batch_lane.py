@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import shutil
+from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 import pytest
@@ -54,6 +55,21 @@ def test_sync_follows_the_policy_and_leaves_the_split_layout_alone(repository, t
     assert versions(repo / BATCH_LANE_DETECTOR) == [1, 2]  # 1 stays until Triton let it go
     assert served_versions(read_config(repo / BATCH_LANE_DETECTOR), [1, 2]) == [2]
     assert batch_lane.prune(repo) == [1] and versions(repo / BATCH_LANE_DETECTOR) == [2]
+    # the same number exported again (make repository re-exports version 1): the lane takes the new files
+    onnx = repo / DETECTOR / "2" / "model.onnx"
+    data = onnx.read_bytes()
+    onnx.unlink()
+    onnx.write_bytes(data + b"\0")  # another file, not the lane's hard link
+    assert batch_lane.sync(repo) == [2]
+    assert os.path.samefile(onnx, repo / BATCH_LANE_DETECTOR / "2" / "model.onnx")
+    # syncs at once (two gateway workers, the CLI, an export) leave one whole lane
+    shutil.rmtree(repo / BATCH_LANE_DETECTOR)
+    with ThreadPoolExecutor(4) as pool:
+        assert list(pool.map(lambda _: batch_lane.sync(repo), range(4))) == [[2]] * 4
+    assert versions(repo / BATCH_LANE_DETECTOR) == [2]
+    assert os.path.samefile(onnx, repo / BATCH_LANE_DETECTOR / "2" / "model.onnx")
+    assert (repo / BATCH_LANE_DETECTOR / "2" / "model.py").is_file()
+    assert read_config(repo / BATCH_LANE_DETECTOR).name == BATCH_LANE_DETECTOR
     # the split (GPU) layout has no lane: its detector is not a whole side
     (repo / PREPROCESS).mkdir()
     (repo / PREPROCESS / "config.pbtxt").write_text('name: "pcb_preprocess"\n')

@@ -15,6 +15,7 @@ from export import onnx_target
 from inference.contract import BATCH_LANE_DETECTOR, BATCH_LANE_MODEL, SINGLE_MODEL
 from inference.sync import SyncTriton
 from pcb.synthetic import render_board
+from serving import batch_lane
 from serving.admin import AdminError, ModelAdmin
 from tests.conftest import WEIGHTS, encode, make_repository, start_triton
 
@@ -118,3 +119,28 @@ def test_rollback_and_refusals(own_triton):
         admin.rollback("pcb_detector")
     with pytest.raises(AdminError, match="serve no version"):
         admin.unload("pcb_detector", 1)
+
+
+def test_a_lane_that_cannot_follow_is_dropped_and_the_next_promotion_brings_it_back(own_triton, monkeypatch):
+    srv, repo = own_triton
+    admin = ModelAdmin(srv.http_url, repo)
+    client = SyncTriton(srv.grpc_url)
+    board = encode(render_board(2).image)
+
+    def broken(_repo):
+        raise OSError("disk full")
+
+    with monkeypatch.context() as m:
+        m.setattr(batch_lane, "sync", broken)
+        assert admin.promote("pcb_detector", 2) == [2]  # the line's swap stands
+    assert client.inspect(board).detector_version == 2
+    assert not client.model_ready(BATCH_LANE_MODEL) and not (repo / BATCH_LANE_DETECTOR).exists()
+    assert admin.promote("pcb_detector", 1) == [1]
+    [lane] = client.inspect_many([board], BATCH_LANE_MODEL)
+    assert lane.detector_version == 1
+    # a whole unload of the detector takes the lane with it; a load brings both back
+    admin.unload("pcb_detector")
+    assert not client.model_ready(BATCH_LANE_MODEL)
+    admin.load("pcb_detector")
+    [lane] = client.inspect_many([board], BATCH_LANE_MODEL)
+    assert lane.detector_version == 1 and client.inspect(board).detector_version == 1

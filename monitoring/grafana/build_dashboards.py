@@ -18,6 +18,9 @@ from pathlib import Path
 OUT = Path(__file__).resolve().parent / "dashboards"
 DATASOURCE = {"type": "prometheus", "uid": "prometheus"}  # provisioning/datasources/prometheus.yml
 ENSEMBLES = "pcb_inspect|pcb_dual_inspect"  # the requests a board makes; the rest are their steps
+# the batch lane (serving/batch_lane.py): batch work only, queued behind the line by design;
+# never a board's step, so left out wherever the steps are summed per board
+LANE = "pcb_detector_batch|pcb_inspect_batch"
 BUDGET_S = 0.3  # the seed's line budget: a board's verdict in < 300 ms end to end
 R = "[$__rate_interval]"
 
@@ -47,7 +50,7 @@ def avg(metric: str, sel: str = "") -> str:
     return f"sum(rate({metric}_sum{sel}{R})) / sum(rate({metric}_count{sel}{R}))"
 
 
-STEP_SEL = '{model!~"$ensembles"}'
+STEP_SEL = '{model!~"$ensembles|' + LANE + '"}'
 ENS_SEL = '{model=~"$ensembles"}'
 MODEL_SEL = '{model=~"$model"}'
 PER_BOARD = f"sum(rate(nv_inference_request_success{ENS_SEL}{R}))"
@@ -111,8 +114,8 @@ LINE = [
     Panel("Inference requests per second, by model",
           [(f'sum by (model) (rate(nv_inference_request_success{{model=~"$model"}}{R}))', "{{model}}")], unit="reqps"),
     Panel("Batching efficiency: inferences per execution", [
-        (f'sum by (model) (rate(nv_inference_count{{model=~"$model", model!~"$ensembles"}}{R})) '
-         f'/ sum by (model) (rate(nv_inference_exec_count{{model=~"$model", model!~"$ensembles"}}{R}))', "{{model}}"),
+        (f'sum by (model) (rate(nv_inference_count{{model=~"$model", model!~"$ensembles|{LANE}"}}{R})) '
+         f'/ sum by (model) (rate(nv_inference_exec_count{{model=~"$model", model!~"$ensembles|{LANE}"}}{R}))', "{{model}}"),
     ], description="1 = no batching; up to max_batch_size when the dynamic batcher fills batches"),
     Panel("Requests waiting in Triton, by model",
           [('sum by (model) (nv_inference_pending_request_count{model=~"$model"})', "{{model}}")]),
