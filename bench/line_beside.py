@@ -223,10 +223,13 @@ def report(r: dict) -> str:
     if "job" in r:
         j = r["job"]
         per_round = ", ".join(f"{x['job']['board_p99'] / x['alone']['board_p99']:.2f}x" for x in r["rounds"])
+        alone_p99 = [x["alone"]["board_p99"] for x in r["rounds"]]
         lines.append(f"- Board p99 beside the batch job (pooled over {rounds} rounds): "
                      f"{j['board_p99'] / r['alone']['board_p99']:.2f}x the line alone (target <= 1.2x; round by "
                      f"round {per_round}); {'within' if j['board_p99'] <= BUDGET_MS else 'over'} the "
-                     f"{BUDGET_MS} ms budget. Jobs: {sum(x['completed'] for x in j['jobs'])} items completed, "
+                     f"{BUDGET_MS} ms budget. The line alone's own spread, round by round: board p99 "
+                     f"{', '.join(f'{v:.0f}' for v in alone_p99)} ms ({max(alone_p99) / min(alone_p99):.2f}x between "
+                     f"its extremes). Jobs: {sum(x['completed'] for x in j['jobs'])} items completed, "
                      f"{sum(x['failed'] for x in j['jobs'])} failed. The job's chunks run in the batch lane "
                      f"(`pcb_inspect_batch`: the served detector's own instances under SCHED_IDLE, "
                      f"serving/batch_lane.py).")

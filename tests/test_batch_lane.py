@@ -77,6 +77,14 @@ def test_sync_follows_the_policy_and_leaves_the_split_layout_alone(repository, t
     assert not any((repo / m).exists() for m in LANE_MODELS)
 
 
+def test_the_gpu_repository_never_copies_the_lane(repository, tmp_path):
+    from serving.gpu_repository import assemble
+
+    assert (repository / BATCH_LANE_MODEL).is_dir()
+    copied = assemble(tmp_path / "gpu", source=repository)
+    assert not set(copied) & set(LANE_MODELS) and not any((tmp_path / "gpu" / m).exists() for m in LANE_MODELS)
+
+
 def test_the_lane_answers_what_the_line_answers_on_idle_cpu(triton):
     client = SyncTriton(triton.grpc_url)
     boards = [encode(render_board(900 + i).image) for i in range(6)]
