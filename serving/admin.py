@@ -145,8 +145,8 @@ class ModelAdmin:
         for name in LANE_MODELS[::-1]:  # the ensemble first, then its step
             try:
                 self.triton.unload(name)
-            except RepositoryError as e:
-                log.warning("could not unload %s: %s", name, e)
+            except Exception as e:  # noqa: BLE001 - the detector's own change stands; say so, go on
+                log.warning("could not unload %s: %r", name, e)
 
     def _drop_lane(self) -> None:
         self._unload_lane()
@@ -166,7 +166,10 @@ class ModelAdmin:
         self._dir(model)
         if version is None:
             if model in LANE_MODELS:  # what it serves follows the detector's config
-                batch_lane.sync(self.repository)
+                try:
+                    batch_lane.sync(self.repository)
+                except OSError as e:
+                    raise AdminError(f"cannot write the batch lane: {e}") from e
             self._load(model)
             if model == DETECTOR_MODEL:
                 self._follow_lane()

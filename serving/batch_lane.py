@@ -28,6 +28,7 @@ import filecmp
 import os
 import shutil
 import threading
+import time
 from pathlib import Path
 
 from inference.contract import BATCH_LANE_DETECTOR, BATCH_LANE_MODEL, SINGLE_MODEL
@@ -65,29 +66,33 @@ def sync(repository: Path) -> list[int]:
     cfg = read_config(source)
     served = served_versions(cfg, versions(source))
     lane = repository / BATCH_LANE_DETECTOR
+    _sweep(lane)
     for v in served:
-        if _mirrors(source / str(v), lane / str(v)):
+        target = lane / str(v)
+        if _mirrors(source / str(v), target):
             continue
-        # a unique staging name: two syncs at once (two gateway workers, the CLI, an export)
-        # never share one; Triton ignores dot dirs
-        staging = lane / f".{v}.{os.getpid()}.{threading.get_ident()}.partial"
-        shutil.rmtree(staging, ignore_errors=True)
-        shutil.copytree(source / str(v), staging, copy_function=link_or_copy,
-                        ignore=shutil.ignore_patterns("__pycache__", "model.py"))
-        # today's adapter (it lowers its own CPU priority), not the one the version was exported with
-        shutil.copyfile(TEMPLATES / "inspect_model.py", staging / "model.py")
-        # a stale directory (the same number exported again) goes aside first: rename is atomic
-        stale = lane / f".{v}.{os.getpid()}.{threading.get_ident()}.stale"
-        if (lane / str(v)).exists():
-            with contextlib.suppress(FileNotFoundError):  # another sync moved it first
-                (lane / str(v)).rename(stale)
+        # unique names: two syncs at once (two gateway workers, the CLI, an export) never
+        # share one; Triton ignores dot dirs
+        tag = f"{os.getpid()}.{threading.get_ident()}"
+        staging, stale = lane / f".{v}.{tag}.partial", lane / f".{v}.{tag}.stale"
         try:
-            staging.rename(lane / str(v))
-        except OSError:
-            if not _mirrors(source / str(v), lane / str(v)):
-                raise
-            shutil.rmtree(staging, ignore_errors=True)  # another sync put the same files there first
-        shutil.rmtree(stale, ignore_errors=True)
+            shutil.copytree(source / str(v), staging, copy_function=link_or_copy,
+                            ignore=shutil.ignore_patterns("__pycache__", "model.py"))
+            # today's adapter (it lowers its own CPU priority), not the one the version was exported with
+            shutil.copyfile(TEMPLATES / "inspect_model.py", staging / "model.py")
+            if _mirrors(source / str(v), target):
+                continue  # another sync put the same files there meanwhile
+            if target.exists():  # a stale directory (the number exported again) goes aside: rename is atomic
+                with contextlib.suppress(FileNotFoundError):
+                    target.rename(stale)
+            try:
+                staging.rename(target)
+            except OSError:
+                if not _mirrors(source / str(v), target):
+                    raise
+        finally:
+            shutil.rmtree(staging, ignore_errors=True)
+            shutil.rmtree(stale, ignore_errors=True)
     if (source / "warmup").is_dir():  # the config's model_warmup reads its board from there
         shutil.copytree(source / "warmup", lane / "warmup", copy_function=link_or_copy, dirs_exist_ok=True)
     cfg.name = BATCH_LANE_DETECTOR
@@ -105,11 +110,32 @@ def sync(repository: Path) -> list[int]:
     return served
 
 
+LEFTOVER_S = 600.0  # a staging or stale directory this old is a crashed sync's: removed
+
+
+def _sweep(lane: Path) -> None:
+    """Remove what a sync that crashed left behind (dot names Triton ignores)."""
+    if not lane.is_dir():
+        return
+    now = time.time()
+    for p in lane.glob(".*"):
+        if p.name.endswith((".partial", ".stale")):
+            with contextlib.suppress(OSError):
+                if now - p.lstat().st_mtime > LEFTOVER_S:
+                    if p.is_dir():
+                        shutil.rmtree(p, ignore_errors=True)
+                    else:
+                        p.unlink()
+
+
 def _mirrors(source: Path, copy: Path) -> bool:
     """Whether ``copy`` holds ``source``'s files themselves (hard links, or equal bytes where
     the file system could not link): a version number exported again (``make repository``
     re-exports version 1) must not keep the old network in the lane."""
     if not copy.is_dir():
+        return False
+    adapter = copy / "model.py"  # today's template, not an older one (it is not the source's file)
+    if not (adapter.is_file() and _same_bytes(TEMPLATES / "inspect_model.py", adapter)):
         return False
     for f in source.rglob("*"):
         if not f.is_file() or f.name == "model.py" or "__pycache__" in f.parts:

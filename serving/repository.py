@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import shutil
@@ -47,9 +48,14 @@ def write_config(model_dir: Path, cfg: model_config_pb2.ModelConfig, header: str
     """Through a temporary file and a rename: Triton, loading the model meanwhile (a promote,
     the batch lane following it), reads the old config or the new one, never half of one."""
     model_dir.mkdir(parents=True, exist_ok=True)
+    text = header + text_format.MessageToString(cfg)
+    target = model_dir / "config.pbtxt"
+    with contextlib.suppress(OSError):
+        if target.read_text() == text:
+            return  # unchanged: no new file for Triton to reload the model for
     tmp = model_dir / f".config.{os.getpid()}.{threading.get_ident()}.partial"
-    tmp.write_text(header + text_format.MessageToString(cfg))
-    tmp.rename(model_dir / "config.pbtxt")
+    tmp.write_text(text)
+    tmp.rename(target)
 
 
 def served_versions(cfg: model_config_pb2.ModelConfig, on_disk: list[int]) -> list[int]:
@@ -66,13 +72,17 @@ def served_versions(cfg: model_config_pb2.ModelConfig, on_disk: list[int]) -> li
 def link_or_copy(src: str, dst: str) -> str:
     """A hard link where the file system allows (the ONNX file is megabytes), else a copy:
     the ``copy_function`` of a derived model's version directory (shadow, batch lane). A
-    ``dst`` that is already ``src`` stays; any other is replaced."""
-    if os.path.lexists(dst):
-        if os.path.samefile(src, dst):
+    ``dst`` that is already ``src`` stays (two syncs linking the same file at once); any
+    other is replaced."""
+    for _ in range(2):
+        try:
+            os.link(src, dst)
             return dst
-        os.unlink(dst)
-    try:
-        os.link(src, dst)
-        return dst
-    except OSError:
-        return shutil.copy2(src, dst)
+        except FileExistsError:
+            if os.path.samefile(src, dst):
+                return dst
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(dst)
+        except OSError:
+            break  # another file system, or no links here: copy
+    return shutil.copy2(src, dst)
