@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from urllib.parse import quote
+
 import pytest
 from fastapi.testclient import TestClient
 
@@ -88,3 +90,19 @@ def test_config_roundtrip(admin_api):
     r = admin_api.put("/admin/config", headers=H, json={"values": {"line_speed_mpm": "12", "shift": "night"}})
     assert r.status_code == 200
     assert admin_api.get("/api/config", headers=H).json() == {"line_speed_mpm": "12", "shift": "night"}
+
+
+def test_model_names_outside_triton_s_alphabet_are_422_on_every_model_route(admin_api):
+    """A model name is a Triton model name or a 422, before the repository or the database
+    (schemathesis found a 4-byte character + a control byte making the shadow report's MariaDB
+    query a 500)."""
+    for name in ("\U000a7853O\x17(", ".hidden", "a b", "x" * 129, "%2e%2e"):
+        for method, path, body in (("GET", "shadow", None), ("POST", "shadow", {"version": 1}),
+                                   ("DELETE", "shadow", None), ("POST", "rollback", None),
+                                   ("POST", "promote", {"version": 1})):
+            r = admin_api.request(method, f"/admin/models/{quote(name, safe='')}/{path}", headers=H, json=body)
+            assert r.status_code in (404, 422), (name, method, path, r.status_code, r.text)
+            assert r.json()["code"] in ("invalid_request", "not_found"), r.text
+    # the batch lane follows pcb_detector; it is never promoted on its own
+    r = admin_api.post("/admin/models/pcb_detector_batch/promote", headers=H, json={"version": 1})
+    assert r.status_code == 400 and r.json()["code"] == "model_admin_refused" and "follows" in r.json()["message"]

@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Annotated, Literal
 
 from fastapi import APIRouter, Depends, Query, Request
+from fastapi import Path as PathParam
 from pydantic import BaseModel, Field
 
 from gateway.api import db_bounds
@@ -82,8 +83,13 @@ class ShadowIn(BaseModel):
     version: int = Field(ge=1)
 
 
+# a Triton model name (what serving/admin.py finds on disk): anything else is a 422 before it
+# reaches the repository or the database (a 4-byte character in a MariaDB utf8 query was a 500)
+ModelName = Annotated[str, PathParam(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$", description="a model's name")]
+
+
 @router.get("/models/{model}/shadow", response_model=ShadowReport)
-async def shadow_report(model: str, request: Request,
+async def shadow_report(model: ModelName, request: Request,
                         version: Annotated[int | None, Query(ge=1, description="default: the newest shadowed")] = None
                         ) -> dict:
     """Board-verdict agreement, per-class differences and latency of a shadow version."""
@@ -102,7 +108,7 @@ async def _report(request: Request, model: str, version: int | None) -> dict:
 
 
 @router.post("/models/{model}/shadow", response_model=ShadowState)
-async def start_shadow(model: str, body: ShadowIn, request: Request) -> dict:
+async def start_shadow(model: ModelName, body: ShadowIn, request: Request) -> dict:
     """Run ``version`` beside the served one; the gateway mirrors live frames to it."""
     state = await _admin_call(lambda m: m.shadow(model, body.version))
     await request.app.state.shadow.refresh()  # this worker mirrors at once; the others within seconds
@@ -111,7 +117,7 @@ async def start_shadow(model: str, body: ShadowIn, request: Request) -> dict:
 
 
 @router.delete("/models/{model}/shadow", response_model=ShadowState)
-async def stop_shadow(model: str, request: Request) -> dict:
+async def stop_shadow(model: ModelName, request: Request) -> dict:
     state = await _admin_call(lambda m: m.unshadow(model))
     await request.app.state.shadow.refresh()
     await _event(request, f"shadow of {model} stopped")
@@ -119,14 +125,14 @@ async def stop_shadow(model: str, request: Request) -> dict:
 
 
 @router.post("/models/{model}/rollback", response_model=ModelServed)
-async def rollback(model: str, request: Request) -> dict:
+async def rollback(model: ModelName, request: Request) -> dict:
     served = await _admin_call(lambda m: m.rollback(model))
     await _event(request, f"rollback {model}: now serving {served}")
     return {"model": model, "served": served}
 
 
 @router.post("/models/{model}/{action}", response_model=ModelServed)
-async def version_action(model: str, action: Literal["load", "promote", "unload"], body: VersionIn,
+async def version_action(model: ModelName, action: Literal["load", "promote", "unload"], body: VersionIn,
                          request: Request) -> dict:
     """load: serve ``version`` next to the current ones; promote: serve only it (the others
     drain and unload); unload: stop serving it. A promote with ``min_agreement`` is refused
