@@ -92,10 +92,10 @@ def test_config_roundtrip(admin_api):
     assert admin_api.get("/api/config", headers=H).json() == {"line_speed_mpm": "12", "shift": "night"}
 
 
-def test_model_names_outside_triton_s_alphabet_are_422_on_every_model_route(admin_api):
-    """A model name is a Triton model name or a 422, before the repository or the database
-    (schemathesis found a 4-byte character + a control byte making the shadow report's MariaDB
-    query a 500)."""
+def test_model_names_and_numbers_outside_what_is_stored_are_422(admin_api):
+    """A model name is a Triton model name or a 422, before the repository or the database;
+    a version or an offset past what the database stores is a 422 (schemathesis found
+    ``?version=2**63`` making the shadow report's query an OverflowError, a 500)."""
     for name in ("\U000a7853O\x17(", ".hidden", "a b", "x" * 129, "%2e%2e"):
         for method, path, body in (("GET", "shadow", None), ("POST", "shadow", {"version": 1}),
                                    ("DELETE", "shadow", None), ("POST", "rollback", None),
@@ -103,6 +103,14 @@ def test_model_names_outside_triton_s_alphabet_are_422_on_every_model_route(admi
             r = admin_api.request(method, f"/admin/models/{quote(name, safe='')}/{path}", headers=H, json=body)
             assert r.status_code in (404, 422), (name, method, path, r.status_code, r.text)
             assert r.json()["code"] in ("invalid_request", "not_found"), r.text
+    # numbers past what the database stores are 422s too (2**63 was an OverflowError, a 500)
+    huge = 2**63
+    for method, path, kw in (("GET", f"/admin/models/pcb_detector/shadow?version={huge}", {}),
+                             ("POST", "/admin/models/pcb_detector/promote", {"json": {"version": huge}}),
+                             ("POST", "/admin/models/pcb_detector/shadow", {"json": {"version": huge}}),
+                             ("GET", f"/api/v1/jobs/x/items?offset={huge}", {})):
+        r = admin_api.request(method, path, headers=H, **kw)
+        assert r.status_code == 422 and r.json()["code"] == "invalid_request", (path, r.text)
     # the batch lane follows pcb_detector; it is never promoted on its own
     r = admin_api.post("/admin/models/pcb_detector_batch/promote", headers=H, json={"version": 1})
     assert r.status_code == 400 and r.json()["code"] == "model_admin_refused" and "follows" in r.json()["message"]

@@ -72,25 +72,30 @@ async def list_models() -> list[dict]:
     return await _admin_call(lambda m: m.describe(), timeout_s=MODELS_READ_TIMEOUT_S)
 
 
+# a version number as the database stores it (a 32-bit INTEGER column; 2**63 was an
+# OverflowError in the SQLite driver, a 500, found by schemathesis)
+MAX_VERSION = 2**31 - 1
+
+
 class VersionIn(BaseModel):
-    version: int = Field(ge=1)
+    version: int = Field(ge=1, le=MAX_VERSION)
     # promote only: the shadow report's agreement must reach this, unless override
     min_agreement: float | None = Field(default=None, ge=0.0, le=1.0)
     override: bool = False
 
 
 class ShadowIn(BaseModel):
-    version: int = Field(ge=1)
+    version: int = Field(ge=1, le=MAX_VERSION)
 
 
 # a Triton model name (what serving/admin.py finds on disk): anything else is a 422 before it
-# reaches the repository or the database (a 4-byte character in a MariaDB utf8 query was a 500)
+# reaches the repository or the database
 ModelName = Annotated[str, PathParam(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$", description="a model's name")]
 
 
 @router.get("/models/{model}/shadow", response_model=ShadowReport)
 async def shadow_report(model: ModelName, request: Request,
-                        version: Annotated[int | None, Query(ge=1, description="default: the newest shadowed")] = None
+                        version: Annotated[int | None, Query(ge=1, le=MAX_VERSION, description="default: the newest shadowed")] = None
                         ) -> dict:
     """Board-verdict agreement, per-class differences and latency of a shadow version."""
     rep = await _report(request, model, version)

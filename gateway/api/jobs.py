@@ -173,7 +173,7 @@ async def get_job(job_id: str, request: Request) -> dict:
 @router.get("/jobs/{job_id}/items", dependencies=VIEW, response_model=list[JobItem])
 async def get_items(job_id: str, request: Request,
                     state: Literal["pending", "processing", "completed", "failed", "cancelled"] | None = None,
-                    offset: Annotated[int, Query(ge=0)] = 0,
+                    offset: Annotated[int, Query(ge=0, le=10_000_000)] = 0,  # past any job (max items), inside SQL's int64
                     limit: Annotated[int, Query(ge=1, le=1000)] = 100) -> list[dict]:
     def rows(store: JobStore) -> list:
         store.job(job_id)  # an unknown job is a 404, not an empty list
