@@ -141,8 +141,10 @@ def test_killed_worker_and_gateway_lose_nothing_and_count_nothing_twice(gateway,
     held = {i.id for i in store.items(jid, "processing")}
     gateway.stop()  # and the gateway goes down too
     b = workers(concurrency=2)
-    p = finished(store, jid)
-    gateway.start()
+    try:
+        p = finished(store, jid)
+    finally:
+        gateway.start()  # the module's other tests need it, whatever happened here
     assert httpx.get(f"{gateway.url}/api/v1/jobs/{jid}").json()["state"] == "completed"
     items = store.items(jid)
     assert p["counts"] == {"pending": 0, "processing": 0, "completed": 120, "failed": 0, "cancelled": 0}
