@@ -11,7 +11,12 @@ fixed clock). Each scenario measures every frame's latency and every board's:
                         run by a separate batch worker (Celery over the machine's RabbitMQ,
                         its congestion controller on) through the same Triton, in the batch
                         lane (serving/batch_lane.py), at the batch priority level; measured
-                        until the job ends. Rounds of (line alone, line + job), pooled.
+                        until the job ends.
+  + idle-class burner   the floor (bench/idle_burner.py): the lane's detector run flat out
+                        by bare onnxruntime under SCHED_IDLE, as long as that round's job took.
+                        What the line loses beside it is what any work on these cores costs
+                        it with the kernel already putting the line first.
+Rounds of (line alone, line + job, line + burner), pooled.
 
 The budget is the seed's: a board decided in < 300 ms.
 """
@@ -31,6 +36,7 @@ import httpx
 
 from bench.common import OUT, bench_images, bench_repository, git_rev, machine, write_section
 from bench.gateway_process import GatewayProcess
+from bench.idle_burner import IdleBurner
 from bench.line_load import ADMIN, BUDGET_MS, Line, LineRun, for_seconds
 from serving.cpu_server import TritonServer, free_port
 
@@ -147,7 +153,7 @@ def run(args) -> dict:
             asyncio.run(line.run(for_seconds(5)))  # warm-up: first-run allocations in every model
             # rounds of (line alone, line + the job), pooled: a p99 over a few hundred boards
             # each, and drift on the machine falls on both scenarios alike
-            alone_runs, beside_runs, jobs = [], [], []
+            alone_runs, beside_runs, jobs, floor_runs, burners = [], [], [], [], []
             for k in range(args.rounds if job_dir else 1):
                 alone_runs.append(asyncio.run(line.run(for_seconds(args.seconds))))
                 print(f"round {k + 1} line alone:", alone_runs[-1].summary())
@@ -157,6 +163,11 @@ def run(args) -> dict:
                     beside_runs.append(beside)
                     jobs.append(job)
                     print(f"round {k + 1} line + batch job:", beside.summary(), job)
+                    if args.floor:
+                        with IdleBurner(repo) as burner:
+                            floor_runs.append(asyncio.run(line.run(for_seconds(job["total_s"]))))
+                        burners.append(burner.result)
+                        print(f"round {k + 1} line + idle burner:", floor_runs[-1].summary(), burner.result)
                     t0 = min(beside.sent_at)
                     print("  slowest frames (s after the run's start, ms):",
                           sorted(((round(t - t0, 1), round(ms)) for t, ms in zip(beside.sent_at, beside.frames_ms)),
@@ -165,6 +176,10 @@ def run(args) -> dict:
             if job_dir:
                 res["job"] = LineRun.pooled(beside_runs).summary() | {"job": jobs[-1], "jobs": jobs}
                 res["rounds"] = [{"alone": a.summary(), "job": b.summary()} for a, b in zip(alone_runs, beside_runs)]
+            if floor_runs:
+                res["floor"] = LineRun.pooled(floor_runs).summary() | {"burners": burners}
+                for r, f in zip(res["rounds"], floor_runs):
+                    r["floor"] = f.summary()
             if batch:
                 beside, enh = asyncio.run(line_beside_enhancement(url, line, batch, args.warmup))
                 res["enhance"] = beside.summary() | {"batch": enh}
@@ -195,6 +210,11 @@ def report(r: dict) -> str:
                      f"{min(secs):.0f}-{max(secs):.0f} s, {jobs[0]['images'] / max(secs):.1f}-"
                      f"{jobs[0]['images'] / min(secs):.1f} img/s)", r["job"]))
         rows[0] = (f"line alone ({rounds} x {a['seconds']:g} s, before each job)", r["alone"])
+    if "floor" in r:
+        b = r["floor"]["burners"]
+        rows.append((f"line + the idle-class burner, the floor ({len(b)} x as long as the job; bare onnxruntime, "
+                     f"{b[0]['procs']} x {b[0]['threads']} thread, {min(x['img_s'] for x in b):.0f}-"
+                     f"{max(x['img_s'] for x in b):.0f} img/s, {'/'.join(b[0]['policy'])})", r["floor"]))
     if "enhance" in r:
         enh = r["enhance"]["batch"]
         rows.append((f"line + a {a['photos']}-photo enhancement batch (upload {enh['upload_s']:.1f} s, "
@@ -233,12 +253,21 @@ def report(r: dict) -> str:
                      f"{sum(x['failed'] for x in j['jobs'])} failed. The job's chunks run in the batch lane "
                      f"(`pcb_inspect_batch`: the served detector's own instances under SCHED_IDLE, "
                      f"serving/batch_lane.py).")
+    if "floor" in r:
+        f = r["floor"]
+        per_round = ", ".join(f"{x['floor']['board_p99'] / x['alone']['board_p99']:.2f}x" for x in r["rounds"])
+        lines.append(f"- The floor: board p99 beside the idle-class burner (pooled) {f['board_p99'] / r['alone']['board_p99']:.2f}x "
+                     f"the line alone (round by round {per_round}); the batch job's "
+                     f"{r['job']['board_p99'] / f['board_p99']:.2f}x the floor. The burner is the lane's own detector "
+                     f"under SCHED_IDLE with nothing around it (bench/idle_burner.py): what is left beside it is "
+                     f"what sharing these cores costs the line, whatever runs on them.")
     if "enhance" in r:
         e = r["enhance"]
         lines.append(f"- Board p99 beside the enhancement batch: {e['board_p99'] / r['alone']['board_p99']:.2f}x the "
                      f"line alone; {'within' if e['board_p99'] <= BUDGET_MS else 'over'} the {BUDGET_MS} ms budget. "
                      f"{e['batch']['completed']} photos completed, {e['batch']['failed']} failed.")
-    for name, key in (("line alone", "alone"), ("beside the batch job", "job"), ("beside the enhancement", "enhance")):
+    for name, key in (("line alone", "alone"), ("beside the batch job", "job"), ("beside the idle-class burner", "floor"),
+                      ("beside the enhancement", "enhance")):
         if key not in r:
             continue
         t = r[key]
@@ -257,6 +286,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--rounds", type=int, default=3, help="rounds of (line alone, line + the job), pooled")
     ap.add_argument("--photos", type=int, default=20, help="the enhancement batch (0: skip it)")
     ap.add_argument("--job-images", type=int, default=1000, help="the batch job (0: skip it)")
+    ap.add_argument("--no-floor", dest="floor", action="store_false",
+                    help="skip the idle-class burner rounds (the floor, bench/idle_burner.py)")
     ap.add_argument("--photo-width", type=int, default=3000)
     ap.add_argument("--warmup", type=float, default=3, help="seconds of line before the batch is uploaded")
     ap.add_argument("--enhance-dir", help="where the gateway keeps photos and results (default: under build/)")
