@@ -274,7 +274,8 @@ def report(r: dict) -> str:
         lines.append(f"- Slowest 1 % of frames, {name}: {t['tail_client']:.0f} ms at the client, of which the gateway "
                      f"counted {t['tail_gateway_total']:.0f} ms ({t['tail_inference']:.0f} ms Triton, "
                      f"{t['tail_pairing']:.0f} ms waiting for the other side); the rest is the multipart upload "
-                     f"and the outbox write.")
+                     f"and the outbox write ({t['outbox_over_50ms']} of {t['outbox_writes']} durable outbox writes "
+                     f"took over 50 ms).")
     return "\n".join(x for x in lines if x is not None)
 
 

@@ -36,13 +36,18 @@ class LineRun:
     errors: list[str] = field(default_factory=list)
     skipped: int = 0  # frames a camera dropped because newer ones came (EdgeLine only)
     sent_at: list[float] = field(default_factory=list)  # each frame's send time (perf_counter), as frames_ms
+    # the gateway's durable outbox writes during the run (gateway_outbox_write_seconds): how
+    # many, and how many took over 50 ms, so a slow disk is told apart from slow inference
+    outbox_writes: int = 0
+    outbox_slow: int = 0
 
     @classmethod
     def pooled(cls, runs: list[LineRun]) -> LineRun:
         """Several runs of one scenario as one sample (a p99 over rounds, not one round's max)."""
         return cls(frames_ms=[x for r in runs for x in r.frames_ms], parts=[x for r in runs for x in r.parts],
                    boards_ms=[x for r in runs for x in r.boards_ms], errors=[x for r in runs for x in r.errors],
-                   skipped=sum(r.skipped for r in runs))
+                   skipped=sum(r.skipped for r in runs), outbox_writes=sum(r.outbox_writes for r in runs),
+                   outbox_slow=sum(r.outbox_slow for r in runs))
 
     def summary(self) -> dict:
         f = np.array(self.frames_ms or [np.nan])
@@ -54,7 +59,21 @@ class LineRun:
                 "frame_p99": float(np.percentile(f, 99)), "board_p50": float(np.percentile(b, 50)),
                 "board_p99": float(np.percentile(b, 99)), "board_max": float(np.max(b)),
                 "over_budget": int((b > BUDGET_MS).sum()), "errors": len(self.errors),
-                "skipped": self.skipped}
+                "skipped": self.skipped, "outbox_writes": self.outbox_writes, "outbox_over_50ms": self.outbox_slow}
+
+
+SLOW_WRITE = "0.05"  # a bucket bound of gateway_outbox_write_seconds
+
+
+async def outbox_writes(http: httpx.AsyncClient, url: str) -> tuple[int, int]:
+    """(outbox writes so far, of which over 50 ms) from the gateway's /metrics."""
+    total = fast = 0
+    for line in (await http.get(f"{url}/metrics", headers=ADMIN)).text.splitlines():
+        if line.startswith("gateway_outbox_write_seconds_count"):
+            total = int(float(line.split()[-1]))
+        elif line.startswith(f'gateway_outbox_write_seconds_bucket{{le="{SLOW_WRITE}"}}'):
+            fast = int(float(line.split()[-1]))
+    return total, total - fast
 
 
 def register(url: str) -> dict[str, str]:
@@ -105,12 +124,15 @@ class Line:
         """Boards on the clock until ``until()`` is true; every board's answer awaited."""
         run, pending = LineRun(), []
         async with httpx.AsyncClient(timeout=30, limits=httpx.Limits(max_connections=32)) as http:
+            writes, slow = await outbox_writes(http, self.url)
             next_at = time.perf_counter()
             while not until():
                 pending.append(asyncio.create_task(self._board(http, run)))
                 next_at += self.period
                 await asyncio.sleep(max(0.0, next_at - time.perf_counter()))
             await asyncio.gather(*pending)
+            writes_after, slow_after = await outbox_writes(http, self.url)
+        run.outbox_writes, run.outbox_slow = writes_after - writes, slow_after - slow
         return run
 
 

@@ -204,7 +204,7 @@ def test_metrics_exposes_gateway_series(api):
     text = api.get("/metrics").text
     for series in ("gateway_requests_total", "gateway_request_duration_seconds_bucket",
                    "gateway_verdicts_total", "gateway_triton_duration_seconds_bucket",
-                   "gateway_pairing_total", "gateway_outbox_depth"):
+                   "gateway_pairing_total", "gateway_outbox_depth", "gateway_outbox_write_seconds_bucket"):
         assert series in text, series
     assert 'outcome="paired"' in text
 

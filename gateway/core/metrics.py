@@ -21,6 +21,10 @@ TRITON_LATENCY = Histogram("gateway_triton_duration_seconds", "Triton call laten
                            buckets=LATENCY_BUCKETS, registry=REGISTRY)
 TRITON_ERRORS = Counter("gateway_triton_errors_total", "Triton calls that failed", ["model", "code"],
                         registry=REGISTRY)
+# the durable write each answer waits for (group commit + fsync): a slow disk shows here
+# before it shows in the line's latency
+OUTBOX_WRITE = Histogram("gateway_outbox_write_seconds", "Time an inspection waits for its durable outbox write",
+                         buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5), registry=REGISTRY)
 PAIRING = Counter("gateway_pairing_total", "Pairing outcomes", ["outcome"], registry=REGISTRY)
 OUTBOX_DEPTH = Gauge("gateway_outbox_depth", "Inspections waiting in the local outbox", registry=REGISTRY)
 DB_WRITE_FAILURES = Counter("gateway_db_write_failures_total",

@@ -30,7 +30,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from gateway.core.errors import ServiceUnavailable
-from gateway.core.metrics import INSPECTION_LATENCY, PAIRING, VERDICTS
+from gateway.core.metrics import INSPECTION_LATENCY, OUTBOX_WRITE, PAIRING, VERDICTS
 from gateway.services.devices import DeviceInfo
 from gateway.services.idempotency import Idempotency, IdempotencyConflict, fingerprint
 from gateway.services.image_store import ImageStore
@@ -152,10 +152,13 @@ class InspectionService:
     async def _record(self, sub: Submission, row: InspectionRecord, response: dict, route: str, fp: str) -> dict:
         """Durably store the row before answering; a racing duplicate gets the first answer."""
         idem = (sub.device.id, sub.idempotency_key, fp, response) if sub.idempotency_key else None
+        t0 = time.perf_counter()
         try:
             first = await asyncio.to_thread(self.outbox.put, row.id, "inspection", row.to_outbox(), idem)
         except (StorageError, OSError, sqlite3.Error) as e:  # refuse rather than answer unrecorded
             raise ServiceUnavailable(f"cannot store the inspection: {e}", "storage_unavailable", 5) from e
+        finally:
+            OUTBOX_WRITE.observe(time.perf_counter() - t0)
         if first is not None:  # another worker on this outbox file answered the same key first
             if first.fingerprint is not None and first.fingerprint != fp:
                 raise IdempotencyConflict(f"Idempotency-Key {sub.idempotency_key!r} was used for another request")

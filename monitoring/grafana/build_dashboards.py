@@ -107,6 +107,10 @@ LINE = [
     Panel("Triton compute time per request, by model",
           [(f'{compute_us(MODEL_SEL, " by (model)")} / 1e6 '
             f"/ sum by (model) (rate(nv_inference_request_success{MODEL_SEL}{R}))", "{{model}}")], unit="s"),
+    Panel("Durable outbox write before each answer (p50, p99)",
+          [(f"histogram_quantile({q}, sum by (le) (rate(gateway_outbox_write_seconds_bucket{R})))", f"p{p}")
+           for q, p in ((0.5, 50), (0.99, 99))],
+          unit="s", description="group commit + fsync of the local outbox: a slow disk shows here first"),
     Panel("Gateway request latency p99, by route",
           [(f"histogram_quantile(0.99, sum by (le, route) (rate(gateway_request_duration_seconds_bucket{R})))",
             "{{route}}")], unit="s"),
