@@ -11,7 +11,7 @@ import logging
 from collections.abc import Callable
 
 from batch.priority import broker_priority
-from batch.store import JobStore
+from batch.store import Dispatch, JobStore
 
 log = logging.getLogger("batch.scheduler")
 
@@ -21,15 +21,10 @@ Send = Callable[[str, int, int, int], None]  # (job_id, chunk seq, broker priori
 def dispatch(store: JobStore, send: Send, window: int, aging_s: float) -> int:
     """Hand free window slots to the most urgent queued chunks. Safe to call from anywhere,
     any number of times (gateway on submit, workers after each chunk, the sweeper)."""
-    sent = 0
-    for d in store.take_dispatches(window, aging_s):
-        try:
-            send(d.job_id, d.seq, broker_priority(d.level), d.generation)
-            sent += 1
-        except Exception as e:  # noqa: BLE001 - broker down: the chunk waits in the database
-            log.warning("broker refused chunk %s/%d (%r); it stays queued", d.job_id, d.seq, e)
-            store.undispatch(d)
-    return sent
+    def publish(d: Dispatch) -> None:
+        send(d.job_id, d.seq, broker_priority(d.level), d.generation)
+    # published inside the dispatch's transaction (JobStore.take_dispatches says why)
+    return len(store.take_dispatches(window, aging_s, publish=publish))
 
 
 def sweep(store: JobStore, send: Send, window: int, aging_s: float, lease_s: float,

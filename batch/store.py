@@ -14,8 +14,9 @@ that lost its lease stops instead of doing the chunk a second time beside its ne
 
 from __future__ import annotations
 
+import logging
 import uuid
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import cast
@@ -29,6 +30,8 @@ from store.models import BatchChunk, BatchItem, BatchJob, utcnow
 ITEM_STATES = ("pending", "processing", "completed", "failed", "cancelled")
 FINAL = ("completed", "failed", "cancelled")
 RATE_WINDOW_S = 30.0
+
+log = logging.getLogger("batch.store")
 
 
 # (item id, completed/failed, result, error, milliseconds)
@@ -165,10 +168,20 @@ class JobStore:
         return jobs, items
 
     # -- scheduling -------------------------------------------------------------------------
-    def take_dispatches(self, window: int, aging_s: float, now: datetime | None = None) -> list[Dispatch]:
+    def take_dispatches(self, window: int, aging_s: float, now: datetime | None = None,
+                        publish: Callable[[Dispatch], None] | None = None) -> list[Dispatch]:
         """Mark up to ``window - in flight`` queued chunks dispatched, one slot at a time to
         the job that ranks first (``priority.rank_key``: effective level with aging counted
-        only while a job has nothing in flight, see ``priority``)."""
+        only while a job has nothing in flight, see ``priority``).
+
+        ``publish`` hands each one to the broker *inside* the transaction, before it commits,
+        so a dispatcher killed between the two leaves no chunk marked dispatched without a
+        message (it would wait for the lease sweeper's "no worker alive" rule, minutes). The
+        other way round is harmless: a message whose dispatch never committed finds its chunk
+        still queued and is dropped as stale (``hold``). A worker that receives a message
+        before the commit waits for it on the chunk's row lock (``renew`` updates that row).
+        A chunk the broker refused goes back to the queue, its generation spent, so a message
+        that got out anyway stays stale. Returns the dispatches published."""
         now = now or utcnow()
         with self.sessions.begin() as s:
             in_flight = s.scalar(select(func.count()).select_from(BatchChunk)
@@ -203,13 +216,19 @@ class JobStore:
                               .values(started_at=now))
                 w.in_flight += 1  # served: back to its own level for the next slot
                 free -= 1
-            return out
-
-    def undispatch(self, d: Dispatch) -> None:
-        """The broker refused the message: the chunk goes back to the queue."""
-        with self.sessions.begin() as s:
-            s.execute(update(BatchChunk).where(BatchChunk.job_id == d.job_id, BatchChunk.seq == d.seq,
-                                               BatchChunk.state == "dispatched").values(state="queued"))
+            if publish is None:
+                return out
+            s.flush()  # the rows locked and written before any message leaves
+            sent = []
+            for d in out:
+                try:
+                    publish(d)
+                    sent.append(d)
+                except Exception as e:  # noqa: BLE001 - broker down: the chunk waits in the database
+                    log.warning("broker refused chunk %s/%d (%r); it stays queued", d.job_id, d.seq, e)
+                    s.execute(update(BatchChunk).where(BatchChunk.job_id == d.job_id, BatchChunk.seq == d.seq)
+                              .values(state="queued"))
+            return sent
 
     def requeue_stale(self, lease_s: float, max_attempts: int = 5, now: datetime | None = None) -> int:
         """Chunks whose lease lapsed go back to the queue (to be re-sent); returns how many.
