@@ -178,7 +178,9 @@ class JobStore:
         so a dispatcher killed between the two leaves no chunk marked dispatched without a
         message (it would wait for the lease sweeper's "no worker alive" rule, minutes). The
         other way round is harmless: a message whose dispatch never committed finds its chunk
-        still queued and is dropped as stale (``hold``). A worker that receives a message
+        still queued and is dropped as stale (``hold``); were the chunk dispatched again, under
+        the same generation, before that message arrived, it is one more delivery of it, as a
+        broker's redelivery is, and the conditional item writes count each item once. A worker that receives a message
         before the commit waits for it on the chunk's row lock (``renew`` updates that row).
         A chunk the broker refused goes back to the queue, its generation spent, so a message
         that got out anyway stays stale. Returns the dispatches published."""
