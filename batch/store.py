@@ -221,15 +221,20 @@ class JobStore:
             if publish is None:
                 return out
             s.flush()  # the rows locked and written before any message leaves
-            sent = []
-            for d in out:
+            sent: list[Dispatch] = []
+            for i, d in enumerate(out):
                 try:
                     publish(d)
                     sent.append(d)
-                except Exception as e:  # noqa: BLE001 - broker down: the chunk waits in the database
-                    log.warning("broker refused chunk %s/%d (%r); it stays queued", d.job_id, d.seq, e)
-                    s.execute(update(BatchChunk).where(BatchChunk.job_id == d.job_id, BatchChunk.seq == d.seq)
-                              .values(state="queued"))
+                except Exception as e:  # noqa: BLE001 - broker down: the chunks wait in the database
+                    # the rest are not tried: each try can take the publish's retries (seconds)
+                    # with these rows locked, and the broker that refused one takes none
+                    log.warning("broker refused chunk %s/%d (%r); it and %d more stay queued",
+                                d.job_id, d.seq, e, len(out) - i - 1)
+                    for back in out[i:]:
+                        s.execute(update(BatchChunk).where(BatchChunk.job_id == back.job_id,
+                                                           BatchChunk.seq == back.seq).values(state="queued"))
+                    break
             return sent
 
     def requeue_stale(self, lease_s: float, max_attempts: int = 5, now: datetime | None = None) -> int:

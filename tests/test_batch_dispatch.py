@@ -60,13 +60,14 @@ def test_a_refused_chunk_goes_back_to_the_queue_and_its_message_stays_stale(stor
             raise ConnectionError("broker went away")
 
     sent = store.take_dispatches(3, 60, publish=publish)
-    assert [d.seq for d in sent] == [0, 2] and len(published) == 3
+    # the broker that refused one is not asked for the rest (each try may take seconds)
+    assert [d.seq for d in sent] == [0] and len(published) == 2
     chunks = _chunks(store, jid)
-    assert chunks[0] == ("dispatched", 1) and chunks[2] == ("dispatched", 1)
-    assert chunks[1] == ("queued", 1)  # back in the queue, its generation spent
+    assert chunks[0] == ("dispatched", 1)
+    assert chunks[1] == ("queued", 1) and chunks[2] == ("queued", 1)  # back in the queue, generations spent
     stray = published[1]
-    [again] = store.take_dispatches(3, 60, publish=lambda d: None)
-    assert (again.seq, again.generation) == (1, 2)
+    again, third = store.take_dispatches(3, 60, publish=lambda d: None)
+    assert (again.seq, again.generation) == (1, 2) and (third.seq, third.generation) == (2, 2)
     assert store.hold(jid, stray.seq, stray.generation) is False  # the one that got out does nothing
     assert store.hold(jid, again.seq, again.generation) is True
 
