@@ -21,6 +21,7 @@ EMBEDDED_POLL_S = 0.1
 
 def configure(app: Celery, settings: Settings) -> Celery:
     memory = settings.batch_broker_url.startswith("memory://")
+    amqp = settings.batch_broker_url.startswith(("amqp://", "amqps://", "pyamqp://"))
     queue = Queue(settings.batch_queue, Exchange(settings.batch_queue), routing_key=settings.batch_queue,
                   queue_arguments={"x-max-priority": MAX_BROKER_PRIORITY})
     app.conf.update(
@@ -34,7 +35,11 @@ def configure(app: Celery, settings: Settings) -> Celery:
         # had nothing prefetched. The Redis transport emulates priorities with one list per step
         broker_transport_options=({"polling_interval": EMBEDDED_POLL_S} if memory else
                                   {"priority_steps": list(range(MAX_BROKER_PRIORITY + 1)),
-                                   "queue_order_strategy": "priority", "sep": ":"}),
+                                   "queue_order_strategy": "priority", "sep": ":",
+                                   # AMQP: a publish returns once RabbitMQ has the message
+                                   # (publisher confirms), so "published" is true, and a
+                                   # broker-side refusal raises instead of vanishing
+                                   **({"confirm_publish": True} if amqp else {})}),
         task_queues=[queue],
         task_default_queue=settings.batch_queue,
         task_default_routing_key=settings.batch_queue,

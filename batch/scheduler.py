@@ -20,11 +20,25 @@ Send = Callable[[str, int, int, int], None]  # (job_id, chunk seq, broker priori
 
 def dispatch(store: JobStore, send: Send, window: int, aging_s: float) -> int:
     """Hand free window slots to the most urgent queued chunks. Safe to call from anywhere,
-    any number of times (gateway on submit, workers after each chunk, the sweeper)."""
-    def publish(d: Dispatch) -> None:
-        send(d.job_id, d.seq, broker_priority(d.level), d.generation)
-    # published inside the dispatch's transaction (JobStore.take_dispatches says why)
-    return len(store.take_dispatches(window, aging_s, publish=publish))
+    any number of times (gateway on submit, workers after each chunk, the sweeper).
+
+    The dispatch commits first, then the messages go out, then they are marked published
+    (``JobStore.take_dispatches`` says why this order). After the broker refuses one, the
+    rest of the round are not tried: each try can take the publish's retries (seconds),
+    and a broker that refused one takes none; they all wait in the database."""
+    taken = store.take_dispatches(window, aging_s)
+    sent: list[Dispatch] = []
+    for i, d in enumerate(taken):
+        try:
+            send(d.job_id, d.seq, broker_priority(d.level), d.generation)
+        except Exception as e:  # noqa: BLE001 - broker down: the chunks wait in the database
+            log.warning("broker refused chunk %s/%d (%r); it and %d more stay queued", d.job_id, d.seq, e,
+                        len(taken) - i - 1)
+            store.undispatch(taken[i:])
+            break
+        sent.append(d)
+    store.mark_published(sent)
+    return len(sent)
 
 
 def sweep(store: JobStore, send: Send, window: int, aging_s: float, lease_s: float,

@@ -14,9 +14,8 @@ that lost its lease stops instead of doing the chunk a second time beside its ne
 
 from __future__ import annotations
 
-import logging
 import uuid
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import cast
@@ -30,8 +29,9 @@ from store.models import BatchChunk, BatchItem, BatchJob, utcnow
 ITEM_STATES = ("pending", "processing", "completed", "failed", "cancelled")
 FINAL = ("completed", "failed", "cancelled")
 RATE_WINDOW_S = 30.0
-
-log = logging.getLogger("batch.store")
+# a dispatch still unpublished this long after its commit lost its dispatcher (a publish
+# takes milliseconds; a refused one, its retries: a few seconds)
+PUBLISH_GRACE_S = 15.0
 
 
 # (item id, completed/failed, result, error, milliseconds)
@@ -168,22 +168,17 @@ class JobStore:
         return jobs, items
 
     # -- scheduling -------------------------------------------------------------------------
-    def take_dispatches(self, window: int, aging_s: float, now: datetime | None = None,
-                        publish: Callable[[Dispatch], None] | None = None) -> list[Dispatch]:
+    def take_dispatches(self, window: int, aging_s: float, now: datetime | None = None) -> list[Dispatch]:
         """Mark up to ``window - in flight`` queued chunks dispatched, one slot at a time to
         the job that ranks first (``priority.rank_key``: effective level with aging counted
         only while a job has nothing in flight, see ``priority``).
 
-        ``publish`` hands each one to the broker *inside* the transaction, before it commits,
-        so a dispatcher killed between the two leaves no chunk marked dispatched without a
-        message (it would wait for the lease sweeper's "no worker alive" rule, minutes). The
-        other way round is harmless: a message whose dispatch never committed finds its chunk
-        still queued and is dropped as stale (``hold``); were the chunk dispatched again, under
-        the same generation, before that message arrived, it is one more delivery of it, as a
-        broker's redelivery is, and the conditional item writes count each item once. A worker that receives a message
-        before the commit waits for it on the chunk's row lock (``renew`` updates that row).
-        A chunk the broker refused goes back to the queue, its generation spent, so a message
-        that got out anyway stays stale. Returns the dispatches published."""
+        Committed *before* any message leaves, as unpublished: the caller publishes, then
+        says so (``mark_published``) or hands back what the broker refused (``undispatch``).
+        A dispatcher that dies in between leaves its chunks unpublished, and the sweeper
+        sends them again within ``PUBLISH_GRACE_S`` under a new generation
+        (``requeue_stale``), so a message that did get out is stale and does nothing. No
+        network call happens inside the transaction, and no generation is handed out twice."""
         now = now or utcnow()
         with self.sessions.begin() as s:
             in_flight = s.scalar(select(func.count()).select_from(BatchChunk)
@@ -211,31 +206,32 @@ class JobStore:
                     del jobs[jid]
                     continue
                 level = effective_level(w.priority, w.waited(now), aging_s)
-                c.state, c.dispatched_at, c.dispatches = "dispatched", now, c.dispatches + 1
+                c.state, c.dispatched_at, c.dispatches, c.published = "dispatched", now, c.dispatches + 1, False
                 out.append(Dispatch(jid, c.seq, level, w.kind, c.dispatches))
                 if not w.in_flight:
                     s.execute(update(BatchJob).where(BatchJob.id == jid, BatchJob.started_at.is_(None))
                               .values(started_at=now))
                 w.in_flight += 1  # served: back to its own level for the next slot
                 free -= 1
-            if publish is None:
-                return out
-            s.flush()  # the rows locked and written before any message leaves
-            sent: list[Dispatch] = []
-            for i, d in enumerate(out):
-                try:
-                    publish(d)
-                    sent.append(d)
-                except Exception as e:  # noqa: BLE001 - broker down: the chunks wait in the database
-                    # the rest are not tried: each try can take the publish's retries (seconds)
-                    # with these rows locked, and the broker that refused one takes none
-                    log.warning("broker refused chunk %s/%d (%r); it and %d more stay queued",
-                                d.job_id, d.seq, e, len(out) - i - 1)
-                    for back in out[i:]:
-                        s.execute(update(BatchChunk).where(BatchChunk.job_id == back.job_id,
-                                                           BatchChunk.seq == back.seq).values(state="queued"))
-                    break
-            return sent
+            return out
+
+    def mark_published(self, sent: list[Dispatch]) -> None:
+        """The broker took these messages: their chunks are no longer the sweeper's to re-send."""
+        if not sent:
+            return
+        with self.sessions.begin() as s:
+            for d in sent:
+                s.execute(update(BatchChunk).where(BatchChunk.job_id == d.job_id, BatchChunk.seq == d.seq,
+                                                   BatchChunk.dispatches == d.generation).values(published=True))
+
+    def undispatch(self, refused: list[Dispatch]) -> None:
+        """The broker refused these messages: their chunks go back to the queue, their
+        generations spent (a message that got out anyway stays stale)."""
+        with self.sessions.begin() as s:
+            for d in refused:
+                s.execute(update(BatchChunk).where(BatchChunk.job_id == d.job_id, BatchChunk.seq == d.seq,
+                                                   BatchChunk.dispatches == d.generation,
+                                                   BatchChunk.state == "dispatched").values(state="queued"))
 
     def requeue_stale(self, lease_s: float, max_attempts: int = 5, now: datetime | None = None) -> int:
         """Chunks whose lease lapsed go back to the queue (to be re-sent); returns how many.
@@ -247,6 +243,10 @@ class JobStore:
           within ``lease_s``) it
           is left alone: re-sending a merely waiting chunk would only add duplicates. It is
           re-sent when no worker has shown life for ``lease_s``.
+        - A chunk whose dispatch committed but whose message is not known to be out (no
+          ``mark_published``, no worker's ``hold``) for ``PUBLISH_GRACE_S`` (at most
+          ``lease_s``) lost its dispatcher between the commit and the broker: re-sent, alive
+          workers or not.
         - Attempts are claims (a worker starting on the items), not sends: a lapsed chunk
           whose open items were attempted ``max_attempts`` times fails them instead (a poison
           chunk must not loop forever); waiting in the broker never uses one up.
@@ -257,12 +257,17 @@ class JobStore:
         started_chunk = (select(BatchItem.id).where(BatchItem.job_id == BatchChunk.job_id,
                                                     BatchItem.chunk == BatchChunk.seq,
                                                     BatchItem.state == "processing").exists())
+        unsent_cutoff = now - timedelta(seconds=min(lease_s, PUBLISH_GRACE_S))
         with self.sessions.begin() as s:
+            unsent = s.execute(update(BatchChunk).where(BatchChunk.state == "dispatched",
+                                                        BatchChunk.published.is_(False),
+                                                        BatchChunk.dispatched_at <= unsent_cutoff)
+                               .values(state="queued")).rowcount
             stale = list(s.scalars(select(BatchChunk).where(BatchChunk.state == "dispatched",
                                                             BatchChunk.dispatched_at <= cutoff)
                                    .with_for_update(skip_locked=True)))
             if not stale:
-                return 0
+                return unsent
             started = {(c.job_id, c.seq) for c in s.scalars(
                 select(BatchChunk).where(BatchChunk.state == "dispatched", BatchChunk.dispatched_at <= cutoff,
                                          started_chunk))}
@@ -273,7 +278,7 @@ class JobStore:
                              .where(BatchChunk.dispatched_at > cutoff,
                                     or_(and_(BatchChunk.state == "dispatched", started_chunk),
                                         BatchChunk.state == "done"))) or 0
-            requeued, poisoned = 0, []
+            requeued, poisoned = unsent, []
             for c in stale:
                 if (c.job_id, c.seq) not in started and alive:
                     continue
@@ -310,7 +315,8 @@ class JobStore:
                                              BatchChunk.state == "dispatched")
                 if gen is not None:
                     q = q.where(BatchChunk.dispatches == gen)
-                n = s.execute(q.values(dispatched_at=now)).rowcount
+                # a delivery proves its message got out: never the sweeper's to re-send as unsent
+                n = s.execute(q.values(dispatched_at=now, published=True)).rowcount
                 if n == 0 and gen is not None and done_is_held:
                     # finished by this very delivery a moment ago (its worker has not let go
                     # of the lease yet): done, not lost

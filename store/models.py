@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 
-from sqlalchemy import JSON, Boolean, DateTime, Float, Index, Integer, String, Text, UniqueConstraint
+from sqlalchemy import JSON, Boolean, DateTime, Float, Index, Integer, String, Text, UniqueConstraint, true
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 
@@ -151,6 +151,8 @@ class BatchChunk(Base):
     state: Mapped[str] = mapped_column(String(16))  # queued / dispatched / done
     dispatched_at: Mapped[datetime | None] = mapped_column(DateTime, nullable=True)
     dispatches: Mapped[int] = mapped_column(Integer, default=0)
+    # False from a dispatch's commit until its message is known to be out (batch/store.py)
+    published: Mapped[bool] = mapped_column(Boolean, default=True, server_default=true())
 
     __table_args__ = (Index("ix_batch_chunks_state", "state", "job_id"),)
 

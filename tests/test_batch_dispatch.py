@@ -1,10 +1,13 @@
-"""Dispatch and the broker: a chunk is never left marked dispatched without a message.
+"""Dispatch and the broker: a chunk is never left marked dispatched without a message for
+longer than a few seconds, and no generation is handed out twice.
 
-The message is published inside the dispatch's transaction (``JobStore.take_dispatches``):
-a dispatcher SIGKILLed between publishing and committing leaves its chunks queued (the
-message it got out is stale and dropped), a worker that receives a message before the
-commit waits for it on the row lock, and a chunk the broker refused goes back to the queue
-with its generation spent. On the machine's MariaDB, with a real child process killed."""
+A dispatch commits first (state, generation, unpublished), publishes, then marks the chunks
+published (``batch/scheduler.py``); a worker's delivery marks its chunk published too. A
+dispatcher SIGKILLed between the commit and the broker leaves its chunk unpublished, and the
+sweeper sends it again after ``PUBLISH_GRACE_S`` under a new generation, even while other
+workers are busy (before, such a chunk waited for "no worker alive for the lease": minutes).
+A chunk the broker refused goes back to the queue with its generation spent. On SQLite and
+the machine's MariaDB, with a real child process killed."""
 
 from __future__ import annotations
 
@@ -13,25 +16,30 @@ import os
 import signal
 import subprocess
 import sys
-import threading
-import time
+from datetime import timedelta
 
 import pytest
+from celery import Celery
 
-from batch.store import Dispatch, JobStore
+from batch.celery_app import configure
+from batch.scheduler import dispatch
+from batch.store import PUBLISH_GRACE_S, JobStore
+from settings.environment import Settings
 from store.migrate import upgrade
-from store.models import BatchChunk
+from store.models import BatchChunk, utcnow
 from store.session import make_engine, make_sessionmaker
 from tests.conftest import ROOT, fresh_mariadb
+
+LEASE_S = 300.0
 
 
 def _job(store: JobStore, n: int = 8, chunk: int = 2) -> str:
     return store.create_job([(f"/x/{i}.jpg", f"{i}.jpg") for i in range(n)], priority=1, chunk_size=chunk)
 
 
-def _chunks(store: JobStore, job_id: str) -> dict[int, tuple[str, int]]:
+def _chunks(store: JobStore, job_id: str) -> dict[int, tuple[str, int, bool]]:
     with store.sessions() as s:
-        return {c.seq: (c.state, c.dispatches) for c in s.query(BatchChunk).filter_by(job_id=job_id)}
+        return {c.seq: (c.state, c.dispatches, c.published) for c in s.query(BatchChunk).filter_by(job_id=job_id)}
 
 
 @pytest.fixture
@@ -44,87 +52,86 @@ def mariadb_url():  # a database per test: the window counts every job in it
 
 @pytest.fixture(params=["sqlite", "mariadb"])
 def store(request, tmp_path) -> JobStore:
-    url = f"sqlite:///{tmp_path / 'jobs.db'}" if request.param == "sqlite" else request.getfixturevalue("mariadb_url")
     if request.param == "sqlite":
+        url = f"sqlite:///{tmp_path / 'jobs.db'}"
         upgrade(url)
+    else:
+        url = request.getfixturevalue("mariadb_url")
     return JobStore(make_sessionmaker(make_engine(url)))
 
 
-def test_a_refused_chunk_goes_back_to_the_queue_and_its_message_stays_stale(store):
-    jid = _job(store)
-    published: list[Dispatch] = []
+def _busy_worker(store: JobStore, now) -> None:
+    """Another job's chunk in a live worker's hands, renewed just now: a worker shows life."""
+    other = _job(store, 2)
+    [d] = [d for d in store.take_dispatches(8, 60, now=now) if d.job_id == other]
+    store.mark_published([d])
+    assert store.hold(other, d.seq, d.generation)
+    store.claim(other, d.seq, "w:1")
+    store.renew([(other, d.seq, d.generation)], now=now)
 
-    def publish(d: Dispatch) -> None:
-        published.append(d)
-        if d.seq == 1:  # e.g. a publish that timed out after the broker took it
+
+def test_published_chunks_are_marked_and_a_refusal_stops_the_round(store):
+    jid = _job(store)
+    sends: list[tuple[str, int, int, int]] = []
+
+    def send(job_id: str, seq: int, priority: int, generation: int) -> None:
+        sends.append((job_id, seq, priority, generation))
+        if seq == 1:  # e.g. a publish that timed out after the broker took it
             raise ConnectionError("broker went away")
 
-    sent = store.take_dispatches(3, 60, publish=publish)
     # the broker that refused one is not asked for the rest (each try may take seconds)
-    assert [d.seq for d in sent] == [0] and len(published) == 2
+    assert dispatch(store, send, window=3, aging_s=60) == 1 and len(sends) == 2
     chunks = _chunks(store, jid)
-    assert chunks[0] == ("dispatched", 1)
-    assert chunks[1] == ("queued", 1) and chunks[2] == ("queued", 1)  # back in the queue, generations spent
-    stray = published[1]
-    again, third = store.take_dispatches(3, 60, publish=lambda d: None)
-    assert (again.seq, again.generation) == (1, 2) and (third.seq, third.generation) == (2, 2)
-    assert store.hold(jid, stray.seq, stray.generation) is False  # the one that got out does nothing
-    assert store.hold(jid, again.seq, again.generation) is True
+    assert chunks[0] == ("dispatched", 1, True)
+    assert chunks[1][:2] == ("queued", 1) and chunks[2][:2] == ("queued", 1)  # generations spent
+    stray = sends[1]
+    assert dispatch(store, lambda *a: None, window=3, aging_s=60) == 2
+    assert _chunks(store, jid)[1] == ("dispatched", 2, True) and _chunks(store, jid)[2] == ("dispatched", 2, True)
+    assert store.hold(jid, stray[1], stray[3]) is False  # the one that got out does nothing
+    assert store.hold(jid, 1, 2) is True
 
 
-def test_a_dispatcher_that_dies_before_committing_leaves_its_chunks_queued(store):
-    jid = _job(store)
-    got_out: list[Dispatch] = []
+def test_an_unsent_dispatch_is_sent_again_after_the_grace_even_with_workers_busy(store):
+    t0 = utcnow().replace(microsecond=0)
+    jid = _job(store, 2)
+    [d] = store.take_dispatches(1, 60, now=t0)  # committed; its dispatcher died before the broker
+    assert _chunks(store, jid)[0] == ("dispatched", 1, False)
+    _busy_worker(store, t0 + timedelta(seconds=PUBLISH_GRACE_S))
+    assert store.requeue_stale(LEASE_S, now=t0 + timedelta(seconds=PUBLISH_GRACE_S - 1)) == 0  # not yet
+    later = t0 + timedelta(seconds=PUBLISH_GRACE_S + 1)
+    assert store.requeue_stale(LEASE_S, now=later) == 1
+    assert _chunks(store, jid)[0][:2] == ("queued", 1)
+    [again] = [x for x in store.take_dispatches(8, 60, now=later) if x.job_id == jid]
+    assert again.generation == 2  # never the lost dispatch's generation again
+    assert store.hold(jid, d.seq, d.generation) is False
 
-    def publish(d: Dispatch) -> None:
-        got_out.append(d)
-        if len(got_out) == 2:
-            raise KeyboardInterrupt  # the process ends here: nothing of this dispatch commits
 
-    with pytest.raises(KeyboardInterrupt):
-        store.take_dispatches(3, 60, publish=publish)
-    assert set(_chunks(store, jid).values()) == {("queued", 0)}
-    assert all(store.hold(jid, d.seq, d.generation) is False for d in got_out)
-    assert len(store.take_dispatches(3, 60, publish=lambda d: None)) == 3
-
-
-def test_a_message_received_before_the_commit_waits_for_it(mariadb_url):
-    store = JobStore(make_sessionmaker(make_engine(mariadb_url)))
-    _job(store, 2)
-    delivered = threading.Event()
-    held: list[tuple[bool, float]] = []
-
-    def worker(d: Dispatch) -> None:  # the broker hands the message over at once
-        delivered.wait(10)
-        held.append((store.hold(d.job_id, d.seq, d.generation), time.monotonic()))
-
-    def publish(d: Dispatch) -> None:
-        threading.Thread(target=worker, args=(d,), daemon=True).start()
-        delivered.set()
-        time.sleep(0.5)  # the dispatcher is slow to commit
-
-    store.take_dispatches(1, 60, publish=publish)
-    committed = time.monotonic()
-    deadline = time.monotonic() + 10
-    while not held and time.monotonic() < deadline:
-        time.sleep(0.01)
-    [(ok, at)] = held
-    assert ok and at >= committed - 0.05  # it waited on the row lock, then held the lease
+def test_a_delivered_message_marks_its_chunk_published(store):
+    """A dispatcher that died after its message got out, before marking it: the worker's
+    delivery marks it, so the sweeper never sends it a second time."""
+    t0 = utcnow().replace(microsecond=0)
+    jid = _job(store, 2)
+    [d] = store.take_dispatches(1, 60, now=t0)
+    assert store.hold(jid, d.seq, d.generation)  # the message arrives at a worker
+    assert _chunks(store, jid)[0] == ("dispatched", 1, True)
+    # its lease is renewed by the worker; a chunk waiting before its claim is not re-sent either
+    assert store.requeue_stale(LEASE_S, now=t0 + timedelta(seconds=PUBLISH_GRACE_S + 1)) == 0
 
 
 DISPATCHER = """
 import json, sys, time
+from batch.scheduler import dispatch
 from batch.store import JobStore
 from store.session import make_engine, make_sessionmaker
 store = JobStore(make_sessionmaker(make_engine(sys.argv[1])))
-def publish(d):
-    print(json.dumps([d.job_id, d.seq, d.generation]), flush=True)
-    time.sleep(3600)  # SIGKILLed here, between the message and the commit
-store.take_dispatches(1, 60, publish=publish)
+def send(job_id, seq, priority, generation):
+    print(json.dumps([job_id, seq, generation]), flush=True)
+    time.sleep(3600)  # SIGKILLed here: between the dispatch's commit and the broker
+dispatch(store, send, 1, 60)
 """
 
 
-def test_a_dispatcher_sigkilled_between_message_and_commit_loses_no_chunk(mariadb_url):
+def test_a_dispatcher_sigkilled_before_the_broker_loses_no_chunk(mariadb_url):
     store = JobStore(make_sessionmaker(make_engine(mariadb_url)))
     jid = _job(store, 2)
     child = subprocess.Popen([sys.executable, "-c", DISPATCHER, mariadb_url], cwd=ROOT, stdout=subprocess.PIPE,
@@ -134,11 +141,19 @@ def test_a_dispatcher_sigkilled_between_message_and_commit_loses_no_chunk(mariad
     finally:
         os.kill(child.pid, signal.SIGKILL)
         child.wait(10)
-    assert job_id == jid
-    deadline = time.monotonic() + 10  # the server rolls the dead connection's transaction back
-    while _chunks(store, jid)[seq] != ("queued", 0) and time.monotonic() < deadline:
-        time.sleep(0.05)
-    assert _chunks(store, jid)[seq] == ("queued", 0)
-    assert store.hold(jid, seq, generation) is False  # its message, delivered late, does nothing
-    [d] = store.take_dispatches(1, 60, publish=lambda d: None)
-    assert (d.seq, d.generation) == (seq, 1) and store.hold(jid, d.seq, d.generation) is True
+    assert (job_id, _chunks(store, jid)[seq]) == (jid, ("dispatched", 1, False))
+    later = utcnow() + timedelta(seconds=PUBLISH_GRACE_S + 1)
+    _busy_worker(store, later)  # other work in progress does not hold it back
+    assert store.requeue_stale(LEASE_S, now=later) == 1
+    sent = []
+    assert dispatch(store, lambda *a: sent.append(a), 8, 60) >= 1
+    assert [(a[1], a[3]) for a in sent if a[0] == jid] == [(seq, 2)]
+    assert store.hold(jid, seq, generation) is False and store.hold(jid, seq, 2) is True
+
+
+def test_rabbitmq_publishes_wait_for_the_brokers_confirm():
+    """"Published" means RabbitMQ has it (publisher confirms), not that it left the socket."""
+    amqp = configure(Celery("t"), Settings(batch_broker_url="amqp://guest:guest@127.0.0.1:5672//"))
+    assert amqp.conf.broker_transport_options["confirm_publish"] is True
+    memory = configure(Celery("m"), Settings(batch_broker_url="memory://"))
+    assert "confirm_publish" not in memory.conf.broker_transport_options

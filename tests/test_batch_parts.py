@@ -28,6 +28,13 @@ def store(tmp_path) -> JobStore:
     return JobStore(make_sessionmaker(make_engine(url)))
 
 
+def _sent(store, *args, **kw):
+    """Dispatches as the scheduler makes them: taken, then published to the broker."""
+    taken = store.take_dispatches(*args, **kw)
+    store.mark_published(taken)
+    return taken
+
+
 def _job(store, n=10, priority=Priority.NORMAL, chunk=4, **kw):
     return store.create_job([(f"/x/{i}.jpg", f"{i}.jpg") for i in range(n)], priority=priority, chunk_size=chunk, **kw)
 
@@ -247,7 +254,7 @@ def test_a_chunk_finished_a_moment_ago_is_life_for_the_one_still_waiting(store):
     done_job = _job(store, 2, chunk=2)
     _job(store, 2, chunk=2)  # its chunk waits in the broker behind the first
     t = utcnow()
-    a, _ = store.take_dispatches(2, 60, now=t - timedelta(seconds=400))
+    a, _ = _sent(store, 2, 60, now=t - timedelta(seconds=400))
     store.claim(done_job, a.seq, "w1")
     store.finish_items([(it.id, "completed", {"verdict": "normal"}, None, 1.0) for it in store.items(done_job)])
     assert store.finish_chunk(done_job, a.seq, a.generation, now=t) is True
@@ -257,12 +264,12 @@ def test_a_chunk_finished_a_moment_ago_is_life_for_the_one_still_waiting(store):
 
 def test_stale_chunks_are_requeued_and_poison_chunks_fail(store):
     jid = _job(store, 4, chunk=4)
-    [d] = store.take_dispatches(1, 60)
+    [d] = _sent(store, 1, 60)
     store.claim(jid, d.seq, "w1")  # started, then its worker goes silent
     assert store.requeue_stale(lease_s=300) == 0
     assert store.requeue_stale(lease_s=300, now=utcnow() + timedelta(seconds=301)) == 1
     for _ in range(2):  # each delivery kills its worker
-        [d] = store.take_dispatches(1, 60)
+        [d] = _sent(store, 1, 60)
         store.claim(jid, d.seq, "w")
         store.requeue_stale(lease_s=0, max_attempts=3)
     p = store.progress(jid)
@@ -272,7 +279,7 @@ def test_stale_chunks_are_requeued_and_poison_chunks_fail(store):
 
 def test_a_chunk_waiting_in_the_broker_is_resent_only_when_no_worker_shows_life(store):
     busy, waiting = _job(store, 4, chunk=4), _job(store, 4, chunk=4)
-    a, b = store.take_dispatches(2, 60)
+    a, b = _sent(store, 2, 60)
     assert (a.job_id, b.job_id) == (busy, waiting)
     t = utcnow()
     store.claim(busy, a.seq, "w1")  # the only worker is on the first chunk; the second waits behind it
@@ -286,7 +293,7 @@ def test_a_chunk_waiting_in_the_broker_is_resent_only_when_no_worker_shows_life(
     for k in range(1, 10):
         now = t + timedelta(seconds=600 + 301 * k)
         resent.append(store.requeue_stale(300, max_attempts=2, now=now))
-        for d in store.take_dispatches(2, 60, now=now):
+        for d in _sent(store, 2, 60, now=now):
             if d.job_id == busy:
                 store.claim(busy, d.seq, f"w{k + 1}")
     assert resent == [2, 2] + [1] * 7
