@@ -10,6 +10,8 @@ board (issue 16), in one run on one machine.
 3. Two cameras through the Pi's own sender (``bench.line_load.EdgeLine``) at a rising board
    rate, ``--step-s`` each; a rate is served when board p99 < 300 ms, no frame was skipped
    and none failed. The capacity is the highest rate served, every lower one served too.
+   Once per sender depth in ``--depths``: the sender's default (one latency budget of
+   frames at the offered rate) and the fixed two requests on the wire it had before.
 4. The first board after a gateway restart, then after a hot-swap of pcb_detector.
 
 Writes its section of docs/benchmarks.md and docs/line_capacity.png.
@@ -73,6 +75,14 @@ def seed_best(images: list[bytes], levels: tuple[int, ...], seconds: float) -> d
         seed.wait(20)
 
 
+BUDGET_DEPTH = "budget"  # --depths: the sender's default, ceil(budget x rate)
+
+
+def depth_name(depth: str) -> str:
+    return ("one latency budget (the sender's default)" if depth == BUDGET_DEPTH
+            else f"fixed {depth} on the wire")
+
+
 def line_steps(line: EdgeLine, rates: list[float], step_s: float) -> list[dict]:
     """Each rate for ``step_s``; stops after the first rate not served."""
     rows = []
@@ -81,7 +91,8 @@ def line_steps(line: EdgeLine, rates: list[float], step_s: float) -> list[dict]:
         s = run.summary() | {"rate": rate}
         s["served"] = served(s)
         rows.append(s)
-        print(f"{rate:5.1f} boards/s  boards {s['boards']:4d}  board p50 {s['board_p50']:6.0f}  p99 "
+        print(f"{rate:5.1f} boards/s  depth {s['in_flight_limit']:2d}  boards {s['boards']:4d}  "
+              f"board p50 {s['board_p50']:6.0f}  p99 "
               f"{s['board_p99']:6.0f} ms  skipped {s['skipped']}  errors {s['errors']}  "
               f"{'served' if s['served'] else 'NOT served'}", flush=True)
         if not s["served"]:
@@ -111,9 +122,13 @@ def run(args: argparse.Namespace) -> dict:
         try:
             gw.start()
             cold["Triton + gateway start"] = asyncio.run(boards_in_turn(gw.url, keys, images, "start"))
-            line = EdgeLine(gw.url, keys, images, work / "spool")
-            asyncio.run(line.run(2, 3))  # warm
-            res["steps"] = line_steps(line, args.rates, args.step_s)
+            res["steps"] = {}
+            for depth in args.depths:
+                line = EdgeLine(gw.url, keys, images, work / "spool",
+                                max_in_flight=None if depth == BUDGET_DEPTH else int(depth))
+                asyncio.run(line.run(2, 3))  # warm
+                print(f"sender depth: {depth_name(depth)}", flush=True)
+                res["steps"][depth] = line_steps(line, args.rates, args.step_s)
             gw.stop()
             gw.start()
             cold["gateway restart"] = asyncio.run(boards_in_turn(gw.url, keys, images, "restart"))
@@ -148,21 +163,23 @@ def plot(res: dict, path: Path) -> None:
     import matplotlib.pyplot as plt
     import matplotlib.ticker
 
-    steps = res["steps"]
-    rates = [s["rate"] for s in steps]
     fig, ax = plt.subplots(figsize=(7, 4.2))
-    ax.plot(rates, [s["board_p50"] for s in steps], "o-", label="board p50")
-    ax.plot(rates, [s["board_p99"] for s in steps], "s-", label="board p99")
+    for k, (depth, steps) in enumerate(res["steps"].items()):
+        rates = [s["rate"] for s in steps]
+        ax.plot(rates, [s["board_p50"] for s in steps], "o-" if k == 0 else "o--", color=f"C{2 * k}",
+                label=f"board p50, {depth_name(depth)}")
+        ax.plot(rates, [s["board_p99"] for s in steps], "s-" if k == 0 else "s--", color=f"C{2 * k + 1}",
+                label=f"board p99, {depth_name(depth)}")
+        for s in steps:
+            if s["skipped"] or s["errors"]:
+                ax.annotate(f"{s['skipped']} skipped", (s["rate"], s["board_p99"]), textcoords="offset points",
+                            xytext=(4, 4), fontsize=8)
     ax.axhline(BUDGET_MS, color="red", ls="--", lw=1, label=f"{BUDGET_MS} ms budget")
     inproc, seed = max(res["inprocess"].values()) / 2, max(res["seed"].values()) / 2
     ax.axvline(inproc, color="green", ls=":", label=f"in-process pipeline, best ({inproc:.1f})")
     ax.axvline(TARGET_INPROCESS * inproc, color="green", ls="-.", lw=0.8, label=f"target: {TARGET_INPROCESS}x in-process")
     ax.axvline(seed, color="gray", ls=":", label=f"seed design, best ({seed:.1f})")
     ax.axvline(TARGET_SEED * seed, color="gray", ls="-.", lw=0.8, label=f"target: {TARGET_SEED}x the seed")
-    for s in steps:
-        if s["skipped"] or s["errors"]:
-            ax.annotate(f"{s['skipped']} skipped", (s["rate"], s["board_p99"]), textcoords="offset points",
-                        xytext=(4, 4), fontsize=8)
     ax.set_xlabel("offered boards/s (two 640x480 frames each)")
     ax.set_ylabel("ms, capture to both answers")
     ax.set_yscale("log")
@@ -170,7 +187,7 @@ def plot(res: dict, path: Path) -> None:
     ax.yaxis.set_major_formatter(matplotlib.ticker.ScalarFormatter())
     ax.yaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
     ax.set_title("Line capacity through the gateway (make bench-line)")
-    ax.legend(fontsize=8, loc="lower right")
+    ax.legend(fontsize=7, loc="lower right")
     ax.grid(alpha=0.3)
     fig.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -181,29 +198,37 @@ def plot(res: dict, path: Path) -> None:
 def report(res: dict, started: str) -> str:
     a = res["args"]
     inproc, seed = max(res["inprocess"].values()) / 2, max(res["seed"].values()) / 2
-    cap = capacity(res["steps"])
+    caps = {depth: capacity(steps) for depth, steps in res["steps"].items()}
     lines = ["## Line capacity (`make bench-line`)", "",
              f"Command: `make bench-line` (= `python -m bench.line_capacity`), run {started}, commit {git_rev()}.",
              f"Machine: {machine()}. One uvicorn gateway (SQLite, local outbox, in-process pairing), the CPU Triton "
-             "server on the same cores. Two cameras through the Pi's own sender (`pi_edge.sender`: two frames on "
-             "the wire per camera, a newer frame replaces one still waiting, which is then *skipped*), boards on a "
+             "server on the same cores. Two cameras through the Pi's own sender (`pi_edge.sender`: at most its "
+             "depth of requests on the wire per camera, a newer frame replaces one still waiting, which is then "
+             "*skipped*), once per sender depth: the sender's default, one latency budget of frames at the offered "
+             "rate (ceil(300 ms x rate), at least 2), and the fixed depth it had before. Boards on a "
              f"fixed clock, {a['step_s']:g} s per rate; board latency from capture to both sides answered. A rate "
              f"is served with board p99 < {BUDGET_MS} ms, no frame skipped and none failed.",
              f"References in the same run, each with the machine to itself, in boards/s (two images a board): the "
              f"in-process pipeline at its best batch ({_best(res['inprocess'], 'batch')}) and the seed design at its "
              f"best concurrency ({_best(res['seed'], 'concurrency')}).", "",
-             "| offered boards/s | boards | frame p50 ms | board p50 ms | board p99 ms | board max ms | skipped "
-             "| errors | served |", "|---:|---:|---:|---:|---:|---:|---:|---:|---|"]
-    for s in res["steps"]:
-        lines.append(f"| {s['rate']:g} | {s['boards']} | {s['frame_p50']:.0f} | {s['board_p50']:.0f} | "
-                     f"{s['board_p99']:.0f} | {s['board_max']:.0f} | {s['skipped']} | {s['errors']} | "
-                     f"{'yes' if s['served'] else '**no**'} |")
-    lines += ["", "| capacity | boards/s | gateway line / it | target |", "|---|---:|---:|---|",
-              f"| the line through the gateway | {cap:g} | | |",
-              f"| in-process pipeline, best | {inproc:.1f} | {cap / inproc:.2f}x | >= {TARGET_INPROCESS}x "
-              f"{'met' if cap / inproc >= TARGET_INPROCESS else '**not met**'} |",
-              f"| seed design, best | {seed:.1f} | {cap / seed:.2f}x | >= {TARGET_SEED}x "
-              f"{'met' if cap / seed >= TARGET_SEED else '**not met**'} |",
+             "| sender depth | offered boards/s | on the wire per camera | boards | frame p50 ms | board p50 ms "
+             "| board p99 ms | board max ms | skipped | errors | served |",
+             "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|"]
+    for depth, steps in res["steps"].items():
+        for s in steps:
+            lines.append(f"| {depth_name(depth)} | {s['rate']:g} | {s['in_flight_limit']} | {s['boards']} | "
+                         f"{s['frame_p50']:.0f} | {s['board_p50']:.0f} | {s['board_p99']:.0f} | {s['board_max']:.0f} | "
+                         f"{s['skipped']} | {s['errors']} | {'yes' if s['served'] else '**no**'} |")
+    lines += ["", "| capacity | boards/s | vs in-process best | vs seed design best |", "|---|---:|---:|---:|"]
+    for depth, cap in caps.items():
+        lines.append(f"| the line through the gateway, {depth_name(depth)} | {cap:g} | {cap / inproc:.2f}x | "
+                     f"{cap / seed:.2f}x |")
+    lines += [f"| in-process pipeline, best | {inproc:.1f} | | |", f"| seed design, best | {seed:.1f} | | |", ""]
+    cap = caps.get(BUDGET_DEPTH, max(caps.values(), default=0.0))
+    lines += [f"- Targets: >= {TARGET_INPROCESS}x the in-process pipeline "
+              f"({'met' if cap / inproc >= TARGET_INPROCESS else '**not met**'}: {cap / inproc:.2f}x), "
+              f">= {TARGET_SEED}x the seed design ({'met' if cap / seed >= TARGET_SEED else '**not met**'}: "
+              f"{cap / seed:.2f}x), with the sender's default depth.",
               "", f"![board latency vs offered rate]({PLOT.name})", "",
               "### Cold first board (issue 16, lever 4)", "",
               "Boards one at a time (both sides together, the next 0.1 s after both answers) right after each "
@@ -225,10 +250,17 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--rates", default="2,4,6,8,10,12,14,16,18,20,22,24,26,28,30,32,34,36,40",
                     help="boards/s, in order (it stops at the first rate not served)")
     ap.add_argument("--step-s", type=float, default=12)
+    ap.add_argument("--depths", default=f"{BUDGET_DEPTH},2",
+                    help=f"sender depths, one pass each: '{BUDGET_DEPTH}' (the default, one latency budget of "
+                         "frames) or a fixed number of requests on the wire")
     ap.add_argument("--ref-s", type=float, default=5, help="seconds per reference point")
     ap.add_argument("--no-write", action="store_true", help="print, do not touch docs/")
     args = ap.parse_args(argv)
     args.rates = [float(r) for r in args.rates.split(",")]
+    args.depths = [d.strip() for d in args.depths.split(",") if d.strip()]
+    for d in args.depths:
+        if d != BUDGET_DEPTH and not (d.isdigit() and int(d) >= 1):
+            ap.error(f"--depths: {d!r} is neither {BUDGET_DEPTH!r} nor a positive number")
     started = time.strftime("%Y-%m-%d %H:%M")
     res = run(args)
     text = report(res, started)

@@ -40,6 +40,7 @@ class LineRun:
     # many, and how many took over 50 ms, so a slow disk is told apart from slow inference
     outbox_writes: int = 0
     outbox_slow: int = 0
+    in_flight_limit: int = 0  # requests each camera's sender kept on the wire (EdgeLine only)
 
     @classmethod
     def pooled(cls, runs: list[LineRun]) -> LineRun:
@@ -59,7 +60,8 @@ class LineRun:
                 "frame_p99": float(np.percentile(f, 99)), "board_p50": float(np.percentile(b, 50)),
                 "board_p99": float(np.percentile(b, 99)), "board_max": float(np.max(b)),
                 "over_budget": int((b > BUDGET_MS).sum()), "errors": len(self.errors),
-                "skipped": self.skipped, "outbox_writes": self.outbox_writes, "outbox_over_50ms": self.outbox_slow}
+                "skipped": self.skipped, "outbox_writes": self.outbox_writes, "outbox_over_50ms": self.outbox_slow,
+                "in_flight_limit": self.in_flight_limit}
 
 
 SLOW_WRITE = "0.05"  # a bucket bound of gateway_outbox_write_seconds
@@ -147,15 +149,18 @@ class EdgeLine:
     sender's mailbox counts; a board with a skipped or failed side has no latency and shows
     in ``skipped`` or ``errors``."""
 
-    def __init__(self, url: str, keys: dict[str, str], images: list[bytes], spool: Path, max_in_flight: int = 2):
+    def __init__(self, url: str, keys: dict[str, str], images: list[bytes], spool: Path,
+                 max_in_flight: int | None = None):
+        """``max_in_flight`` None: the sender's own default, one latency budget of frames at
+        the offered rate (``pi_edge.config.in_flight_limit``)."""
         self.url, self.keys, self.images, self.spool = url, keys, images, spool
         self.max_in_flight = max_in_flight
         self.prefix = f"EDGE-{os.getpid()}-{int(time.time())}"
         self.n = 0
 
-    def _sender(self, side: str, run: LineRun, answered: dict[str, list[float]]) -> Sender:
+    def _sender(self, side: str, run: LineRun, answered: dict[str, list[float]], fps: float) -> Sender:
         cfg = EdgeConfig(gateway_url=self.url, device_id=f"bench-{side}", api_key=self.keys[side], side=side,
-                         drives_gpio=side == "left", max_in_flight=self.max_in_flight, line_id="bench",
+                         drives_gpio=side == "left", max_in_flight=self.max_in_flight, line_id="bench", fps=fps,
                          spool_dir=str(self.spool / f"{self.prefix}-{self.n}-{side}"))
 
         def on_result(frame: Frame, result: dict) -> None:
@@ -172,7 +177,8 @@ class EdgeLine:
 
     async def run(self, boards_per_s: float, seconds: float) -> LineRun:
         run, answered = LineRun(), {}
-        senders = [self._sender(side, run, answered) for side in ("left", "right")]
+        senders = [self._sender(side, run, answered, boards_per_s) for side in ("left", "right")]
+        run.in_flight_limit = senders[0].in_flight_limit
         tasks = [asyncio.create_task(s.run()) for s in senders]
         try:
             period = 1.0 / boards_per_s

@@ -4,6 +4,7 @@ carries it, and the taxonomy file is the offline default."""
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 from typing import Literal
 
@@ -44,9 +45,14 @@ class EdgeConfig(BaseSettings):
     ca_file: str | None = None
     allow_plain_http: bool = False
 
-    # sending
+    # sending. A board's answer is worth most within the line's latency budget (TARGETS: 300
+    # ms from capture to verdict); max_in_flight None derives the requests kept on the wire
+    # from it: enough for every frame captured within one budget (ceil(budget x fps), at
+    # least 2), so a frame is skipped only when the frames before it are already later than
+    # the budget, never because a fixed depth was shallower than the line's rate
+    latency_budget_ms: float = Field(300.0, gt=0)
     timeout_s: float = 5.0
-    max_in_flight: int = 2
+    max_in_flight: int | None = Field(None, ge=1)
     retries: int = 3
     backoff_base_s: float = 0.2
     backoff_max_s: float = 5.0
@@ -64,6 +70,21 @@ class EdgeConfig(BaseSettings):
     # the longest pulse the edge will fire, whatever an answer says; None: the taxonomy's
     # longest pulse (a corrupted or hostile answer must not hold a sorter gate open)
     max_pulse_ms: int | None = Field(None, ge=1)
+
+
+MIN_IN_FLIGHT = 2  # one answer on its way back while the next frame goes out
+MAX_IN_FLIGHT = 32  # a mistyped frame rate must not open hundreds of connections
+
+
+def in_flight_limit(cfg: EdgeConfig) -> int:
+    """Requests a sender keeps on the wire: ``max_in_flight`` when set, else what one latency
+    budget holds at the capture rate."""
+    if cfg.max_in_flight is not None:
+        return cfg.max_in_flight
+    if not 0 < cfg.fps < math.inf:  # fps <= 0: frames as fast as the source gives them, unpaced
+        return MIN_IN_FLIGHT
+    held = math.ceil(cfg.latency_budget_ms * cfg.fps / 1000 - 1e-9)
+    return min(MAX_IN_FLIGHT, max(MIN_IN_FLIGHT, held))
 
 
 def load_config(path: str | Path | None = None, **overrides) -> EdgeConfig:

@@ -1,11 +1,13 @@
 """Sending frames to the gateway: bounded, latest-frame-wins, retried, spooled.
 
-- At most ``max_in_flight`` requests are on the wire. A frame that arrives while they are
-  all busy waits in a one-slot mailbox; a newer frame replaces it (the older one is
-  *skipped* and counted): when the gateway lags, the edge keeps inspecting the present
-  instead of queueing the past. So a frame is either sent within one request time of its
-  capture or skipped, and the end-to-end latency stays bounded by
-  ``2 x (timeout_s + retry backoff)`` whatever the gateway does.
+- At most ``in_flight_limit(cfg)`` requests are on the wire: ``max_in_flight`` when set,
+  else as many frames as the capture rate brings within one latency budget (300 ms: 3 at
+  10 fps, 11 at 35 fps). A frame that arrives while they are all busy waits in a one-slot
+  mailbox; a newer frame replaces it (the older one is *skipped* and counted): when the
+  gateway lags past the budget, the edge keeps inspecting the present instead of queueing
+  the past, and while it keeps within the budget no frame is skipped. So a frame is either
+  sent within one request time of its capture or skipped, and the end-to-end latency stays
+  bounded by ``2 x (timeout_s + retry backoff)`` whatever the gateway does.
 - Each frame carries an ``Idempotency-Key`` (device, board, side): a retry after a lost
   answer is answered from the gateway's first result and stored once.
 - Transient failures (connection refused, timeout, 408, 429, any 5xx) are retried with
@@ -34,7 +36,7 @@ from dataclasses import dataclass, field
 
 import httpx
 
-from pi_edge.config import EdgeConfig
+from pi_edge.config import EdgeConfig, in_flight_limit
 from pi_edge.spool import Spool
 
 log = logging.getLogger("pi_edge.sender")
@@ -116,7 +118,8 @@ class Sender:
                                                   verify=tls_context(cfg))
         self.stats = SenderStats()
         self.online = True
-        self._slots = asyncio.Semaphore(cfg.max_in_flight)
+        self.in_flight_limit = in_flight_limit(cfg)
+        self._slots = asyncio.Semaphore(self.in_flight_limit)
         self._mailbox: Frame | None = None
         self._mail = asyncio.Event()
         self._tasks: set[asyncio.Task] = set()

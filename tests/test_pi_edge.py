@@ -143,10 +143,47 @@ def test_slow_gateway_skips_frames_with_bounded_in_flight(line):
         asyncio.run(run())
         st = edge.sender.stats
         assert st.skipped > 0, "nothing was skipped although the gateway lagged"
-        assert max(peak) <= cfg.max_in_flight
+        assert max(peak) <= edge.sender.in_flight_limit == cfg.max_in_flight
         assert st.answered + st.skipped == 30 and st.spooled == 0
         # bounded: no answered frame older than two request times (timeout + delays)
         assert max(st.latencies_ms) < 2 * (cfg.timeout_s * 1000)
         edge.close()
+    finally:
+        proxy.close()
+
+
+def test_no_frame_skipped_while_the_gateway_keeps_within_the_budget(line):
+    """A link slow enough that two requests on the wire cannot keep up with 20 frames/s, fast
+    enough that every frame is answered within the budget: the depth derived from the budget
+    skips none (and stays within it); the old fixed depth of two skips frames."""
+    from tests.tcp_proxy import TcpProxy
+
+    srv, keys, tmp = line
+    proxy = TcpProxy("127.0.0.1", srv.port, delay_s=0.1)
+    try:
+        def run(tag: str, **depth):
+            cfg = EdgeConfig(gateway_url=f"http://127.0.0.1:{proxy.port}", device_id="pi-2", api_key=keys["pi-2"],
+                             side="right", fps=20, latency_budget_ms=400, source="synthetic",
+                             spool_dir=str(tmp / f"spool-{tag}"), timeout_s=5, heartbeat_s=5, **depth)
+            edge = Edge(cfg, SyntheticBoards("right", 640, 480, count=40), session=f"S-{tag}")
+            peak = []
+
+            async def go():
+                async def watch():
+                    while True:
+                        peak.append(len(edge.sender._tasks))
+                        await asyncio.sleep(0.01)
+                w = asyncio.create_task(watch())
+                await edge.run(40)
+                w.cancel()
+            asyncio.run(go())
+            edge.close()
+            return edge.sender, max(peak)
+
+        sender, peak = run("budget")
+        assert sender.in_flight_limit == 8 and peak <= 8
+        assert sender.stats.skipped == 0 and sender.stats.answered == 40 and sender.stats.spooled == 0
+        fixed, _ = run("fixed", max_in_flight=2)
+        assert fixed.stats.skipped > 0 and fixed.stats.answered + fixed.stats.skipped == 40
     finally:
         proxy.close()

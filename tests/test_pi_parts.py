@@ -11,6 +11,7 @@ import time
 
 import cv2
 import numpy as np
+import pytest
 
 from pcb.synthetic import render_board
 from pi_edge.capture import FileSource, SyntheticBoards, open_source
@@ -24,6 +25,24 @@ def test_yaml_then_env(tmp_path, monkeypatch):
     monkeypatch.setenv("PI_EDGE_FPS", "8")
     cfg = load_config(p)
     assert (cfg.device_id, cfg.side, cfg.fps, cfg.jpeg_quality, cfg.timeout_s) == ("pi-7", "right", 8.0, 90, 5.0)
+
+
+def test_requests_on_the_wire_follow_the_latency_budget(tmp_path):
+    """Unset, the sender's depth holds one latency budget of frames at the capture rate."""
+    from pi_edge.config import EdgeConfig, in_flight_limit
+
+    def depth(**kw) -> int:
+        return in_flight_limit(EdgeConfig(**kw))
+    assert depth() == 3  # 300 ms at 10 fps
+    assert depth(fps=35) == 11 and depth(fps=20, latency_budget_ms=400) == 8
+    assert depth(fps=4) == 2 and depth(fps=0) == 2  # never under two; unpaced sources keep two
+    assert depth(fps=10_000) == 32  # a mistyped rate opens no hundreds of connections
+    assert depth(fps=35, max_in_flight=2) == 2  # an explicit depth stands
+    p = tmp_path / "edge.yaml"
+    p.write_text("fps: 25\nmax_in_flight: null\nlatency_budget_ms: 200\n")
+    assert in_flight_limit(load_config(p)) == 5
+    with pytest.raises(ValueError):
+        EdgeConfig(latency_budget_ms=0)
 
 
 def _video(path, n=5):
