@@ -32,6 +32,7 @@ RATE_WINDOW_S = 30.0
 # a dispatch still unpublished this long after its commit lost its dispatcher (a publish
 # takes milliseconds; a refused one, its retries: a few seconds)
 PUBLISH_GRACE_S = 15.0
+MAX_FAST_RESENDS = 10  # dispatches of one chunk after which only the lease rule re-sends it
 
 
 # (item id, completed/failed, result, error, milliseconds)
@@ -229,9 +230,11 @@ class JobStore:
         generations spent (a message that got out anyway stays stale)."""
         with self.sessions.begin() as s:
             for d in refused:
+                # not one a worker already holds: its message got out after all
                 s.execute(update(BatchChunk).where(BatchChunk.job_id == d.job_id, BatchChunk.seq == d.seq,
                                                    BatchChunk.dispatches == d.generation,
-                                                   BatchChunk.state == "dispatched").values(state="queued"))
+                                                   BatchChunk.state == "dispatched",
+                                                   BatchChunk.published.is_(False)).values(state="queued"))
 
     def requeue_stale(self, lease_s: float, max_attempts: int = 5, now: datetime | None = None) -> int:
         """Chunks whose lease lapsed go back to the queue (to be re-sent); returns how many.
@@ -246,7 +249,7 @@ class JobStore:
         - A chunk whose dispatch committed but whose message is not known to be out (no
           ``mark_published``, no worker's ``hold``) for ``PUBLISH_GRACE_S`` (at most
           ``lease_s``) lost its dispatcher between the commit and the broker: re-sent, alive
-          workers or not.
+          workers or not (``_requeue_unsent``; at most ``MAX_FAST_RESENDS`` times).
         - Attempts are claims (a worker starting on the items), not sends: a lapsed chunk
           whose open items were attempted ``max_attempts`` times fails them instead (a poison
           chunk must not loop forever); waiting in the broker never uses one up.
@@ -257,12 +260,8 @@ class JobStore:
         started_chunk = (select(BatchItem.id).where(BatchItem.job_id == BatchChunk.job_id,
                                                     BatchItem.chunk == BatchChunk.seq,
                                                     BatchItem.state == "processing").exists())
-        unsent_cutoff = now - timedelta(seconds=min(lease_s, PUBLISH_GRACE_S))
+        unsent = self._requeue_unsent(now - timedelta(seconds=min(lease_s, PUBLISH_GRACE_S)))
         with self.sessions.begin() as s:
-            unsent = s.execute(update(BatchChunk).where(BatchChunk.state == "dispatched",
-                                                        BatchChunk.published.is_(False),
-                                                        BatchChunk.dispatched_at <= unsent_cutoff)
-                               .values(state="queued")).rowcount
             stale = list(s.scalars(select(BatchChunk).where(BatchChunk.state == "dispatched",
                                                             BatchChunk.dispatched_at <= cutoff)
                                    .with_for_update(skip_locked=True)))
@@ -297,6 +296,22 @@ class JobStore:
         for c in poisoned:
             self._maybe_finish(c.job_id)
         return requeued
+
+    def _requeue_unsent(self, cutoff: datetime) -> int:
+        """Chunks whose dispatch committed before ``cutoff`` and whose message is not known to
+        be out: back to the queue. Its own short transaction, rows skipped while another
+        holds them (a dispatcher or a worker's renewal), so the sweeper never waits on the
+        line of work. After ``MAX_FAST_RESENDS`` dispatches a chunk is left to the lease rule:
+        a message that keeps getting lost without a trace must not spin every few seconds."""
+        with self.sessions.begin() as s:
+            lost = s.execute(select(BatchChunk.job_id, BatchChunk.seq, BatchChunk.dispatches)
+                             .where(BatchChunk.state == "dispatched", BatchChunk.published.is_(False),
+                                    BatchChunk.dispatched_at <= cutoff, BatchChunk.dispatches < MAX_FAST_RESENDS)
+                             .with_for_update(skip_locked=True)).all()
+            for job_id, seq, generation in lost:
+                s.execute(update(BatchChunk).where(BatchChunk.job_id == job_id, BatchChunk.seq == seq,
+                                                   BatchChunk.dispatches == generation).values(state="queued"))
+        return len(lost)
 
     # -- the worker's side -----------------------------------------------------------------
     def renew(self, leases: list[tuple[str, int, int | None]], now: datetime | None = None,

@@ -20,9 +20,19 @@ _runtime: Runtime | None = None
 _lock = threading.Lock()
 
 
+# how long a publish may wait for RabbitMQ's confirm (a broker under a memory or disk alarm
+# blocks publishers): past it the chunk goes back to the queue, never a thread stuck for good
+PUBLISH_TIMEOUT_S = 5.0
+
+
 def send(job_id: str, seq: int, priority: int, generation: int) -> None:
+    """One chunk's message. No publish retry here: a retried publish whose first try reached
+    the broker would put two messages of one generation in the queue (both would pass
+    ``hold``). A failed publish raises; the dispatcher puts the chunk back and its next
+    dispatch is a new generation, so a message that got out anyway is stale."""
     process_chunk.apply_async((job_id, seq, generation), priority=priority,
-                              queue=celery_app.conf.task_default_queue)
+                              queue=celery_app.conf.task_default_queue, retry=False,
+                              timeout=PUBLISH_TIMEOUT_S, confirm_timeout=PUBLISH_TIMEOUT_S)
 
 
 def runtime() -> Runtime:

@@ -63,7 +63,7 @@ def store(request, tmp_path) -> JobStore:
 def _busy_worker(store: JobStore, now) -> None:
     """Another job's chunk in a live worker's hands, renewed just now: a worker shows life."""
     other = _job(store, 2)
-    [d] = [d for d in store.take_dispatches(8, 60, now=now) if d.job_id == other]
+    [d] = [d for d in store.take_dispatches(99, 60, now=now) if d.job_id == other]
     store.mark_published([d])
     assert store.hold(other, d.seq, d.generation)
     store.claim(other, d.seq, "w:1")
@@ -149,6 +149,64 @@ def test_a_dispatcher_sigkilled_before_the_broker_loses_no_chunk(mariadb_url):
     assert dispatch(store, lambda *a: sent.append(a), 8, 60) >= 1
     assert [(a[1], a[3]) for a in sent if a[0] == jid] == [(seq, 2)]
     assert store.hold(jid, seq, generation) is False and store.hold(jid, seq, 2) is True
+
+
+def test_a_refusal_never_takes_back_a_chunk_a_worker_holds(store):
+    """The publish raised although the broker had the message (a lost confirm) and a worker
+    already holds it: the chunk stays with that worker."""
+    jid = _job(store, 2)
+    [d] = store.take_dispatches(1, 60)
+    assert store.hold(jid, d.seq, d.generation)
+    store.undispatch([d])
+    assert _chunks(store, jid)[0] == ("dispatched", 1, True)
+    assert store.renew([(jid, d.seq, d.generation)]) == [True]
+
+
+def test_a_chunk_lost_again_and_again_falls_back_to_the_lease_rule(store):
+    from batch.store import MAX_FAST_RESENDS
+
+    t0 = utcnow().replace(microsecond=0)
+    jid = _job(store, 2)
+    for k in range(1, MAX_FAST_RESENDS + 2):
+        now = t0 + timedelta(seconds=100 * k)
+        [d] = [x for x in store.take_dispatches(99, 60, now=now) if x.job_id == jid]
+        assert d.generation == k
+        _busy_worker(store, now + timedelta(seconds=PUBLISH_GRACE_S + 1))
+        # a lease longer than the test, so only the unsent rule is at work
+        n = store.requeue_stale(100 * LEASE_S, now=now + timedelta(seconds=PUBLISH_GRACE_S + 1))
+        if k < MAX_FAST_RESENDS:
+            assert n == 1
+        else:  # no longer every few seconds: it waits for the lease like any chunk
+            assert n == 0 and _chunks(store, jid)[0][0] == "dispatched"
+            break
+
+
+SEND = """
+import sys, time
+from batch.tasks import send
+t0 = time.monotonic()
+try:
+    send("job", 0, 0, 1)
+    print("sent", round(time.monotonic() - t0, 1))
+except Exception as e:
+    print("refused", round(time.monotonic() - t0, 1), type(e).__name__)
+"""
+
+
+def test_a_stalled_broker_refuses_the_publish_in_bounded_time(tmp_path):
+    """A broker that takes the connection and never answers: the publish fails within
+    seconds (the dispatcher then puts the chunk back), never a thread stuck for good."""
+    from tests.tcp_proxy import TcpProxy
+
+    proxy = TcpProxy("127.0.0.1", 5672, delay_s=120)
+    try:
+        env = {**os.environ, "PYTHONPATH": str(ROOT), "BATCH_BROKER_URL": f"amqp://guest:guest@127.0.0.1:{proxy.port}//",
+               "BATCH_QUEUE": "pcb-batch-stalled-test"}
+        out = subprocess.run([sys.executable, "-c", SEND], cwd=ROOT, env=env, capture_output=True, text=True,
+                             timeout=60).stdout.split()
+    finally:
+        proxy.close()
+    assert out[0] == "refused" and float(out[1]) < 15, out
 
 
 def test_rabbitmq_publishes_wait_for_the_brokers_confirm():
