@@ -50,7 +50,7 @@ class EdgeConfig(BaseSettings):
     # from it: enough for every frame captured within one budget (ceil(budget x fps), at
     # least 2), so a frame is skipped only when the frames before it are already later than
     # the budget, never because a fixed depth was shallower than the line's rate
-    latency_budget_ms: float = Field(300.0, gt=0)
+    latency_budget_ms: float = Field(300.0, gt=0, le=60_000)
     timeout_s: float = 5.0
     max_in_flight: int | None = Field(None, ge=1)
     retries: int = 3

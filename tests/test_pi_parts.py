@@ -41,8 +41,10 @@ def test_requests_on_the_wire_follow_the_latency_budget(tmp_path):
     p = tmp_path / "edge.yaml"
     p.write_text("fps: 25\nmax_in_flight: null\nlatency_budget_ms: 200\n")
     assert in_flight_limit(load_config(p)) == 5
-    with pytest.raises(ValueError):
-        EdgeConfig(latency_budget_ms=0)
+    for bad in (0, -1, float("inf"), float("nan")):
+        with pytest.raises(ValueError):
+            EdgeConfig(latency_budget_ms=bad)
+    assert depth(fps=float("inf")) == 2 and depth(fps=float("nan")) == 2
 
 
 def _video(path, n=5):
