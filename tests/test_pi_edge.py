@@ -116,6 +116,24 @@ def test_gateway_restart_mid_run_spools_and_replays(line):
         right.close()
 
 
+def _run_watching_in_flight(edge: Edge, frames: int) -> int:
+    """Run the edge for ``frames``; the most requests its sender had on the wire at once."""
+    peak = [0]
+
+    async def run():
+        async def watch():
+            while True:
+                peak.append(len(edge.sender._tasks))
+                await asyncio.sleep(0.01)
+
+        w = asyncio.create_task(watch())
+        await edge.run(frames)
+        w.cancel()
+
+    asyncio.run(run())
+    return max(peak)
+
+
 def test_slow_gateway_skips_frames_with_bounded_in_flight(line):
     """Responses delayed by a slow link: the edge keeps at most max_in_flight requests open,
     skips stale frames (latest wins) and each answered frame stays within a bounded age."""
@@ -128,22 +146,10 @@ def test_slow_gateway_skips_frames_with_bounded_in_flight(line):
                          side="right", fps=10, source="synthetic", spool_dir=str(tmp / "spool-slow"),
                          max_in_flight=2, timeout_s=5, heartbeat_s=5)
         edge = Edge(cfg, SyntheticBoards("right", 640, 480, count=30), session="S3")
-        peak = []
-
-        async def run():
-            async def watch():
-                while True:
-                    peak.append(len(edge.sender._tasks))
-                    await asyncio.sleep(0.02)
-
-            w = asyncio.create_task(watch())
-            await edge.run(30)
-            w.cancel()
-
-        asyncio.run(run())
+        peak = _run_watching_in_flight(edge, 30)
         st = edge.sender.stats
         assert st.skipped > 0, "nothing was skipped although the gateway lagged"
-        assert max(peak) <= edge.sender.in_flight_limit == cfg.max_in_flight
+        assert peak <= edge.sender.in_flight_limit == cfg.max_in_flight
         assert st.answered + st.skipped == 30 and st.spooled == 0
         # bounded: no answered frame older than two request times (timeout + delays)
         assert max(st.latencies_ms) < 2 * (cfg.timeout_s * 1000)
@@ -166,19 +172,9 @@ def test_no_frame_skipped_while_the_gateway_keeps_within_the_budget(line):
                              side="right", fps=20, latency_budget_ms=400, source="synthetic",
                              spool_dir=str(tmp / f"spool-{tag}"), timeout_s=5, heartbeat_s=5, **depth)
             edge = Edge(cfg, SyntheticBoards("right", 640, 480, count=40), session=f"S-{tag}")
-            peak = []
-
-            async def go():
-                async def watch():
-                    while True:
-                        peak.append(len(edge.sender._tasks))
-                        await asyncio.sleep(0.01)
-                w = asyncio.create_task(watch())
-                await edge.run(40)
-                w.cancel()
-            asyncio.run(go())
+            peak = _run_watching_in_flight(edge, 40)
             edge.close()
-            return edge.sender, max(peak)
+            return edge.sender, peak
 
         sender, peak = run("budget")
         assert sender.in_flight_limit == 8 and peak <= 8
