@@ -22,6 +22,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import base64
+import os
 import shutil
 import subprocess
 import sys
@@ -29,6 +30,7 @@ import time
 from pathlib import Path
 
 import httpx
+import psutil
 
 from bench.cold_board import BoardsInTurn, boards_in_turn, hot_swap, report_lines
 from bench.common import OUT, ROOT, WEIGHTS, bench_images, bench_repository, git_rev, machine, write_section
@@ -83,18 +85,46 @@ def depth_name(depth: str) -> str:
             else f"fixed {depth} on the wire")
 
 
-def line_steps(line: EdgeLine, rates: list[float], step_s: float) -> list[dict]:
-    """Each rate for ``step_s``; stops after the first rate not served."""
+# whose CPU each step reads: the server side and the simulated cameras (this process, the
+# Pi's own sender; on a plant it runs on the two Pis, here it shares the server's cores)
+CPU_PARTS = ("Triton", "gateway", "cameras")
+
+
+def cpu_seconds(pid: int, with_children: bool) -> float:
+    """User + system CPU seconds of a process (and of its live children: Triton's backend stubs)."""
+    proc = psutil.Process(pid)
+    total = 0.0
+    for q in [proc] + (proc.children(recursive=True) if with_children else []):
+        try:
+            t = q.cpu_times()
+            total += t.user + t.system
+        except psutil.Error:  # a child that ended meanwhile
+            pass
+    return total
+
+
+def line_steps(line: EdgeLine, rates: list[float], step_s: float, pids: dict[str, int]) -> list[dict]:
+    """Each rate for ``step_s``; stops after the first rate not served. ``pids``: Triton's and
+    the gateway's, for the CPU each frame cost them (and the cameras, this process)."""
+    def sample() -> dict[str, float]:
+        return {"Triton": cpu_seconds(pids["Triton"], True), "gateway": cpu_seconds(pids["gateway"], False),
+                "cameras": cpu_seconds(os.getpid(), False)}
+
     rows = []
     for rate in rates:
+        cpu0 = sample()
         run: LineRun = asyncio.run(line.run(rate, step_s))
+        cpu1 = sample()
         s = run.summary() | {"rate": rate}
+        frames = max(1, len(run.frames_ms))
+        s["cpu_ms"] = {k: 1000 * (cpu1[k] - cpu0[k]) / frames for k in CPU_PARTS}
         s["served"] = served(s)
         rows.append(s)
         print(f"{rate:5.1f} boards/s  depth {s['in_flight_limit']:2d}  boards {s['boards']:4d}  "
               f"board p50 {s['board_p50']:6.0f}  p99 "
               f"{s['board_p99']:6.0f} ms  skipped {s['skipped']}  errors {s['errors']}  "
-              f"{'served' if s['served'] else 'NOT served'}", flush=True)
+              f"{'served' if s['served'] else 'NOT served'}  CPU ms/frame "
+              + " ".join(f"{k} {v:.1f}" for k, v in s["cpu_ms"].items()), flush=True)
         if not s["served"]:
             break
         time.sleep(1.0)  # let the last answers' records drain before the next rate
@@ -128,7 +158,9 @@ def run(args: argparse.Namespace) -> dict:
                                 max_in_flight=None if depth == BUDGET_DEPTH else int(depth))
                 asyncio.run(line.run(2, 3))  # warm
                 print(f"sender depth: {depth_name(depth)}", flush=True)
-                res["steps"][depth] = line_steps(line, args.rates, args.step_s)
+                assert triton.proc is not None and gw.proc is not None
+                res["steps"][depth] = line_steps(line, args.rates, args.step_s,
+                                                 {"Triton": triton.proc.pid, "gateway": gw.proc.pid})
             gw.stop()
             gw.start()
             cold["gateway restart"] = asyncio.run(boards_in_turn(gw.url, keys, images, "restart"))
@@ -224,6 +256,18 @@ def report(res: dict, started: str) -> str:
         lines.append(f"| the line through the gateway, {depth_name(depth)} | {cap:g} | {cap / inproc:.2f}x | "
                      f"{cap / seed:.2f}x |")
     lines += [f"| in-process pipeline, best | {inproc:.1f} | | |", f"| seed design, best | {seed:.1f} | | |", ""]
+    lines += ["CPU per frame, each step (ms of CPU time, user + system, over the frames answered): Triton with "
+              "its backend processes, the gateway, and the two simulated cameras (the Pi's own sender, this "
+              "process: on a plant it runs on the Pis, here it takes the server's cores).", "",
+              "| sender depth | offered boards/s | Triton ms/frame | gateway ms/frame | cameras ms/frame "
+              "| all, cores busy |", "|---|---:|---:|---:|---:|---:|"]
+    for depth, steps in res["steps"].items():
+        for s in steps:
+            c = s["cpu_ms"]
+            busy = sum(c.values()) * 2 * s["rate"] / 1000  # ms per frame x frames per second
+            lines.append(f"| {depth_name(depth)} | {s['rate']:g} | {c['Triton']:.1f} | {c['gateway']:.1f} | "
+                         f"{c['cameras']:.1f} | {busy:.2f} |")
+    lines.append("")
     cap = caps.get(BUDGET_DEPTH, max(caps.values(), default=0.0))
     lines += [f"- Targets: >= {TARGET_INPROCESS}x the in-process pipeline "
               f"({'met' if cap / inproc >= TARGET_INPROCESS else '**not met**'}: {cap / inproc:.2f}x), "
