@@ -47,5 +47,6 @@ def sweep(store: JobStore, send: Send, window: int, aging_s: float, lease_s: flo
     renews its chunks' leases), then refill."""
     stale = store.requeue_stale(lease_s, max_attempts)
     if stale:
-        log.warning("requeued %d chunk(s) past their %.0f s lease", stale, lease_s)
+        log.warning("requeued %d chunk(s): lease lapsed (%.0f s) or message never reached the broker",
+                    stale, lease_s)
     return dispatch(store, send, window, aging_s)

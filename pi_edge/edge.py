@@ -94,7 +94,9 @@ class Edge:
                             "both edges restart together)", self.counter.session)
             else:
                 self.counter.start_session(session)
-        log.info("line %s, session %s", self.cfg.line_id, self.counter.session)
+        log.info("line %s, session %s; up to %d requests on the wire (%s)", self.cfg.line_id, self.counter.session,
+                 self.sender.in_flight_limit, "max_in_flight" if self.cfg.max_in_flight is not None
+                 else f"{self.cfg.latency_budget_ms:g} ms budget at {self.cfg.fps:g} fps")
         return self.counter.session
 
     async def run(self, max_boards: int | None = None) -> None:
