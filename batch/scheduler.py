@@ -24,8 +24,9 @@ def dispatch(store: JobStore, send: Send, window: int, aging_s: float) -> int:
 
     The dispatch commits first, then the messages go out, then they are marked published
     (``JobStore.take_dispatches`` says why this order). After the broker refuses one, the
-    rest of the round are not tried: each try can take the publish's retries (seconds),
-    and a broker that refused one takes none; they all wait in the database."""
+    rest of the round are not tried: each try can take up to the publish timeout
+    (``tasks.PUBLISH_TIMEOUT_S``), and a broker that refused one takes none; they all wait
+    in the database."""
     taken = store.take_dispatches(window, aging_s)
     sent: list[Dispatch] = []
     for i, d in enumerate(taken):

@@ -30,7 +30,7 @@ ITEM_STATES = ("pending", "processing", "completed", "failed", "cancelled")
 FINAL = ("completed", "failed", "cancelled")
 RATE_WINDOW_S = 30.0
 # a dispatch still unpublished this long after its commit lost its dispatcher (a publish
-# takes milliseconds; a refused one, its retries: a few seconds)
+# takes milliseconds; a refused one at most its timeout, tasks.PUBLISH_TIMEOUT_S = 5 s)
 PUBLISH_GRACE_S = 15.0
 MAX_FAST_RESENDS = 10  # dispatches of one chunk after which only the lease rule re-sends it
 
