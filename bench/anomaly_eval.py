@@ -38,7 +38,7 @@ from inference.sync import SyncTriton
 from pcb import taxonomy
 from pcb.synthetic import UNSEEN, render_board, render_unseen, write_boards
 from serving import batch_lane
-from serving.cpu_server import TritonServer, free_port
+from serving.cpu_server import TritonServer
 from serving.repository import DETECTOR, read_config, write_config
 
 WORK = OUT / "anomaly"
@@ -67,8 +67,7 @@ def serve(repo, version: int) -> None:
 
 
 def _server(repo) -> TritonServer:
-    return TritonServer(repository=repo, ports={"http": free_port(), "grpc": free_port(), "metrics": free_port()},
-                        log_file=WORK / "triton.log")
+    return TritonServer(repository=repo, log_file=WORK / "triton.log")
 
 
 def evaluate(repo, n_good: int, per_kind: int) -> list[dict]:

@@ -26,7 +26,7 @@ from batch.sources import from_dir
 from batch.tuning import AutoTuner, Point, record
 from bench.common import OUT, ROOT, WEIGHTS, bench_images, bench_repository, git_rev, machine, write_section
 from inference.sync import SyncTriton
-from serving.cpu_server import TritonServer, free_port
+from serving.cpu_server import TritonServer
 from settings.environment import Settings
 
 
@@ -150,8 +150,7 @@ def main(argv: list[str] | None = None) -> int:
     conn = pymysql.connect(host="127.0.0.1", port=3306, user="root", password="")
     conn.cursor().execute(f"CREATE DATABASE {db}")
     repo = bench_repository()
-    srv = TritonServer(repository=repo, ports={"http": free_port(), "grpc": free_port(), "metrics": free_port()},
-                       log_file=OUT / "batch_triton.log").start(timeout=180)
+    srv = TritonServer(repository=repo, log_file=OUT / "batch_triton.log").start(timeout=180)
     workers: list[Worker] = []
     try:
         env = {"DATABASE_URL": f"mysql+pymysql://root:@127.0.0.1:3306/{db}", "TRITON_URL": srv.grpc_url,

@@ -25,7 +25,7 @@ from pathlib import Path
 import cv2
 
 from bench.common import OUT, ROOT, git_rev, machine, write_section
-from serving.cpu_server import TritonServer, free_port
+from serving.cpu_server import TritonServer
 
 OPTIONS = {"quality": "fast", "upscale": 2}
 
@@ -105,8 +105,7 @@ def run(narrow: bool, n: int) -> dict:
     onnx = repo / "face_restorer" / "1" / "model.onnx"
     images = photos(n)
     res: dict = {"narrow": narrow, "images": n}
-    srv = TritonServer(repository=repo, ports={"http": free_port(), "grpc": free_port(), "metrics": free_port()},
-                       log_file=OUT / "enhance_triton.log")
+    srv = TritonServer(repository=repo, log_file=OUT / "enhance_triton.log")
     t0 = time.perf_counter()
     with srv.start(timeout=600):
         res["triton_start_s"] = time.perf_counter() - t0

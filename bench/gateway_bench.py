@@ -102,8 +102,7 @@ async def run(levels: list[int], seconds: float, soak_requests: int = 0, baselin
     b64 = {d: base64.b64encode(d).decode() for d in images}
     repo = bench_repository()
     rows: list[dict] = []
-    triton = TritonServer(repository=repo, ports={"http": free_port(), "grpc": free_port(), "metrics": free_port()},
-                          log_file=OUT / "triton_gw.log")
+    triton = TritonServer(repository=repo, log_file=OUT / "triton_gw.log")
     with triton:
         gw_port, seed_port = free_port(), free_port()
         env = {**os.environ, "TRITON_URL": triton.grpc_url, "IMAGE_POLICY": "none", "RATE_LIMIT_PER_S": "0",

@@ -22,7 +22,7 @@ from pathlib import Path
 from bench.common import OUT, bench_images, bench_repository, git_rev, machine, write_section
 from bench.gateway_process import GatewayProcess
 from bench.line_load import Line, for_seconds
-from serving.cpu_server import TritonServer, free_port
+from serving.cpu_server import TritonServer
 
 # (label, substring of a stack frame "function (file:line)"). A sample is charged to the
 # cost of its innermost matching frame, so the shares do not overlap: "FastAPI/Starlette"
@@ -62,8 +62,7 @@ def profile(seconds: float, boards_per_s: float, env_extra: dict[str, str]) -> t
     work = OUT / "profile"
     shutil.rmtree(work, ignore_errors=True)
     work.mkdir(parents=True)
-    triton = TritonServer(repository=repo, ports={"http": free_port(), "grpc": free_port(), "metrics": free_port()},
-                          log_file=work / "triton.log")
+    triton = TritonServer(repository=repo, log_file=work / "triton.log")
     with triton.start(timeout=300), GatewayProcess(triton.grpc_url, work, **env_extra) as gw:
         line = Line(gw.url, bench_images(16), boards_per_s)
         line.register()

@@ -25,7 +25,7 @@ from bench.common import OUT, ROOT, WEIGHTS, bench_images, git_rev, machine, wri
 from bench.inprocess import single_image_ms
 from bench.perf_triton import input_files, perf
 from serving import batch_lane
-from serving.cpu_server import TritonServer, free_port
+from serving.cpu_server import TritonServer
 from serving.repository import DETECTOR, EXPORTED, PREPROCESS, read_config, write_config
 
 
@@ -83,8 +83,7 @@ def main(argv: list[str] | None = None) -> int:
         repo = build(layout, OUT / "levers_repository")
         onnx = repo / DETECTOR / "1" / "model.onnx"
         inproc = single_image_ms(onnx, images, rect=layout.rect, threads=layout.threads)
-        srv = TritonServer(repository=repo, ports={"http": free_port(), "grpc": free_port(),
-                                                   "metrics": free_port()}, log_file=OUT / "triton_levers.log")
+        srv = TritonServer(repository=repo, log_file=OUT / "triton_levers.log")
         with srv:
             for c in levels:
                 r = perf("pcb_inspect", srv.grpc_url, c, data, OUT / f"pa_levers_{c}.csv", args.interval_ms)

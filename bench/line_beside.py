@@ -38,7 +38,7 @@ from bench.common import OUT, bench_images, bench_repository, git_rev, machine, 
 from bench.gateway_process import GatewayProcess
 from bench.idle_burner import IdleBurner
 from bench.line_load import ADMIN, BUDGET_MS, Line, LineRun, for_seconds
-from serving.cpu_server import TritonServer, free_port
+from serving.cpu_server import TritonServer
 
 ENHANCE_OPTIONS = {"quality": "fast", "upscale": 2}
 
@@ -133,8 +133,7 @@ def run(args) -> dict:
     work.mkdir(parents=True)
     job_dir = write_job_images(work / "job_images", args.job_images) if args.job_images else None
     queue = f"line-beside-{os.getpid()}"
-    triton = TritonServer(repository=repo, ports={"http": free_port(), "grpc": free_port(), "metrics": free_port()},
-                          log_file=work / "triton.log")
+    triton = TritonServer(repository=repo, log_file=work / "triton.log")
     with triton.start(timeout=600):
         gw = GatewayProcess(triton.grpc_url, work, ENHANCE_DIR=args.enhance_dir or str(work / "enhance"),
                             PAIRING_WINDOW_MS="400",

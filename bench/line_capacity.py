@@ -143,8 +143,7 @@ def run(args: argparse.Namespace) -> dict:
     res["seed"] = seed_best(images, (1, 4, 8), args.ref_s)
     print("seed design images/s by concurrency:", {c: round(v, 1) for c, v in res["seed"].items()}, flush=True)
     cold: dict[str, BoardsInTurn] = {}
-    triton = TritonServer(repository=repo, ports={"http": free_port(), "grpc": free_port(), "metrics": free_port()},
-                          log_file=work / "triton.log")
+    triton = TritonServer(repository=repo, log_file=work / "triton.log")
     with triton.start(timeout=300):
         with GatewayProcess(triton.grpc_url, work) as gw0:  # devices registered before the line's start
             keys = register(gw0.url)

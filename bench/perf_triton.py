@@ -30,7 +30,7 @@ from bench.common import (
 )
 from bench.inprocess import pipeline_throughput
 from inference.repository_api import RepositoryAPI
-from serving.cpu_server import TritonServer, free_port
+from serving.cpu_server import TritonServer
 
 BATCHING_MODELS = ("pcb_detector", "pcb_board_fuse")  # the CPU layout's
 MODELS = ("pcb_detector", "pcb_inspect", "pcb_dual_inspect")
@@ -130,8 +130,7 @@ def main(argv: list[str] | None = None) -> int:
     ceiling = {b: pipeline_throughput(repo / "pcb_detector" / "1" / "model.onnx", images, b) for b in (1, 4, 8, 16)}
     print("in-process onnxruntime pipeline (img/s):", {k: round(v, 1) for k, v in ceiling.items()})
 
-    srv = TritonServer(repository=repo, ports={"http": free_port(), "grpc": free_port(), "metrics": free_port()},
-                       log_file=OUT / "triton.log")
+    srv = TritonServer(repository=repo, log_file=OUT / "triton.log")
     rows = []
     with srv:
         client = RepositoryAPI(srv.http_url)

@@ -22,7 +22,7 @@ from bench.common import OUT, WEIGHTS, bench_images, bench_repository, git_rev, 
 from bench.gateway_process import GatewayProcess
 from bench.line_load import ADMIN, Line, LineRun, for_seconds
 from export import onnx_target
-from serving.cpu_server import TritonServer, free_port
+from serving.cpu_server import TritonServer
 
 WORK = OUT / "shadow"
 
@@ -39,8 +39,7 @@ def run(args) -> dict:
     WORK.mkdir(parents=True)
     repo = bench_repository(WORK / "model_repository")
     onnx_target.add_version(repo, WEIGHTS, imgsz=320, max_batch=16)  # version 2, not served
-    triton = TritonServer(repository=repo, ports={"http": free_port(), "grpc": free_port(), "metrics": free_port()},
-                          log_file=WORK / "triton.log")
+    triton = TritonServer(repository=repo, log_file=WORK / "triton.log")
     res: dict = {"args": vars(args), "rounds": []}
     with triton.start(timeout=600):
         gw = GatewayProcess(triton.grpc_url, WORK, TRITON_HTTP_URL=triton.http_url, MODEL_REPOSITORY=str(repo),

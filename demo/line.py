@@ -27,7 +27,7 @@ import httpx
 import numpy as np
 
 from pcb import taxonomy
-from serving.cpu_server import DEFAULT_REPOSITORY, ROOT, TritonServer, free_port, wait_http
+from serving.cpu_server import DEFAULT_REPOSITORY, ROOT, TritonServer, wait_http
 
 BUDGET_MS = 300  # seed 001: a board's verdict in < 300 ms end to end
 ADMIN_TOKEN = "demo-admin"  # a local demo only; the dashboard's sign-in page takes it as the key
@@ -133,9 +133,7 @@ def main(argv: list[str] | None = None) -> int:
         (build / f).unlink(missing_ok=True)
     for d in ("images", "batch"):  # a fresh archive each run
         shutil.rmtree(build / d, ignore_errors=True)
-    srv = TritonServer(repository=args.repository,
-                       ports={"http": free_port(), "grpc": free_port(), "metrics": free_port()},
-                       log_file=build / "triton.log")
+    srv = TritonServer(repository=args.repository, log_file=build / "triton.log")
     t0 = time.perf_counter()
     with srv:
         print(f"Triton (CPU, PyPI build) ready in {time.perf_counter() - t0:.1f} s at {srv.grpc_url}")

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import random
 import shutil
 import signal
 import socket
@@ -82,10 +83,74 @@ def wait_http(url: str, timeout: float = 60, proc: subprocess.Popen | None = Non
     raise TimeoutError(f"{url} did not answer within {timeout}s")
 
 
-def free_port() -> int:
+_handed_out: set[int] = set()
+
+
+def _ephemeral_range() -> tuple[int, int]:
+    try:
+        low, high = Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()
+        return int(low), int(high)
+    except (OSError, ValueError):
+        return 32768, 60999
+
+
+def _bindable(port: int) -> bool:
+    # 0.0.0.0 without SO_REUSEADDR: fails if anything on any address holds the port, which
+    # is how Triton binds its HTTP and gRPC ports
     with socket.socket() as s:
+        try:
+            s.bind(("0.0.0.0", port))
+        except OSError:
+            return False
+    return True
+
+
+def free_port() -> int:
+    """A port that is free now, chosen below the kernel's ephemeral range.
+
+    ``bind(0)`` hands out an ephemeral port: between that and the server's own bind, any
+    outgoing connection of the test run (gRPC, HTTP, the database) can take the same port,
+    and a server then dies on "already in use". Ports below the range are never taken that
+    way, and this process never hands one out twice.
+    """
+    low, _ = _ephemeral_range()
+    lo, hi = (20000, low - 1) if low > 21000 else (1024, low - 1)
+    for _ in range(200):
+        port = random.randint(lo, hi) if hi > lo else 0
+        if port and port not in _handed_out and _bindable(port):
+            _handed_out.add(port)
+            return port
+    with socket.socket() as s:  # no room below the range: fall back to the kernel's choice
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
+
+
+def free_ports() -> dict[str, int]:
+    return {name: free_port() for name in DEFAULT_PORTS}
+
+
+PORT_TRIES = 3
+
+
+def _log_size(log_file: Path | None) -> int:
+    try:
+        return Path(log_file).stat().st_size if log_file else 0
+    except OSError:
+        return 0
+
+
+def _log_tail(log_file: Path | None, since: int = 0, lines: int = 15) -> str:
+    """The end of the server's log (from byte ``since``), for an error that a CI run prints
+    but whose files it drops."""
+    if log_file is None:
+        return ""
+    try:
+        with open(log_file, "rb") as f:
+            f.seek(since)
+            tail = f.read().decode(errors="replace").splitlines()[-lines:]
+    except OSError:
+        return ""
+    return "\n--- end of the server log ---\n" + "\n".join(tail)
 
 
 @dataclass
@@ -93,23 +158,35 @@ class TritonServer:
     """A running CPU Triton server (a context manager; stops the server on exit)."""
 
     repository: Path = DEFAULT_REPOSITORY
-    ports: dict[str, int] = field(default_factory=lambda: dict(DEFAULT_PORTS))
+    # None: free ports, chosen again if the server loses one of them to another process
+    # between the choice and its bind
+    ports: dict[str, int] | None = None
     load: list[str] = field(default_factory=lambda: ["*"])
     log_file: Path | None = None
     extra_args: list[str] = field(default_factory=list)
     proc: subprocess.Popen | None = None
 
+    def __post_init__(self) -> None:
+        self._pick_ports = self.ports is None
+        self._log_start = 0
+        if self.ports is None:
+            self.ports = free_ports()
+
+    def _port(self, name: str) -> int:
+        assert self.ports is not None  # set in __post_init__
+        return self.ports[name]
+
     @property
     def http_url(self) -> str:
-        return f"127.0.0.1:{self.ports['http']}"
+        return f"127.0.0.1:{self._port('http')}"
 
     @property
     def grpc_url(self) -> str:
-        return f"127.0.0.1:{self.ports['grpc']}"
+        return f"127.0.0.1:{self._port('grpc')}"
 
     @property
     def metrics_url(self) -> str:
-        return f"http://127.0.0.1:{self.ports['metrics']}/metrics"
+        return f"http://127.0.0.1:{self._port('metrics')}/metrics"
 
     def command(self) -> list[str]:
         server = prepare_server()
@@ -118,9 +195,9 @@ class TritonServer:
             f"--model-repository={Path(self.repository).resolve()}",
             f"--backend-directory={server / 'backends'}",
             "--model-control-mode=explicit",
-            f"--http-port={self.ports['http']}",
-            f"--grpc-port={self.ports['grpc']}",
-            f"--metrics-port={self.ports['metrics']}",
+            f"--http-port={self._port('http')}",
+            f"--grpc-port={self._port('grpc')}",
+            f"--metrics-port={self._port('metrics')}",
             "--allow-metrics=true",
             "--allow-gpu-metrics=false",
             "--strict-readiness=true",
@@ -133,18 +210,31 @@ class TritonServer:
         return cmd + self.extra_args
 
     def start(self, timeout: float = 120) -> TritonServer:
-        out = open(self.log_file, "ab") if self.log_file else subprocess.DEVNULL
-        self.proc = subprocess.Popen(self.command(), env=server_env(), stdout=out,
-                                     stderr=subprocess.STDOUT, start_new_session=True)
-        self.wait_ready(timeout)
-        return self
+        for attempt in range(1, PORT_TRIES + 1):
+            self._log_start = _log_size(self.log_file)
+            out = open(self.log_file, "ab") if self.log_file else subprocess.DEVNULL
+            self.proc = subprocess.Popen(self.command(), env=server_env(), stdout=out,
+                                         stderr=subprocess.STDOUT, start_new_session=True)
+            try:
+                self.wait_ready(timeout)
+                return self
+            except RuntimeError:
+                lost_a_port = "already in use" in _log_tail(self.log_file, self._log_start, 40)
+                if not (self._pick_ports and attempt < PORT_TRIES and lost_a_port):
+                    raise
+                self.ports = free_ports()
+            finally:
+                if not isinstance(out, int):  # the child holds its own copy of the log
+                    out.close()
+        raise AssertionError("unreachable")
 
     def wait_ready(self, timeout: float) -> None:
         try:
             wait_http(f"http://{self.http_url}/v2/health/ready", timeout, self.proc)
         except (RuntimeError, TimeoutError) as e:
             self.stop()
-            raise type(e)(f"tritonserver not ready: {e}; see {self.log_file}") from None
+            tail = _log_tail(self.log_file, self._log_start)
+            raise type(e)(f"tritonserver not ready: {e}; see {self.log_file}{tail}") from None
 
     def stop(self) -> None:
         if self.proc is None or self.proc.poll() is not None:

@@ -14,7 +14,7 @@ import cv2
 import numpy as np
 import pytest
 
-from serving.cpu_server import TritonServer, free_port
+from serving.cpu_server import TritonServer
 from serving.repository import EXPORTED
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -59,9 +59,7 @@ def make_enhance_repository(dest: Path) -> Path:
 
 
 def start_triton(repository: Path, log: Path) -> TritonServer:
-    srv = TritonServer(repository=repository,
-                       ports={"http": free_port(), "grpc": free_port(), "metrics": free_port()},
-                       log_file=log)
+    srv = TritonServer(repository=repository, log_file=log)
     return srv.start(timeout=180)
 
 

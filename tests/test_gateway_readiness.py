@@ -14,7 +14,7 @@ import time
 import httpx
 
 from pcb.synthetic import render_board
-from serving.cpu_server import TritonServer, free_port
+from serving.cpu_server import TritonServer, free_ports
 from tests.conftest import ROOT, encode
 from tests.gateway_server import GatewayServer
 
@@ -29,7 +29,7 @@ def _until(fn, timeout: float) -> float:
 
 
 def test_readiness_follows_triton_and_recovery_is_quick(repository, tmp_path):
-    ports = {"http": free_port(), "grpc": free_port(), "metrics": free_port()}
+    ports = free_ports()
     triton = TritonServer(repository=repository, ports=ports, log_file=tmp_path / "triton.log").start(timeout=180)
     gw = GatewayServer({"TRITON_URL": triton.grpc_url, "DATABASE_URL": f"sqlite:///{tmp_path / 'g.db'}",
                         "OUTBOX_PATH": str(tmp_path / "o.db"), "IMAGE_POLICY": "none", "ADMIN_TOKEN": "r-admin"},

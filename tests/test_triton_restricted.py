@@ -10,7 +10,7 @@ import pytest
 from inference.repository_api import RepositoryAPI, RepositoryError
 from inference.sync import SyncTriton
 from serving.admin import AdminError, ModelAdmin
-from serving.cpu_server import TritonServer, free_port
+from serving.cpu_server import TritonServer
 from tests.conftest import encode
 from tests.triton_flags import RESTRICTED_APIS
 
@@ -21,8 +21,7 @@ APIS = ",".join(RESTRICTED_APIS)  # the deployments' list
 def test_repository_api_needs_the_key_and_inference_does_not(repository, tmp_path):
     from pcb.synthetic import render_board
 
-    srv = TritonServer(repository=repository, ports={"http": free_port(), "grpc": free_port(), "metrics": free_port()},
-                       log_file=tmp_path / "triton.log",
+    srv = TritonServer(repository=repository, log_file=tmp_path / "triton.log",
                        extra_args=[f"--http-restricted-api={APIS}:triton-admin-key={KEY}",
                                    f"--grpc-restricted-protocol={APIS}:triton-admin-key={KEY}"]).start(timeout=180)
     try:
