@@ -266,6 +266,19 @@ def report(res: dict, started: str) -> str:
             busy = sum(c.values()) * 2 * s["rate"] / 1000  # ms per frame x frames per second
             lines.append(f"| {depth_name(depth)} | {s['rate']:g} | {c['Triton']:.1f} | {c['gateway']:.1f} | "
                          f"{c['cameras']:.1f} | {busy:.2f} |")
+    lines += ["", "Where the slowest 1 % of frames spent their time, the last rate served and the first one not "
+              "(means, ms): capture to answer; the gateway's own timer (from the request's arrival to the answer "
+              "built), of it Triton (inference) and the wait for the other side; outside that timer (the "
+              "sender's mailbox, HTTP both ways, the durable outbox write, the event loop's queue); and the "
+              "step's outbox writes over 50 ms.", "",
+              "| sender depth | offered boards/s | capture to answer | gateway timer | of it Triton | of it pairing "
+              "wait | outside the timer | outbox writes > 50 ms |", "|---|---:|---:|---:|---:|---:|---:|---:|"]
+    for depth, steps in res["steps"].items():
+        for s in steps[-2:]:
+            lines.append(f"| {depth_name(depth)} | {s['rate']:g} | {s['tail_client']:.0f} | "
+                         f"{s['tail_gateway_total']:.0f} | {s['tail_inference']:.0f} | {s['tail_pairing']:.0f} | "
+                         f"{s['tail_client'] - s['tail_gateway_total']:.0f} | "
+                         f"{s['outbox_over_50ms']} of {s['outbox_writes']} |")
     lines.append("")
     cap = caps.get(BUDGET_DEPTH, max(caps.values(), default=0.0))
     lines += [f"- Targets: >= {TARGET_INPROCESS}x the in-process pipeline "

@@ -180,6 +180,8 @@ class EdgeLine:
         senders = [self._sender(side, run, answered, boards_per_s) for side in ("left", "right")]
         run.in_flight_limit = senders[0].in_flight_limit
         tasks = [asyncio.create_task(s.run()) for s in senders]
+        async with httpx.AsyncClient(timeout=30) as http:
+            writes, slow = await outbox_writes(http, self.url)
         try:
             period = 1.0 / boards_per_s
             next_at = time.perf_counter()
@@ -198,6 +200,9 @@ class EdgeLine:
             await asyncio.gather(*tasks, return_exceptions=True)
             for s in senders:
                 await s.close()
+        async with httpx.AsyncClient(timeout=30) as http:
+            writes_after, slow_after = await outbox_writes(http, self.url)
+        run.outbox_writes, run.outbox_slow = writes_after - writes, slow_after - slow
         run.skipped = sum(s.stats.skipped for s in senders)
         run.errors += [f"{s.cfg.side}: {s.stats.retries} retries, {s.stats.spooled} spooled, {s.stats.refused} refused"
                        for s in senders if s.stats.retries or s.stats.spooled or s.stats.refused]
