@@ -21,9 +21,12 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
+
 from bench.common import OUT, ROOT, WEIGHTS, bench_images, git_rev, machine, write_section
 from bench.inprocess import single_image_ms
 from bench.perf_triton import input_files, perf
+from inference.sync import SyncTriton
 from serving import batch_lane
 from serving.cpu_server import TritonServer
 from serving.repository import DETECTOR, EXPORTED, PREPROCESS, read_config, write_config
@@ -69,6 +72,43 @@ def build(layout: Layout, dest: Path) -> Path:
     return dest
 
 
+def paired_c1(onnx: Path, images: list[bytes], grpc_url: str, rect: bool, threads: int,
+              n: int = 200) -> dict[str, float]:
+    """One image at a time, the in-process pipeline and Triton's ``pcb_inspect`` (Python gRPC
+    client, answer parsed) taking turns image by image, the order swapped every pair: both
+    see the machine as it is at that moment, so a slow patch of a shared host lands on both
+    rather than on whichever ran second (the in-process reference moved by 60 % between
+    sittings when measured apart)."""
+    from pcb.image_decode import decode_image
+    from pcb.letterbox import letterbox
+    from pcb.postprocess import postprocess
+    from pcb.side_config import DETECTOR_STRIDE
+    from serving.ort_detector import OrtDetector
+
+    det, stride, triton = OrtDetector(onnx, threads), (DETECTOR_STRIDE if rect else 0), SyncTriton(grpc_url)
+
+    def local(img: bytes) -> None:
+        chw, t = letterbox(decode_image(img), 320, stride)
+        postprocess(det.run(chw[None])["output0"][0], t)
+
+    def served(img: bytes) -> None:
+        triton.inspect(img)
+
+    times: dict[str, list[float]] = {"local": [], "served": []}
+    try:
+        for i in range(n + 10):
+            img = images[i % len(images)]
+            for name, fn in (("local", local), ("served", served))[:: 1 if i % 2 else -1]:
+                t0 = time.perf_counter()
+                fn(img)
+                times[name].append((time.perf_counter() - t0) * 1000)
+    finally:
+        triton.reset()  # closes the channel
+    loc, srv = np.array(times["local"][10:]), np.array(times["served"][10:])
+    return {"local_p50": float(np.median(loc)), "served_p50": float(np.median(srv)),
+            "ratio": float(np.median(srv) / np.median(loc)), "pair_ratio": float(np.median(srv / loc))}
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m bench.levers")
     ap.add_argument("--interval-ms", type=int, default=4000)
@@ -78,7 +118,7 @@ def main(argv: list[str] | None = None) -> int:
     started = time.strftime("%Y-%m-%d %H:%M")
     images = bench_images(16)
     data = input_files(images)["pcb_inspect"]
-    rows = []
+    rows, pairs = [], []
     for layout in LAYOUTS:
         repo = build(layout, OUT / "levers_repository")
         onnx = repo / DETECTOR / "1" / "model.onnx"
@@ -91,11 +131,15 @@ def main(argv: list[str] | None = None) -> int:
                 rows.append(r)
                 print(f"{layout.name:<26} c={c:<2} {r['throughput']:6.1f}/s p50 {r['p50_ms']:6.1f} ms "
                       f"p99 {r['p99_ms']:6.1f} ms (in-process {inproc:.1f} ms)", flush=True)
-    write_section("levers", report(rows, started))
+            pair = paired_c1(onnx, images, srv.grpc_url, layout.rect, layout.threads)
+            pairs.append(pair | {"layout": layout.name})
+            print(f"{layout.name:<26} paired c=1: Triton {pair['served_p50']:.1f} ms, in-process "
+                  f"{pair['local_p50']:.1f} ms ({pair['ratio']:.2f}x)", flush=True)
+    write_section("levers", report(rows, pairs, started))
     return 0
 
 
-def report(rows: list[dict], started: str) -> str:
+def report(rows: list[dict], pairs: list[dict], started: str) -> str:
     lines = [
         "## Line latency levers, one by one (`make bench-levers`)",
         "",
@@ -114,6 +158,13 @@ def report(rows: list[dict], started: str) -> str:
                      f"{r['p50_ms'] / r['inproc_ms']:.2f}x |" if r["concurrency"] == 1 else
                      f"| {r['layout']} | {r['concurrency']} | {r['throughput']:.1f} | {r['p50_ms']:.1f} | "
                      f"{r['p99_ms']:.1f} | | |")
+    lines += ["", "Paired at c=1: the in-process pipeline and `pcb_inspect` (Python gRPC client, answer parsed: "
+              "what a client pays, a little more than perf_analyzer) take turns image by image, the order "
+              "swapped every pair, 200 pairs per layout, so both see the same moments of the shared machine.", "",
+              "| layout | Triton p50 ms | in-process p50 ms | p50 / in-process | median of per-pair ratios |",
+              "|---|---:|---:|---:|---:|"]
+    lines += [f"| {p['layout']} | {p['served_p50']:.1f} | {p['local_p50']:.1f} | {p['ratio']:.2f}x | "
+              f"{p['pair_ratio']:.2f}x |" for p in pairs]
     return "\n".join(lines)
 
 

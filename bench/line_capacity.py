@@ -105,14 +105,16 @@ def cpu_seconds(pid: int, with_children: bool) -> float:
 
 
 def line_steps(line: EdgeLine, rates: list[float], step_s: float, pids: dict[str, int]) -> list[dict]:
-    """Each rate for ``step_s``; stops after the first rate not served. ``pids``: Triton's and
+    """Each rate for ``step_s`` until the first not served, then the edge between it and the
+    last served found to 1 board/s; rows by rate. ``pids``: Triton's and
     the gateway's, for the CPU each frame cost them (and the cameras, this process)."""
     def sample() -> dict[str, float]:
         return {"Triton": cpu_seconds(pids["Triton"], True), "gateway": cpu_seconds(pids["gateway"], False),
                 "cameras": cpu_seconds(os.getpid(), False)}
 
-    rows = []
-    for rate in rates:
+    rows: list[dict] = []
+
+    def step(rate: float) -> dict:
         cpu0 = sample()
         run: LineRun = asyncio.run(line.run(rate, step_s))
         cpu1 = sample()
@@ -126,9 +128,21 @@ def line_steps(line: EdgeLine, rates: list[float], step_s: float, pids: dict[str
               f"{s['board_p99']:6.0f} ms  skipped {s['skipped']}  errors {s['errors']}  "
               f"{'served' if s['served'] else 'NOT served'}  CPU ms/frame "
               + " ".join(f"{k} {v:.1f}" for k, v in s["cpu_ms"].items()), flush=True)
-        if not s["served"]:
-            break
         time.sleep(1.0)  # let the last answers' records drain before the next rate
+        return s
+
+    for rate in rates:
+        if not step(rate)["served"]:
+            break
+    if not rows[-1]["served"]:  # the edge to 1 board/s: bisect between the last rate served and this one
+        low, high = (rows[-2]["rate"] if len(rows) > 1 else 0.0), rows[-1]["rate"]
+        while high - low > 1:
+            mid = float(round((low + high) / 2))
+            if step(mid)["served"]:
+                low = mid
+            else:
+                high = mid
+    rows.sort(key=lambda r: r["rate"])
     return rows
 
 
@@ -185,9 +199,9 @@ def run(args: argparse.Namespace) -> dict:
 
 
 def capacity(steps: list[dict]) -> float:
-    """The highest rate served with every lower rate served too (0 if none)."""
+    """The highest rate served with every lower rate tried served too (0 if none)."""
     best = 0.0
-    for s in steps:
+    for s in steps:  # by rate
         if not s["served"]:
             break
         best = s["rate"]
@@ -281,7 +295,8 @@ def report(res: dict, started: str) -> str:
               "| sender depth | offered boards/s | capture to answer | gateway timer | of it Triton | of it pairing "
               "wait | outside the timer | outbox writes > 50 ms |", "|---|---:|---:|---:|---:|---:|---:|---:|"]
     for depth, steps in res["steps"].items():
-        for s in steps[-2:]:
+        edge = capacity(steps)
+        for s in [s for s in steps if s["rate"] == edge] + [s for s in steps if s["rate"] > edge][:1]:
             lines.append(f"| {depth_name(depth)} | {s['rate']:g} | {s['tail_client']:.0f} | "
                          f"{s['tail_gateway_total']:.0f} | {s['tail_inference']:.0f} | {s['tail_pairing']:.0f} | "
                          f"{s['tail_client'] - s['tail_gateway_total']:.0f} | "
@@ -312,7 +327,7 @@ def _best(by: dict[int, float], name: str) -> str:
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m bench.line_capacity", description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--rates", default="2,4,6,8,10,12,14,16,18,20,22,24,26,28,30,32,34,36,40",
+    ap.add_argument("--rates", default=",".join(str(r) for r in range(2, 62, 2)),
                     help="boards/s, in order (it stops at the first rate not served)")
     ap.add_argument("--step-s", type=float, default=12)
     ap.add_argument("--depths", default=f"{BUDGET_DEPTH},2",
