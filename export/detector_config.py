@@ -6,9 +6,19 @@ detections, class names, verdict, confidence and ``version`` out) with onnxrunti
 step instead of three saves two inter-process hops per image (docs/benchmarks.md). GPU
 layout: ``tensorrt_plan`` between the pre/post-processing models (``images`` in;
 ``output0`` and ``version`` out), with dynamic height and width for rect inputs. Both have
-dynamic batching with preferred sizes and a bounded queue delay, a bounded queue that
-rejects when full (the gateway answers 503 + Retry-After instead of letting boards go
-late), two priority levels, and instance groups.
+dynamic batching with preferred sizes and a bounded queue delay, and instance groups.
+
+Neither has priority levels or a queue policy, because either one switches off Triton's
+prefetching (core ``PriorityQueue``). Without prefetching, a request that queues while every
+instance is busy is handed on only when the next request arrives, or after the batcher's
+fixed 500 ms wait when none does: a freed instance does not wake the batcher. Measured on
+the line's detector (make bench-levers): c=8 throughput 1.06-1.10x and p99 0.76-0.80x
+without them, and a queued board answered after 500+ ms with them
+(tests/test_triton_batcher.py). A priority level would do nothing here in any case: in the
+CPU layout batch work has instances of its own (serving/batch_lane.py), and in the GPU
+layout the detector is a middle step, where Triton ignores a request's priority (server
+issue #6055). The line's queue is bounded in the gateway instead
+(``TRITON_MAX_IN_FLIGHT``: 503 ``inference_overloaded`` + Retry-After).
 """
 
 from __future__ import annotations
@@ -18,7 +28,6 @@ from pathlib import Path
 
 from tritonclient.grpc import model_config_pb2 as mc
 
-from inference.contract import PRIORITY_BACKGROUND, PRIORITY_LEVELS
 from pcb.side_config import SideConfig
 from serving.repository import DETECTOR
 
@@ -131,7 +140,6 @@ def detector_config(
     max_batch: int = 16,
     versions: list[int] | None = None,
     queue_delay_us: int | None = None,
-    max_queue_size: int = 128,
     instances: int | None = None,
     intra_op_threads: int = 1,
     split: bool = False,
@@ -172,13 +180,8 @@ def detector_config(
         sizes = [s for s in (4, 8, 16, 32) if s <= max_batch] or [max_batch]
     db.preferred_batch_size.extend(sizes)
     db.max_queue_delay_microseconds = queue_delay_us
-    db.default_queue_policy.max_queue_size = max_queue_size
-    db.default_queue_policy.timeout_action = mc.ModelQueuePolicy.REJECT
-    db.default_queue_policy.allow_timeout_override = True
-    # the line first (inference/contract.py): the gateway's boards at level 1, batch work at
-    # the default level 2; Triton serves level 1 before level 2 in every batch it forms
-    db.priority_levels = PRIORITY_LEVELS
-    db.default_priority_level = PRIORITY_BACKGROUND
+    # no priority_levels and no default_queue_policy: either one stops Triton prefetching the
+    # next request for a busy instance (module docstring)
 
     cfg.instance_group.add(count=instances, kind=kind)
     add_warmup(cfg, model_dir, split or target != "onnx", shape.imgsz)

@@ -133,7 +133,8 @@ async def lifespan(app: FastAPI):
     # many short blocking calls (outbox, image files, database) run in threads: a pool big
     # enough that reads stuck on a dead database never delay the line's outbox writes
     asyncio.get_running_loop().set_default_executor(ThreadPoolExecutor(32, thread_name_prefix="gateway"))
-    app.state.triton = TritonService(settings.triton_url, settings.triton_timeout_s, settings.triton_grpc_lb_policy)
+    app.state.triton = TritonService(settings.triton_url, settings.triton_timeout_s, settings.triton_grpc_lb_policy,
+                                      settings.triton_max_in_flight)
     db_ready = await _db_start(settings, app)
     app.state.outbox = Outbox(settings.outbox_path)
     app.state.devices = DeviceRegistry(app.state.sessions, cache=app.state.outbox)

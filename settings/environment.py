@@ -20,6 +20,11 @@ class Settings(BaseSettings):
     triton_http_url: str = "127.0.0.1:8000"  # HTTP, for the repository API (admin hot-swap)
     model_repository: str = "model_repository"  # shared with Triton (same volume) for promotions
     triton_timeout_s: float = 5.0
+    # boards this gateway process has in Triton at once; past it a board is refused at once
+    # (503 inference_overloaded + Retry-After) rather than queued to go late. The line's models
+    # carry no Triton queue bound: one would switch off Triton's prefetching
+    # (export/detector_config.py). 0: no bound
+    triton_max_in_flight: int = 128
     # the key Triton's restricted APIs (model repository, shared memory) ask for; None: none
     triton_admin_key: str | None = None
     # "round_robin": spread requests over every replica TRITON_URL resolves to (e.g.

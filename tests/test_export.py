@@ -80,7 +80,8 @@ def test_tensorrt_config_is_a_valid_plan_config():
     assert again.instance_group[0].kind == mc.ModelInstanceGroup.KIND_GPU
     assert list(again.dynamic_batching.preferred_batch_size) == [4, 8, 16, 32]
     assert again.dynamic_batching.max_queue_delay_microseconds == 500
-    assert again.dynamic_batching.default_queue_policy.max_queue_size > 0
+    # neither priority levels nor a queue policy: both switch Triton's prefetching off
+    assert not again.dynamic_batching.priority_levels and not again.dynamic_batching.HasField("default_queue_policy")
     assert [o.name for o in again.output] == ["output0", "version"]
     # warmed with zeros at the camera's rect shape, the plan profile's optimum
     assert list(again.model_warmup[0].inputs["images"].dims) == [3, 256, 320]

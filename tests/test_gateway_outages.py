@@ -137,8 +137,9 @@ def test_redis_outage_degrades_pairing_not_the_line(monkeypatch, tmp_path, trito
 
 
 async def test_full_triton_queue_is_503_overloaded(triton):
-    """The detector's bounded queue (reloaded here with room for 2) rejects the overflow; the
-    gateway turns it into 503 inference_overloaded + Retry-After, the rest are answered."""
+    """A detector reloaded with a bounded Triton queue (room for 2; the shipped one has none,
+    since a queue policy switches off prefetching) rejects the overflow; the gateway turns it
+    into 503 inference_overloaded + Retry-After, the rest are answered."""
     import asyncio
     import copy
 
@@ -149,7 +150,7 @@ async def test_full_triton_queue_is_503_overloaded(triton):
     admin = RepositoryAPI(triton.http_url)
     original = admin.config("pcb_detector")
     cfg = copy.deepcopy(original)
-    cfg["dynamic_batching"]["default_queue_policy"]["max_queue_size"] = 2
+    cfg["dynamic_batching"]["default_queue_policy"] = {"max_queue_size": 2}
     cfg["dynamic_batching"]["max_queue_delay_microseconds"] = 200_000
     cfg["dynamic_batching"]["preferred_batch_size"] = [16]
     admin.load("pcb_detector", cfg)
@@ -170,6 +171,32 @@ async def test_full_triton_queue_is_503_overloaded(triton):
         assert admin.config("pcb_detector")["dynamic_batching"] == original["dynamic_batching"]
         admin.close()
 
+
+
+async def test_boards_past_the_gateways_bound_are_503_overloaded(triton):
+    """The line's bound without any Triton queue policy: with room for 2 boards in Triton, a
+    burst of 12 gets the overflow refused at once (503 inference_overloaded + Retry-After)
+    and the rest answered; the count drains back to zero, so the next board goes through."""
+    import asyncio
+
+    from gateway.core.errors import ServiceUnavailable
+    from gateway.services.triton import TritonService
+
+    svc = TritonService(triton.grpc_url, max_in_flight=2)
+    try:
+        img = encode(render_board(4).image)
+        results = await asyncio.gather(*(svc.inspect(img) for _ in range(12)), return_exceptions=True)
+        overloaded = [r for r in results if isinstance(r, ServiceUnavailable)]
+        answered = [r for r in results if not isinstance(r, Exception)]
+        assert len(answered) == 2 and len(overloaded) == 10, results
+        assert all(e.code == "inference_overloaded" and e.headers["Retry-After"] for e in overloaded)
+        assert svc.in_flight == 0
+        dual = await asyncio.gather(*(svc.inspect_dual(img, img) for _ in range(3)), return_exceptions=True)
+        assert sum(isinstance(r, ServiceUnavailable) for r in dual) == 1 and svc.in_flight == 0
+        side, _ = await svc.inspect(img)
+        assert side.detector_version >= 1
+    finally:
+        await svc.close()
 
 def test_gateway_restart_during_db_outage_loses_nothing(monkeypatch, tmp_path, triton, mariadb):
     proxy, url = mariadb

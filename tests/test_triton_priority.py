@@ -1,10 +1,11 @@
-"""The line first inside Triton: with a backlog of batch re-inspection queued in front of it,
-a board sent at the line's priority overtakes it. The line's models have two priority levels
-(inference/contract.py). Triton honours a request's priority at an ensemble's first step
-only (server issue #6055); in the CPU layout that step is the whole side, executed one
-image at a time, so the board overtakes the whole backlog and waits at most for the images
-already executing. Measured here: 42 ms where the backlog drained 2.0 s after the board
-arrived (FIFO would answer it last)."""
+"""The line first inside Triton: with a backlog of batch re-inspection queued, a board does
+not wait behind it. On a CPU the batch engine sends its images to the batch lane
+(serving/batch_lane.py: instances of its own under SCHED_IDLE), so the backlog never sits in
+the line's queue and the kernel hands the board's instance a core the moment it wants one.
+The line's detector has no priority levels: they would switch off Triton's prefetching
+(export/detector_config.py, tests/test_triton_batcher.py). Measured before the change, with
+levels and the backlog in the line's own queue: 42 ms where the backlog drained 2.0 s after
+the board arrived (FIFO would answer it last)."""
 
 from __future__ import annotations
 
@@ -27,7 +28,8 @@ def test_a_line_board_overtakes_a_batch_backlog(triton):
 
     def flood() -> None:
         t0 = time.perf_counter()
-        answers = background.inspect_many([images[i % len(images)] for i in range(backlog)])
+        answers = background.inspect_many([images[i % len(images)] for i in range(backlog)],
+                                          model=contract.BATCH_LANE_MODEL)
         done["backlog_s"] = time.perf_counter() - t0
         done["errors"] = sum(isinstance(a, Exception) for a in answers)
 
@@ -43,6 +45,6 @@ def test_a_line_board_overtakes_a_batch_backlog(triton):
     print(f"line board {line_s * 1000:.0f} ms; backlog of {backlog} drained {remaining * 1000:.0f} ms "
           f"after it arrived")
     assert r.detector_version >= 1 and done["errors"] == 0
-    # FIFO would answer it with the backlog (ratio ~1); the board waits only for the running
-    # batches and its own
+    # in one FIFO queue with the backlog it would be answered with it (ratio ~1); the lane's
+    # images only slow it by the cycles the kernel lets SCHED_IDLE keep
     assert line_s < 0.25 * remaining, (line_s, remaining)
