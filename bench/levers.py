@@ -6,6 +6,8 @@ drives ``pcb_inspect`` with the same 640x480 JPEG boards.
                      320x320 letterbox
   split, rect        lever 1 alone: 320x256 letterbox (ultralytics' predict form)
   fused, square      lever 2 alone: the whole side in one python model
+  fused, rect, prio  both, with the priority levels and queue bound the detector had before
+                     (they switch off Triton's prefetching: export/detector_config.py)
   fused, rect        both (the CPU layout now)
   fused, rect, 2 thr the same with two onnxruntime threads per instance
 
@@ -38,13 +40,17 @@ class Layout:
     split: bool
     rect: bool
     threads: int = 1
+    priority: bool = False  # the old batcher block: two priority levels and a bounded queue
 
 
+PRIORITY = Layout("fused, rect, priority levels (before)", split=False, rect=True, priority=True)
+NOW = Layout("fused, rect (now)", split=False, rect=True)
 LAYOUTS = (
     Layout("split, square (before)", split=True, rect=False),
     Layout("split, rect", split=True, rect=True),
     Layout("fused, square", split=False, rect=False),
-    Layout("fused, rect (now)", split=False, rect=True),
+    PRIORITY,
+    NOW,
     Layout("fused, rect, 2 threads", split=False, rect=True, threads=2),
 )
 
@@ -67,6 +73,11 @@ def build(layout: Layout, dest: Path) -> Path:
                 cfg.parameters["letterbox"].string_value = "rect" if layout.rect else "square"
             if model == DETECTOR:
                 cfg.parameters["intra_op_threads"].string_value = str(layout.threads)
+                if layout.priority:
+                    db = cfg.dynamic_batching
+                    db.priority_levels, db.default_priority_level = 2, 2
+                    db.default_queue_policy.max_queue_size = 128
+                    db.default_queue_policy.allow_timeout_override = True
             write_config(dest / model, cfg)
     batch_lane.remove(dest)  # the levers are the line's own; no batch work here
     return dest
@@ -112,7 +123,7 @@ def paired_c1(onnx: Path, images: list[bytes], grpc_url: str, rect: bool, thread
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m bench.levers")
     ap.add_argument("--interval-ms", type=int, default=4000)
-    ap.add_argument("--concurrency", default="1,8")
+    ap.add_argument("--concurrency", default="1,4,8")
     args = ap.parse_args(argv)
     levels = [int(c) for c in args.concurrency.split(",")]
     started = time.strftime("%Y-%m-%d %H:%M")
@@ -165,7 +176,22 @@ def report(rows: list[dict], pairs: list[dict], started: str) -> str:
               "|---|---:|---:|---:|---:|"]
     lines += [f"| {p['layout']} | {p['served_p50']:.1f} | {p['local_p50']:.1f} | {p['ratio']:.2f}x | "
               f"{p['pair_ratio']:.2f}x |" for p in pairs]
-    return "\n".join(lines)
+    return "\n".join(lines + prefetch_lines(rows))
+
+
+def prefetch_lines(rows: list[dict]) -> list[str]:
+    """The batcher lever: the same fused rect layout with and without the priority levels and
+    queue bound that switch off Triton's prefetching."""
+    by = {(r["layout"], r["concurrency"]): r for r in rows}
+    out = []
+    for c in sorted({r["concurrency"] for r in rows}):
+        old, new = by.get((PRIORITY.name, c)), by.get((NOW.name, c))
+        if old and new:
+            out.append(f"- c={c}: without priority levels and queue bound (prefetching on) "
+                       f"{new['throughput'] / old['throughput']:.2f}x the throughput, p50 "
+                       f"{new['p50_ms'] / old['p50_ms']:.2f}x, p99 {new['p99_ms'] / old['p99_ms']:.2f}x.")
+    return ["", "Prefetching (the detector's batcher without priority levels or a queue bound, "
+            "export/detector_config.py), same layout otherwise:", *out] if out else []
 
 
 if __name__ == "__main__":
