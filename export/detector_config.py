@@ -12,9 +12,9 @@ Neither has priority levels or a queue policy, because either one switches off T
 prefetching (core ``PriorityQueue``). Without prefetching, a request that queues while every
 instance is busy is handed on only when the next request arrives, or after the batcher's
 fixed 500 ms wait when none does: a freed instance does not wake the batcher. Measured on
-the line's detector (make bench-levers): c=8 throughput 1.06-1.10x and p99 0.76-0.80x
-without them, and a queued board answered after 500+ ms with them
-(tests/test_triton_batcher.py). A priority level would do nothing here in any case: in the
+the line's detector (make bench-levers, 2026-12-03): p99 0.80x at c=4 and 0.83x at c=8
+without them, throughput the same (1.01-1.02x); with them a queued request was answered
+after 500+ ms in about half the tries of tests/test_triton_batcher.py. A priority level would do nothing here in any case: in the
 CPU layout batch work has instances of its own (serving/batch_lane.py), and in the GPU
 layout the detector is a middle step, where Triton ignores a request's priority (server
 issue #6055). The line's queue is bounded in the gateway instead
