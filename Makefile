@@ -10,7 +10,7 @@ DETECTOR_V1 := $(REPO)/pcb_detector/1/model.onnx
 ENHANCE_V1 := $(REPO)/face_restorer/1/model.onnx
 export YOLO_OFFLINE := 1
 
-.PHONY: help venv official-nets sysdeps repository triton demo test test-fast bench bench-triton bench-gateway bench-batch bench-enhance bench-line-beside bench-line bench-levers bench-profile bench-anomaly bench-shadow train export-tensorrt-dry-run lint clean
+.PHONY: help venv official-nets sysdeps repository triton demo test test-fast bench bench-triton bench-gateway bench-batch bench-enhance bench-line-beside bench-line bench-levers bench-overhead bench-profile bench-anomaly bench-shadow train export-tensorrt-dry-run lint clean
 
 help:
 	@echo "make demo           CPU Triton + a simulated dual-camera inspection line"
@@ -84,7 +84,7 @@ test: venv official-nets sysdeps lint
 test-fast: venv official-nets
 	$(PY) -m pytest -q -m "not slow"
 
-bench: bench-triton bench-levers bench-gateway bench-line bench-enhance bench-batch bench-line-beside bench-anomaly bench-shadow
+bench: bench-triton bench-levers bench-overhead bench-gateway bench-line bench-enhance bench-batch bench-line-beside bench-anomaly bench-shadow
 
 bench-triton: repository
 	$(PY) -m bench.perf_triton
@@ -118,6 +118,9 @@ bench-shadow: repository
 # nothing skipped) against the in-process pipeline and the seed design; the cold first board
 bench-line: repository
 	$(PY) -m bench.line_capacity
+
+bench-overhead: repository
+	$(PY) -m bench.triton_overhead
 
 bench-levers: repository
 	$(PY) -m bench.levers

@@ -14,7 +14,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from inference import ENHANCE_MODEL, SINGLE_MODEL, InferenceError
-from inference.contract import BATCH_LANE_MODEL
+from inference.contract import BATCH_LANE_MODEL, SPLIT_FIRST_STEP
 from inference.results import EnhanceResult, SideResult
 from inference.sync import SyncTriton
 from pcb import taxonomy
@@ -46,20 +46,37 @@ def _answers(call, *args) -> list:
 
 # how long a worker trusts its last look at whether the batch lane is loaded: long when it is
 # (one gRPC call per 30 s), short when it is not (at Triton's start pcb_inspect is ready a few
-# seconds before the lane, and batch work meanwhile runs on the line's instances)
+# seconds before the lane)
 LANE_RECHECK_S = {True: 30.0, False: 3.0}
-_lane_seen: dict[str, tuple[float, bool]] = {}  # Triton URL -> (when looked, lane ready)
+# Triton URL -> (when looked, lane ready, split layout)
+_lane_seen: dict[str, tuple[float, bool, bool]] = {}
+
+
+def _look(triton: SyncTriton) -> tuple[float, bool, bool]:
+    now = time.monotonic()
+    seen = _lane_seen.get(triton.url)
+    if seen is None or now - seen[0] > LANE_RECHECK_S[seen[1]]:
+        lane = triton.model_ready(BATCH_LANE_MODEL)
+        seen = _lane_seen[triton.url] = (now, lane, not lane and triton.model_ready(SPLIT_FIRST_STEP))
+    return seen
 
 
 def inspect_model(triton: SyncTriton) -> str:
     """The batch lane (serving/batch_lane.py: the served detector on CPU the line leaves) when
-    Triton has it loaded, else ``pcb_inspect``, at the batch priority level, like any other
-    background request. Looked up at most every ``LANE_RECHECK_S`` per Triton."""
-    now = time.monotonic()
-    seen = _lane_seen.get(triton.url)
-    if seen is None or now - seen[0] > LANE_RECHECK_S[seen[1]]:
-        seen = _lane_seen[triton.url] = (now, triton.model_ready(BATCH_LANE_MODEL))
-    return BATCH_LANE_MODEL if seen[1] else SINGLE_MODEL
+    Triton has it loaded, else ``pcb_inspect``, at the batch priority level. Looked up at most
+    every ``LANE_RECHECK_S`` per Triton."""
+    return BATCH_LANE_MODEL if _look(triton)[1] else SINGLE_MODEL
+
+
+def one_at_a_time(triton: SyncTriton) -> bool:
+    """Whether batch images must go to ``pcb_inspect`` one at a time: the CPU layout while its
+    lane is not loaded (Triton's start, a lane that could not follow a promotion). There the
+    line's detector has no priority levels (they would switch off Triton's prefetching), so
+    a sub-batch sent at once would queue ahead of the sorter's boards; one image at a time
+    keeps batch work on at most one of the detector's two instances. The split (GPU) layout
+    orders the two by priority at its first step and takes the sub-batch whole."""
+    _, lane, split = _look(triton)
+    return not lane and not split
 
 
 class InspectProcessor:
@@ -71,10 +88,16 @@ class InspectProcessor:
         self.triton = triton
         self.tax = taxonomy.load()
         self.model = inspect_model(triton)
+        self.serial = self.model == SINGLE_MODEL and one_at_a_time(triton)
+
+    def _inspect(self, payloads: Sequence[bytes]) -> list:
+        if not self.serial:
+            return _answers(self.triton.inspect_many, payloads, self.model)
+        return [a for p in payloads for a in _answers(self.triton.inspect_many, [p], self.model)]
 
     def run(self, payloads: Sequence[bytes], names: Sequence[str], job_dir: Path) -> list:
         try:
-            return [self._outcome(a) for a in _answers(self.triton.inspect_many, payloads, self.model)]
+            return [self._outcome(a) for a in self._inspect(payloads)]
         except Transient:
             _lane_seen.pop(self.triton.url, None)  # the lane may have gone: the retry looks again
             raise

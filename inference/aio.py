@@ -43,8 +43,8 @@ class AsyncTriton:
         return results.parsed(results.side, r), (time.perf_counter() - t0) * 1000
 
     async def inspect_with(self, model: str, image: bytes) -> tuple[results.SideResult, float]:
-        """One side through ``model`` itself, a whole-side detector (the shadow), below the
-        line's priority."""
+        """One side through ``model`` itself, a whole-side detector (the shadow), at the
+        background priority level (a model without levels ignores it)."""
         t0 = time.perf_counter()
         r = await self.infer(model, contract.inspect_request(grpcclient.InferInput, image),
                              priority=contract.PRIORITY_BACKGROUND)

@@ -30,10 +30,14 @@ def shadow_model(model: str = DETECTOR_MODEL) -> str:
 # is loaded (the CPU layout), so an archive never queues in the instances the sorter's boards use.
 BATCH_LANE_MODEL = "pcb_inspect_batch"
 BATCH_LANE_DETECTOR = "pcb_detector_batch"
+# present only in the split (GPU) layout: the first step, the one with priority levels
+SPLIT_FIRST_STEP = "pcb_preprocess"
 
-# Priority levels of the line's models (their dynamic batchers have two; lower is served
-# first): the sorter's boards at the top, batch re-inspection below. A request without a
-# priority (perf_analyzer, a script) gets the models' default, the lower level.
+# Priority levels (lower is served first): the sorter's boards at the top, batch
+# re-inspection below; a request without one (perf_analyzer, a script) gets the lower level.
+# Only the GPU layout's first step, pcb_preprocess, has levels: on the CPU levels would switch
+# off Triton's prefetching (export/detector_config.py), and there batch work has a lane of its
+# own instead. A model without levels serves every request at its default, in arrival order.
 PRIORITY_LINE = 1
 PRIORITY_BACKGROUND = 2
 PRIORITY_LEVELS = 2

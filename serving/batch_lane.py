@@ -3,7 +3,8 @@
 Priority levels in a dynamic batcher order the queue, but an execution that has started runs
 to its end: on a CPU host both detector instances were often busy with an archive's batch of
 eight when a sorter's board arrived, and the board waited for one of them (board p99 1.6-1.8x
-the line alone, docs/benchmarks.md). Triton cannot reserve instances for a priority level,
+the line alone, docs/benchmarks.md; the detector has no priority levels any more, since they
+switch off Triton's prefetching: export/detector_config.py). Triton cannot reserve instances for a priority level,
 so the lane gives batch work instances of its own:
 
 - ``pcb_detector_batch``: the served versions of ``pcb_detector`` (hard links of their
@@ -18,7 +19,9 @@ The lane follows the detector: ``sync`` runs after every export (export/onnx_tar
 every change of what is served (serving/admin.py: load, promote, unload, rollback), so a batch
 result names the version the line serves. The CPU layout only: the GPU layout's detector is
 one TensorRT plan whose executions are milliseconds, and a GPU has no SCHED_IDLE; there the
-priority levels alone order the work, and the engine uses ``pcb_inspect``.
+priority levels of the first step (pcb_preprocess) order the work, and the engine uses
+``pcb_inspect``. A CPU layout without its lane (Triton's start, a lane that could not follow)
+gets batch images one at a time (batch/processors.py), so the line keeps an instance.
 """
 
 from __future__ import annotations

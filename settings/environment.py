@@ -20,11 +20,13 @@ class Settings(BaseSettings):
     triton_http_url: str = "127.0.0.1:8000"  # HTTP, for the repository API (admin hot-swap)
     model_repository: str = "model_repository"  # shared with Triton (same volume) for promotions
     triton_timeout_s: float = 5.0
-    # boards this gateway process has in Triton at once; past it a board is refused at once
-    # (503 inference_overloaded + Retry-After) rather than queued to go late. The line's models
-    # carry no Triton queue bound: one would switch off Triton's prefetching
-    # (export/detector_config.py). 0: no bound
-    triton_max_in_flight: int = 128
+    # images (a dual board counts two) this gateway process has in Triton at once; past it a
+    # board is refused at once (503 inference_overloaded + Retry-After) rather than queued to
+    # go late. The line's models carry no Triton queue bound: one would switch off Triton's
+    # prefetching (export/detector_config.py). 64 at the CPU detector's ~60-130 images/s is
+    # 0.5-1 s of queue, within the pairing window's order; with N gateway processes on one
+    # Triton, divide. 0: no bound
+    triton_max_in_flight: int = Field(default=64, ge=0)
     # the key Triton's restricted APIs (model repository, shared memory) ask for; None: none
     triton_admin_key: str | None = None
     # "round_robin": spread requests over every replica TRITON_URL resolves to (e.g.
@@ -98,7 +100,8 @@ class Settings(BaseSettings):
     batch_metrics_port: int = 9810  # each worker's own /metrics
     # a worker process's own CPU priority (serving/cpu_priority.py: normal, nice:N, idle): on a
     # host it shares with the gateway, its own work (Celery, reading files, writing results)
-    # must not delay the line's HTTP and outbox work; Triton's share is the priority levels'
+    # must not delay the line's HTTP and outbox work; inside Triton the batch lane keeps it
+    # off the line's instances
     batch_cpu_priority: str = "nice:10"
     batch_mem_limit_mb: float = 1024.0  # the worker's own resident memory: above it, smaller Triton batches
     # photo enhancement (gateway/services/enhance.py, the face_enhance model in Triton)

@@ -1,7 +1,8 @@
 """The batch lane (serving/batch_lane.py): the served detector again, under SCHED_IDLE, behind
 ``pcb_inspect_batch``. On disk it mirrors what the detector serves; in the real Triton it
 answers exactly what ``pcb_inspect`` answers, its instances step aside for the line's, and the
-engine falls back to ``pcb_inspect`` (retrying, never failing items) when it is not loaded.
+engine falls back to ``pcb_inspect`` (retrying, never failing items; one image at a time on the
+CPU, whose detector has no priority levels) when it is not loaded.
 The swap under traffic is in test_hot_swap.py; the engine's use of it in test_batch_adaptive.py."""
 
 from __future__ import annotations
@@ -9,6 +10,7 @@ from __future__ import annotations
 import os
 import shutil
 from concurrent.futures import ThreadPoolExecutor
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -116,9 +118,15 @@ def test_without_the_lane_the_engine_uses_pcb_inspect_and_retries_meanwhile(trit
             held.run([board], ["b.jpg"], tmp_path)
         # and the retry looks again: pcb_inspect
         fresh = processors.InspectProcessor(client)
-        assert fresh.model == SINGLE_MODEL
-        [out] = fresh.run([board], ["b.jpg"], tmp_path)
-        assert out["detector_version"] == 1
+        # the CPU layout's detector has no priority levels: batch images go one at a time, so
+        # the sorter's boards always find one of its two instances free
+        assert fresh.model == SINGLE_MODEL and fresh.serial
+        sent = []
+        real = client.inspect_many
+        fresh.triton = SimpleNamespace(inspect_many=lambda imgs, model: sent.append((len(imgs), model)) or real(imgs, model))
+        outs = fresh.run([board] * 3, ["a.jpg", "b.jpg", "c.jpg"], tmp_path)
+        assert [o["detector_version"] for o in outs] == [1, 1, 1]
+        assert sent == [(1, SINGLE_MODEL)] * 3
     finally:
         api.load(BATCH_LANE_MODEL)  # an ensemble's load loads its step's model
         processors._lane_seen.clear()

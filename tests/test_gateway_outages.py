@@ -178,6 +178,7 @@ async def test_boards_past_the_gateways_bound_are_503_overloaded(triton):
     burst of 12 gets the overflow refused at once (503 inference_overloaded + Retry-After)
     and the rest answered; the count drains back to zero, so the next board goes through."""
     import asyncio
+    import contextlib
 
     from gateway.core.errors import ServiceUnavailable
     from gateway.services.triton import TritonService
@@ -191,8 +192,17 @@ async def test_boards_past_the_gateways_bound_are_503_overloaded(triton):
         assert len(answered) == 2 and len(overloaded) == 10, results
         assert all(e.code == "inference_overloaded" and e.headers["Retry-After"] for e in overloaded)
         assert svc.in_flight == 0
+        # a dual board is two images: one fills the room, the other two are refused
         dual = await asyncio.gather(*(svc.inspect_dual(img, img) for _ in range(3)), return_exceptions=True)
-        assert sum(isinstance(r, ServiceUnavailable) for r in dual) == 1 and svc.in_flight == 0
+        assert sum(isinstance(r, ServiceUnavailable) for r in dual) == 2 and svc.in_flight == 0
+        # a board given up on mid-flight (a client gone, a start-up wait_for) gives its room back
+        task = asyncio.create_task(svc.inspect(img))
+        await asyncio.sleep(0.005)
+        assert svc.in_flight == 1
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+        assert svc.in_flight == 0
         side, _ = await svc.inspect(img)
         assert side.detector_version >= 1
     finally:

@@ -26,6 +26,8 @@ TRITON_ERRORS = Counter("gateway_triton_errors_total", "Triton calls that failed
 OUTBOX_WRITE = Histogram("gateway_outbox_write_seconds", "Time an inspection waits for its durable outbox write",
                          buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5), registry=REGISTRY)
 PAIRING = Counter("gateway_pairing_total", "Pairing outcomes", ["outcome"], registry=REGISTRY)
+TRITON_IN_FLIGHT = Gauge("gateway_triton_in_flight", "Line images this gateway process has in Triton now "
+                         "(bounded by TRITON_MAX_IN_FLIGHT)", registry=REGISTRY)
 OUTBOX_DEPTH = Gauge("gateway_outbox_depth", "Inspections waiting in the local outbox", registry=REGISTRY)
 DB_WRITE_FAILURES = Counter("gateway_db_write_failures_total",
                             "Database writes that failed because the database was unavailable (rows kept)",

@@ -3,7 +3,7 @@
 While ``pcb_detector_shadow`` is loaded in Triton (``python -m serving.admin shadow`` or
 ``POST /admin/models/{model}/shadow``), each answered side is offered here with the
 served answer. A share of them (``SHADOW_SHARE``) goes into a bounded queue; one task
-sends them to the shadow below the line's priority, compares, and stores both answers
+sends them to the shadow (its own instance, under SCHED_IDLE), compares, and stores both answers
 (``shadow_results``). The line never waits: ``offer`` is a ``put_nowait``, a full queue
 drops the frame (counted), and a shadow that fails or is slow costs only its own queue.
 ``report`` gives what the promotion floor reads: verdict agreement per side (a board agrees
