@@ -205,6 +205,10 @@ async def test_boards_past_the_gateways_bound_are_503_overloaded(triton):
         assert svc.in_flight == 0
         side, _ = await svc.inspect(img)
         assert side.detector_version >= 1
+        # a bound smaller than a dual board still lets one through when nothing else is in flight
+        svc.max_in_flight = 1
+        duo = await asyncio.gather(*(svc.inspect_dual(img, img) for _ in range(2)), return_exceptions=True)
+        assert [isinstance(r, ServiceUnavailable) for r in duo] == [False, True], duo
     finally:
         await svc.close()
 

@@ -56,8 +56,9 @@ class TritonService:
     async def _line_call(self, model: str, images: int, make_call):
         """A board's call, its ``images`` counted against ``max_in_flight`` (the event loop is
         the only writer, so a plain counter is exact); ``make_call`` builds the coroutine only
-        once admitted, so a refused board leaves nothing un-awaited."""
-        if self.max_in_flight and self.in_flight + images > self.max_in_flight:
+        once admitted, so a refused board leaves nothing un-awaited. With nothing in flight a
+        board always goes (a bound of 1 still lets a dual board through)."""
+        if self.max_in_flight and self.in_flight and self.in_flight + images > self.max_in_flight:
             TRITON_ERRORS.labels(model, "inference_overloaded").inc()
             raise ServiceUnavailable(f"{self.in_flight} images already in Triton from this gateway process "
                                      f"(TRITON_MAX_IN_FLIGHT={self.max_in_flight})", "inference_overloaded", 1)
