@@ -6,7 +6,7 @@ REQUEST_START, QUEUE_START, COMPUTE_START, COMPUTE_INPUT_END, COMPUTE_OUTPUT_STA
 COMPUTE_END on the host's monotonic clock, the one the client's ``time.monotonic_ns`` reads,
 so one request splits into: client -> server, queue, input, the python model's execution
 (its stub's hand-over both ways plus the model's own code), output, server -> client. Three
-models, one request at a time, raw gRPC client (no answer parsing):
+models, one request at a time, the contract's sync client (no answer parsing):
 
   noop          a python model that returns at once: the python backend's floor
   pcb_detector  the line's whole-side model, called directly
@@ -26,11 +26,11 @@ from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
-import tritonclient.grpc as grpcclient
 from tritonclient.grpc import model_config_pb2 as mc
 
 from bench.common import OUT, bench_images, git_rev, machine, write_section
 from bench.levers import NOW, build
+from inference.sync import SyncTriton
 from serving.cpu_server import TritonServer
 from serving.repository import DETECTOR, write_config
 
@@ -71,7 +71,7 @@ def timed_requests(url: str, model: str, images: list[bytes], n: int,
     """(sent, received) monotonic ns per request, one at a time; with ``local``, the same
     image through it before each request (ms each), so the in-process reference sees the
     same moments of a shared machine as Triton does."""
-    client = grpcclient.InferenceServerClient(url)
+    client = SyncTriton(url)
     out, local_ms = [], []
     try:
         for i in range(n):
@@ -81,13 +81,11 @@ def timed_requests(url: str, model: str, images: list[bytes], n: int,
                 local(data)
                 local_ms.append((time.perf_counter() - t) * 1000)
             img = np.frombuffer(data, np.uint8)[None]
-            inp = grpcclient.InferInput("IMAGE", list(img.shape), "UINT8")
-            inp.set_data_from_numpy(img)
             t0 = time.monotonic_ns()
-            client.infer(model, [inp])
+            client.infer_tensors(model, {"IMAGE": img})
             out.append((t0, time.monotonic_ns()))
     finally:
-        client.close()
+        client.reset()
     return out, local_ms
 
 
@@ -182,7 +180,7 @@ def report(result: dict[str, dict[str, float]], inproc: float, started: str) -> 
         "## Where the c=1 time goes (`make bench-overhead`)",
         "",
         f"Command: `make bench-overhead` (= `python -m bench.triton_overhead`), run {started}, commit {git_rev()}.",
-        f"Machine: {machine()}. One request at a time over gRPC (raw client, no answer parsing), "
+        f"Machine: {machine()}. One request at a time over gRPC (the contract's sync client, no answer parsing), "
         "Triton's trace on every request, p50 ms per stage "
         f"(over {min(int(r['n']) for r in result.values())}+ requests per model); the same 640x480 boards "
         f"in-process, timed before each `pcb_detector` request: **{inproc:.1f} ms**.",

@@ -19,10 +19,10 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import tritonclient.grpc as grpcclient
 from tritonclient.grpc import model_config_pb2 as mc
 
 from export.detector_config import DetectorShape, detector_config
+from inference.sync import SyncTriton
 from serving.cpu_server import TritonServer
 from serving.repository import read_config, write_config
 
@@ -84,12 +84,10 @@ def _queued_waits(url: str, repo: Path, model: str, tries: int, until_s: float |
     marker = repo / model / "executing"
     waits: list[float] = []
     while len(waits) < tries and not (until_s is not None and waits and waits[-1] > until_s):
-        a, b = grpcclient.InferenceServerClient(url), grpcclient.InferenceServerClient(url)
-        inp = grpcclient.InferInput("IMAGE", list(img.shape), "UINT8")
-        inp.set_data_from_numpy(img)
+        a, b = SyncTriton(url), SyncTriton(url)
         marker.unlink(missing_ok=True)
         errors: list[Exception] = []
-        first = threading.Thread(target=_infer_into, args=(a, model, inp, errors))
+        first = threading.Thread(target=_infer_into, args=(a, model, img, errors))
         first.start()
         deadline = time.monotonic() + 10
         while not marker.exists():  # A is executing: B will have to queue behind it
@@ -97,20 +95,21 @@ def _queued_waits(url: str, repo: Path, model: str, tries: int, until_s: float |
             time.sleep(0.002)
         time.sleep(0.01)
         t0 = time.perf_counter()
-        b.infer(model, [inp])
+        b.infer_tensors(model, {"IMAGE": img})
         waits.append(time.perf_counter() - t0)
         first.join()
         assert not errors, errors
-        a.close()
-        b.close()
+        b.reset()
     return waits
 
 
-def _infer_into(client, model: str, inp, errors: list[Exception]) -> None:
+def _infer_into(client: SyncTriton, model: str, img: np.ndarray, errors: list[Exception]) -> None:
     try:
-        client.infer(model, [inp])
+        client.infer_tensors(model, {"IMAGE": img})
     except Exception as e:  # noqa: BLE001 - handed to the test's thread
         errors.append(e)
+    finally:
+        client.reset()  # this thread's channel
 
 
 def test_a_queued_request_runs_when_the_instance_frees(tmp_path):
