@@ -111,6 +111,10 @@ LINE = [
           [(f"histogram_quantile({q}, sum by (le) (rate(gateway_outbox_write_seconds_bucket{R})))", f"p{p}")
            for q, p in ((0.5, 50), (0.99, 99))],
           unit="s", description="group commit + fsync of the local outbox: a slow disk shows here first"),
+    Panel("Line images in Triton, per gateway process",
+          [("gateway_triton_in_flight", "{{instance}}")],
+          description="bounded by TRITON_MAX_IN_FLIGHT; at the bound boards get 503 inference_overloaded "
+                      "(\"Failures: Triton and the gateway's calls\", code inference_overloaded)"),
     Panel("Gateway request latency p99, by route",
           [(f"histogram_quantile(0.99, sum by (le, route) (rate(gateway_request_duration_seconds_bucket{R})))",
             "{{route}}")], unit="s"),
