@@ -207,8 +207,22 @@ class JobStore:
                     del jobs[jid]
                     continue
                 level = effective_level(w.priority, w.waited(now), aging_s)
-                c.state, c.dispatched_at, c.dispatches, c.published = "dispatched", now, c.dispatches + 1, False
-                out.append(Dispatch(jid, c.seq, level, w.kind, c.dispatches))
+                # conditional on what was read: SQLite has no row locks (FOR UPDATE is ignored
+                # there), so two dispatchers can read the same queued chunk; only one write
+                # matches, and the other moves on. Unguarded, both sent it under one generation
+                # and two workers ran its images (seen under CPU load: 164-172 of 160 inferred)
+                seq, before = c.seq, c.dispatches
+                generation = before + 1
+                taken = s.execute(update(BatchChunk)
+                                  .where(BatchChunk.job_id == jid, BatchChunk.seq == seq,
+                                         BatchChunk.state == "queued", BatchChunk.dispatches == before)
+                                  .values(state="dispatched", dispatched_at=now, dispatches=generation,
+                                          published=False)
+                                  .execution_options(synchronize_session=False)).rowcount
+                s.expire(c)
+                if taken != 1:
+                    continue  # a concurrent dispatcher took it between the read and the write
+                out.append(Dispatch(jid, seq, level, w.kind, generation))
                 if not w.in_flight:
                     s.execute(update(BatchJob).where(BatchJob.id == jid, BatchJob.started_at.is_(None))
                               .values(started_at=now))

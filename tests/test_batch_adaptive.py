@@ -39,8 +39,11 @@ def test_a_job_runs_under_the_controller_and_its_trace_is_recorded(triton, tmp_p
     assert len(items) == IMAGES and all(i["state"] == "completed" and i["result"]["verdict"] for i in items)
     # the read-ahead and the early slot release send every image once, no more
     # (through the batch lane: the line's own instances never saw the job)
-    assert stats.counts_after(BATCH_LANE_MODEL, before, IMAGES + 1, timeout_s=1).inference_count \
-        - before.inference_count == IMAGES
+    sent = stats.counts_after(BATCH_LANE_MODEL, before, IMAGES + 1, timeout_s=1).inference_count \
+        - before.inference_count
+    # (two dispatchers taking one chunk on SQLite ran it twice under CPU load: 164-172 of 160,
+    # until the take became a conditional write, batch/store.py take_dispatches)
+    assert sent == IMAGES, p.stderr[-4000:]
     assert stats.counts("pcb_inspect").inference_count == line_before.inference_count
 
     [trace_file] = trace_dir.glob("*.jsonl")

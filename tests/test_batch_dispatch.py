@@ -215,3 +215,30 @@ def test_rabbitmq_publishes_wait_for_the_brokers_confirm():
     assert amqp.conf.broker_transport_options["confirm_publish"] is True
     memory = configure(Celery("m"), Settings(batch_broker_url="memory://"))
     assert "confirm_publish" not in memory.conf.broker_transport_options
+
+
+def test_concurrent_dispatchers_never_take_one_chunk_twice(store):
+    """The gateway, every worker after each chunk and the sweeper all dispatch. On SQLite, which
+    ignores FOR UPDATE, two of them could read the same queued chunk and both send it under one
+    generation (two workers then ran its images: 164-172 inferences for 160 images under CPU
+    load). The take is a write conditional on what was read, so each chunk goes out once."""
+    import threading
+
+    jid = _job(store, n=120, chunk=2)
+    taken: list[tuple[str, int, int]] = []
+    start = threading.Barrier(6)
+
+    def dispatcher() -> None:
+        start.wait()
+        for _ in range(20):
+            taken.extend((d.job_id, d.seq, d.generation) for d in store.take_dispatches(99, 60))
+
+    threads = [threading.Thread(target=dispatcher) for _ in range(6)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    seqs = [seq for job, seq, _ in taken if job == jid]
+    assert len(seqs) == len(set(seqs)) == 60, sorted(seqs)
+    assert all(gen == 1 for _, _, gen in taken)
+    assert all(state == "dispatched" and n == 1 for state, n, _ in _chunks(store, jid).values())
