@@ -5,6 +5,7 @@ best batch size."""
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -37,15 +38,26 @@ def pipeline_throughput(onnx: Path, images: list[bytes], batch: int, seconds: fl
     return n / (time.perf_counter() - t0)
 
 
+def single_image(onnx: Path, rect: bool = True, threads: int = 1) -> Callable[[bytes], object]:
+    """One encoded image through the whole pipeline in this process (the reference every
+    Triton path is compared with, one image at a time)."""
+    det = OrtDetector(onnx, threads)
+    stride = DETECTOR_STRIDE if rect else 0
+
+    def run(data: bytes) -> object:
+        chw, t = letterbox(decode_image(data), 320, stride)
+        return postprocess(det.run(chw[None])["output0"][0], t)
+
+    return run
+
+
 def single_image_ms(onnx: Path, images: list[bytes], rect: bool = True, threads: int = 1,
                     n: int = 200) -> float:
     """p50 milliseconds for one image through the whole pipeline, one at a time."""
-    det = OrtDetector(onnx, threads)
-    stride = DETECTOR_STRIDE if rect else 0
+    run = single_image(onnx, rect, threads)
     times = []
     for i in range(n + 10):
         t0 = time.perf_counter()
-        chw, t = letterbox(decode_image(images[i % len(images)]), 320, stride)
-        postprocess(det.run(chw[None])["output0"][0], t)
+        run(images[i % len(images)])
         times.append(time.perf_counter() - t0)
     return float(np.median(times[10:]) * 1000)

@@ -26,7 +26,7 @@ from pathlib import Path
 import numpy as np
 
 from bench.common import OUT, ROOT, WEIGHTS, bench_images, git_rev, machine, write_section
-from bench.inprocess import single_image_ms
+from bench.inprocess import single_image, single_image_ms
 from bench.perf_triton import input_files, perf
 from inference.sync import SyncTriton
 from serving import batch_lane
@@ -90,17 +90,7 @@ def paired_c1(onnx: Path, images: list[bytes], grpc_url: str, rect: bool, thread
     see the machine as it is at that moment, so a slow patch of a shared host lands on both
     rather than on whichever ran second (the in-process reference moved by 60 % between
     sittings when measured apart)."""
-    from pcb.image_decode import decode_image
-    from pcb.letterbox import letterbox
-    from pcb.postprocess import postprocess
-    from pcb.side_config import DETECTOR_STRIDE
-    from serving.ort_detector import OrtDetector
-
-    det, stride, triton = OrtDetector(onnx, threads), (DETECTOR_STRIDE if rect else 0), SyncTriton(grpc_url)
-
-    def local(img: bytes) -> None:
-        chw, t = letterbox(decode_image(img), 320, stride)
-        postprocess(det.run(chw[None])["output0"][0], t)
+    local, triton = single_image(onnx, rect, threads), SyncTriton(grpc_url)
 
     def served(img: bytes) -> None:
         triton.inspect(img)

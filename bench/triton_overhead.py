@@ -29,6 +29,7 @@ import numpy as np
 from tritonclient.grpc import model_config_pb2 as mc
 
 from bench.common import OUT, bench_images, git_rev, machine, write_section
+from bench.inprocess import single_image
 from bench.levers import NOW, build
 from inference.sync import SyncTriton
 from serving.cpu_server import TritonServer
@@ -121,23 +122,6 @@ def split(traced: list[dict[str, int]], sent: list[tuple[int, int]], skip: int) 
     return {name: float(np.median([(r[b] - r[a]) / 1e6 for r in rows])) for name, a, b in STAGES} | {"n": len(rows)}
 
 
-def in_process(onnx: Path) -> Callable[[bytes], object]:
-    """The same pipeline in this process: decode -> letterbox -> onnxruntime -> NMS."""
-    from pcb.image_decode import decode_image
-    from pcb.letterbox import letterbox
-    from pcb.postprocess import postprocess
-    from pcb.side_config import DETECTOR_STRIDE
-    from serving.ort_detector import OrtDetector
-
-    det = OrtDetector(onnx, 1)
-
-    def run(data: bytes) -> object:
-        chw, t = letterbox(decode_image(data), 320, DETECTOR_STRIDE)
-        return postprocess(det.run(chw[None])["output0"][0], t)
-
-    return run
-
-
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m bench.triton_overhead")
     ap.add_argument("--requests", type=int, default=300)
@@ -152,7 +136,7 @@ def main(argv: list[str] | None = None) -> int:
     trace.unlink(missing_ok=True)
     flags = ["--trace-config=mode=triton", f"--trace-config=triton,file={trace}", "--trace-config=level=TIMESTAMPS",
              "--trace-config=rate=1"]
-    local = in_process(onnx)
+    local = single_image(onnx, rect=True, threads=1)
     sent, local_ms = {}, []
     with TritonServer(repository=repo, log_file=OUT / "triton_overhead.log", extra_args=flags,
                       load=[NOOP, "pcb_inspect"]) as srv:
